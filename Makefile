@@ -1,0 +1,76 @@
+# recgen: `make run` builds everything on the embedded dataset; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export GX_ANALYTICS_ENABLED := false
+export BENTOML_DO_NOT_TRACK := true
+export RECGEN_DUCKDB_PATH ?= $(CURDIR)/data/recgen.duckdb
+
+.PHONY: help setup run test test-fast lint format dbt-parse materialize bento dev serve bench clean browser
+
+help:
+	@echo "make run    - set up, materialize every asset on the embedded dataset, build the bento, print outputs"
+	@echo "make test   - set up, then run the whole test suite (unit + integration)"
+	@echo "make dev    - dagster dev (UI on http://127.0.0.1:3000)"
+	@echo "make serve  - bentoml serve the champion model on http://127.0.0.1:3001"
+	@echo "make bench  - print the benchmark figures (benchmarks/*.py)"
+
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build; the local CPU build is used here.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) dbt-parse
+	mkdir -p $(DAGSTER_HOME) && cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+# dagster-dbt reads dbt's manifest; produce it once per change of the dbt project.
+dbt-parse: $(STAMP)
+	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir .
+
+materialize: setup
+	$(BIN)/dagster asset materialize -m orchestration.definitions --select '*'
+
+bento: setup
+	cd bentos && ../$(BIN)/bentoml build -f bentofile.yaml ..
+
+run: materialize
+	@if [ -f bentos/bentofile.yaml ]; then $(MAKE) --no-print-directory bento; fi
+	$(BIN)/python -m orchestration.summary
+
+# Chromium renders the HTML reports in the report tests (Debian package; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: report rendering tests will fail"
+
+test: setup browser
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not integration and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+dev: setup
+	$(BIN)/dagster dev -m orchestration.definitions --host 127.0.0.1 --port 3000
+
+serve: setup
+	$(BIN)/bentoml serve bentos.service:RecgenService --host 127.0.0.1 --port 3001
+
+bench: setup
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf data reports .dagster_home dbt_project/target dbt_project/logs

@@ -1,0 +1,70 @@
+"""DuckDB access shared by the pipeline, the service and the tests.
+
+DuckDB allows one read-write process per database file at a time, and a read-only open fails while another
+process holds it read-write. Every process therefore opens the file through :func:`connect`, which holds an
+exclusive OS lock (``<db>.lock``) for the life of the connection: overlapping Dagster runs (scheduled,
+sensor-started and manual) queue on the lock instead of failing with DuckDB's "Could not set lock" error.
+Dagster's run queue (``dagster.yaml``: tag concurrency on ``recgen/duckdb``) serializes whole runs where the
+daemon is running; this lock covers the CLI and in-process runs that bypass the queue.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+
+class WarehouseLockTimeout(TimeoutError):
+    """Another process held the DuckDB write lock for longer than the timeout."""
+
+
+@contextmanager
+def exclusive_lock(database: Path, timeout_s: float = 1800.0) -> Iterator[None]:
+    """Hold the cross-process lock of ``database`` (blocking, polled) until the block exits."""
+    database = Path(database)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = database.with_suffix(database.suffix + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseLockTimeout(
+                        f"{lock_path} held by another process for {timeout_s}s"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextmanager
+def connect(database: Path, timeout_s: float = 1800.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to ``database``, holding its cross-process lock while open."""
+    with exclusive_lock(database, timeout_s):
+        con = duckdb.connect(str(database))
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:
+    """Whether ``schema.table`` exists in the connected database."""
+    schema, _, table = qualified_name.rpartition(".")
+    row = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema or "main", table],
+    ).fetchone()
+    return bool(row and row[0])

