@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import dagster as dg
 
+from models.data.ingest import pending_inbox_files
 from orchestration.jobs import data_refresh_job
 from orchestration.resources import RecgenResource
-
-
-def pending_inbox_files(inbox: Path) -> list[Path]:
-    """Files waiting in ``inbox/<table>/`` (``processed/`` holds the ones already ingested)."""
-    return sorted(p for p in inbox.glob("*/*") if p.is_file() and p.parent.name != "processed")
 
 
 @dg.sensor(

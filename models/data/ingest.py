@@ -277,6 +277,11 @@ def ingest_snapshot(
     return IngestReport(batch_id, reports)
 
 
+def pending_inbox_files(inbox: Path) -> list[Path]:
+    """Files waiting in ``inbox/<table>/`` (``inbox/processed/`` holds the ones already ingested)."""
+    return sorted(p for p in inbox.glob("*/*") if p.is_file() and p.parent.name != "processed")
+
+
 def read_inbox_file(path: Path) -> tuple[str, pd.DataFrame, list[tuple[int, str]]]:
     """Read one inbox file (``<table>/*.jsonl|csv|parquet``): (table, rows as text, malformed lines)."""
     table = path.parent.name
@@ -353,6 +358,7 @@ __all__ = [
     "ingest_inbox",
     "ingest_snapshot",
     "ingest_table",
+    "pending_inbox_files",
     "read_inbox_file",
     "USERS",
     "ITEMS",

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import dagster as dg
 from models.data.sources import write_raw_snapshot
 
-from models.data.ingest import IngestReport, ingest_inbox, ingest_snapshot
+from models.data.ingest import IngestReport, ingest_inbox, ingest_snapshot, pending_inbox_files
 from orchestration.resources import RecgenResource
 
 RAW_TABLE_KEYS = {name: dg.AssetKey(["raw", name]) for name in ("users", "items", "events")}
@@ -44,15 +44,15 @@ def raw_tables(context: dg.AssetExecutionContext, recgen: RecgenResource) -> Ite
     inbox, and inbox files move to ``inbox/processed`` once read.
     """
     settings = recgen.settings()
-    files = write_raw_snapshot(settings)
-    processed = settings.inbox_dir / "processed"
-    processed.mkdir(parents=True, exist_ok=True)
-    new_files = [p for p in settings.inbox_dir.glob("*/*") if p.is_file() and p.parent.name != "processed"]
-    for path in new_files:
-        target = processed / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(path, target)
+    # The snapshot folder and the inbox are shared by every run: write and move them under the warehouse lock.
     with recgen.connect() as con:
+        files = write_raw_snapshot(settings)
+        processed = settings.inbox_dir / "processed"
+        new_files = pending_inbox_files(settings.inbox_dir)
+        for path in new_files:
+            target = processed / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, target)
         snapshot = ingest_snapshot(con, files, source=settings.dataset, replace=True)
         replay = sorted(p for p in processed.glob("*/*") if p.is_file())
         inbox = ingest_inbox(con, replay) if replay else None
