@@ -1,0 +1,100 @@
+"""Data-layer cost at growing simulator sizes: simulate -> Parquet -> validated ingest -> dbt build.
+
+Prints wall time per stage and peak resident memory for each size, each size in a fresh process and a fresh
+DuckDB file, so the growth of cost with size is visible. Usage:
+
+    .venv/bin/python benchmarks/pipeline.py                 # 10k, 100k, 1M users
+    .venv/bin/python benchmarks/pipeline.py --users 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STAGE = r"""
+import json, os, resource, sys, time, subprocess
+from pathlib import Path
+from models.settings import get_settings
+from models.data.sources import write_raw_snapshot
+from models.data.ingest import ingest_snapshot
+from models.data import warehouse
+
+s = get_settings()
+s.ensure_dirs()
+t0 = time.perf_counter(); files = write_raw_snapshot(s); t1 = time.perf_counter()
+with warehouse.connect(s.database) as con:
+    report = ingest_snapshot(con, files, source="simulator")
+t2 = time.perf_counter()
+dbt = Path(sys.prefix) / "bin" / "dbt"
+vars_ = json.dumps({"valid_days": s.split.valid_days, "test_days": s.split.test_days})
+subprocess.run([str(dbt), "build", "--quiet", "--vars", vars_, "--profiles-dir", ".", "--project-dir", "."],
+               cwd=Path.cwd() / "dbt_project", check=True, env={**os.environ, "RECGEN_DUCKDB_PATH": str(s.database.resolve())})
+t3 = time.perf_counter()
+self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print("RESULT " + json.dumps({
+    "events": report.tables["events"].rows_clean, "simulate_s": t1 - t0, "ingest_s": t2 - t1, "dbt_s": t3 - t2,
+    "peak_rss_mb_python": self_rss, "peak_rss_mb_dbt": child_rss,
+    "db_mb": s.database.stat().st_size / 2**20}))
+"""
+
+
+def run_size(n_users: int, n_items: int, n_days: int) -> dict[str, float]:
+    """Run the data layer for one size in a fresh process and home; return its figures."""
+    with tempfile.TemporaryDirectory(prefix="recgen-bench-") as home:
+        env = {
+            **os.environ,
+            "RECGEN_HOME": home,
+            "RECGEN_DUCKDB_PATH": f"{home}/recgen.duckdb",
+            "RECGEN_SIMULATOR__N_USERS": str(n_users),
+            "RECGEN_SIMULATOR__N_ITEMS": str(n_items),
+            "RECGEN_SIMULATOR__N_DAYS": str(n_days),
+            "DBT_TARGET_PATH": f"{home}/dbt_target",
+            "DBT_LOG_PATH": f"{home}/dbt_logs",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        }
+        start = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", STAGE], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"size {n_users} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+        line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
+        figures = json.loads(line.removeprefix("RESULT "))
+        figures["total_s"] = time.perf_counter() - start
+        return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--days", type=int, default=21)
+    args = parser.parse_args()
+    print(
+        f"{'users':>9} {'items':>7} {'events':>11} {'simulate s':>10} {'ingest s':>9} {'dbt s':>8} "
+        f"{'total s':>8} {'py RSS MB':>9} {'dbt RSS MB':>10} {'db MB':>7}"
+    )
+    for n_users in args.users:
+        n_items = max(500, n_users // 10)
+        f = run_size(n_users, n_items, args.days)
+        print(
+            f"{n_users:>9} {n_items:>7} {f['events']:>11} {f['simulate_s']:>10.1f} {f['ingest_s']:>9.1f} "
+            f"{f['dbt_s']:>8.1f} {f['total_s']:>8.1f} {f['peak_rss_mb_python']:>9.0f} "
+            f"{f['peak_rss_mb_dbt']:>10.0f} {f['db_mb']:>7.0f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
