@@ -152,12 +152,25 @@ class QualitySettings(BaseModel):
 
 
 class ServingSettings(BaseModel):
-    """BentoML service limits."""
+    """BentoML service: request limits, on-demand generation, batching, and the bento's name."""
 
-    max_k: int = Field(100, ge=1)
-    max_history_items: int = Field(500, ge=1)
-    max_feedback_events: int = Field(1000, ge=1)
-    generate_on_demand: bool = True
+    max_k: int = Field(100, ge=1, description="largest number of recommendations one request may ask for")
+    max_history_items: int = Field(500, ge=1, description="longest anonymous history one request may send")
+    max_feedback_events: int = Field(1000, ge=1, description="most feedback events in one request")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body; larger ones get 413")
+    generate_on_demand: bool = Field(True, description="write missing copy at request time (else cache only)")
+    content_items: int = Field(
+        3, ge=0, description="top recommendations that get copy when a request asks for content"
+    )
+    recent_items: int = Field(
+        50, ge=1, description="positive feedback items per user kept in memory as the freshest history"
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="BentoML traffic timeout of one request")
+    max_batch_size: int = Field(32, ge=2, description="adaptive batching: most requests scored together")
+    max_latency_ms: int = Field(20, ge=1, description="adaptive batching: longest wait to fill a batch")
+    warehouse_timeout_s: float = Field(
+        30.0, ge=0, description="how long start-up waits for the DuckDB lock before serving without cache"
+    )
     bento_name: str = "recgen"
 
 
