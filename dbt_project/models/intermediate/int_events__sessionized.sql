@@ -1,0 +1,63 @@
+{#
+    One row per event with the user session it belongs to: a user's session ends when they are inactive
+    for more than session_gap_minutes. Sessions feed session-level analysis and the history encoder.
+#}
+{%- set gap_seconds = (var('session_gap_minutes') | int) * 60 -%}
+
+with
+
+events as (
+
+    select event_id, request_id, user_id, item_id, event_type, event_ts
+    from {{ ref('stg_recgen__events') }}
+
+),
+
+gaps as (
+
+    select
+        *,
+        lag(event_ts) over (partition by user_id order by event_ts, event_id) as previous_event_ts
+
+    from events
+
+),
+
+flagged as (
+
+    select
+        *,
+        case
+            when previous_event_ts is null then 1
+            when {{ dbt.datediff('previous_event_ts', 'event_ts', 'second') }} > {{ gap_seconds }} then 1
+            else 0
+        end as is_session_start
+
+    from gaps
+
+),
+
+numbered as (
+
+    select
+        *,
+        sum(is_session_start) over (
+            partition by user_id order by event_ts, event_id rows between unbounded preceding and current row
+        ) as session_number
+
+    from flagged
+
+)
+
+select
+    cast(event_id as varchar) as event_id,
+    cast(request_id as varchar) as request_id,
+    cast(user_id as varchar) as user_id,
+    cast(item_id as varchar) as item_id,
+    cast(event_type as varchar) as event_type,
+    cast(event_ts as timestamp) as event_ts,
+    cast(user_id || '#' || cast(session_number as varchar) as varchar) as session_id,
+    cast(session_number as bigint) as session_number,
+    cast(is_session_start as integer) as is_session_start
+
+from numbered

@@ -1,0 +1,185 @@
+{#
+    One row per sampled impression, with features that only use events strictly before the row:
+    - user features count the user's impressions at their own time and clicks at the time they happened,
+      summed over instants strictly before the row's event_ts (so the rest of the row's own slate, shown at
+      the same instant, and its own click are excluded);
+    - item features sum whole days strictly before event_date (int_item_daily__popularity);
+    - features_as_of is the latest event any feature of the row read (1970-01-01 when none), so the
+      no_future_features test catches any leak of the row's own or later events.
+    Every positive is kept; of each request's negatives, the negatives_per_positive x (positives in the
+    request) with the smallest hash of (request_id, item_id) are kept: deterministic, and unrelated to
+    position or item. Requests without a positive contribute no rows.
+#}
+{%- set negatives_per_positive = var('negatives_per_positive') | int -%}
+{%- set nothing_known = "cast('1970-01-01 00:00:00' as timestamp)" -%}
+
+with
+
+impressions as (
+
+    select * from {{ ref('int_impressions__labeled') }}
+
+),
+
+item_daily as (
+
+    select * from {{ ref('int_item_daily__popularity') }}
+
+),
+
+items as (
+
+    select item_id, published_at from {{ ref('stg_recgen__items') }}
+
+),
+
+user_timeline as (
+
+    select user_id, event_ts as happened_at, 1 as n_impressions, 0 as n_clicks
+    from impressions
+
+    union all
+
+    select user_id, clicked_at as happened_at, 0 as n_impressions, 1 as n_clicks
+    from impressions
+    where clicked = 1
+
+),
+
+user_moments as (
+
+    -- one row per user per instant, so "earlier rows" below means strictly earlier events
+    select
+        user_id,
+        happened_at,
+        sum(n_impressions) as n_impressions,
+        sum(n_clicks) as n_clicks
+
+    from user_timeline
+    group by user_id, happened_at
+
+),
+
+user_prior as (
+
+    select
+        user_id,
+        happened_at,
+        coalesce(sum(n_impressions) over earlier_moments, 0) as user_prior_impressions,
+        coalesce(sum(n_clicks) over earlier_moments, 0) as user_prior_clicks,
+        max(happened_at) over earlier_moments as user_features_as_of
+
+    from user_moments
+    window earlier_moments as (
+        partition by user_id order by happened_at rows between unbounded preceding and 1 preceding
+    )
+
+),
+
+item_prior as (
+
+    select
+        item_id,
+        event_date,
+        coalesce(sum(impressions) over earlier_days, 0) as item_prior_impressions,
+        coalesce(sum(clicks) over earlier_days, 0) as item_prior_clicks,
+        max(last_event_ts) over earlier_days as item_features_as_of
+
+    from item_daily
+    window earlier_days as (
+        partition by item_id order by event_date rows between unbounded preceding and 1 preceding
+    )
+
+),
+
+slates as (
+
+    select
+        *,
+        sum(clicked) over (partition by request_id) as request_positives,
+        row_number() over (
+            partition by request_id, clicked
+            order by {{ dbt.hash(dbt.concat(['request_id', "'|'", 'item_id'])) }}, item_id
+        ) as hash_rank
+
+    from impressions
+
+),
+
+sampled as (
+
+    select *
+    from slates
+    where clicked = 1 or hash_rank <= {{ negatives_per_positive }} * request_positives
+
+),
+
+final as (
+
+    select
+        sampled.request_id,
+        sampled.user_id,
+        sampled.item_id,
+        sampled.event_ts,
+        sampled.event_date,
+        sampled.position,
+        sampled.clicked as label,
+        sampled.dwell_seconds,
+        sampled.split,
+        coalesce(user_prior.user_prior_impressions, 0) as user_prior_impressions,
+        coalesce(user_prior.user_prior_clicks, 0) as user_prior_clicks,
+        case
+            when user_prior.user_prior_impressions > 0
+                then cast(user_prior.user_prior_clicks as double) / user_prior.user_prior_impressions
+            else 0
+        end as user_prior_ctr,
+        coalesce(item_prior.item_prior_impressions, 0) as item_prior_impressions,
+        coalesce(item_prior.item_prior_clicks, 0) as item_prior_clicks,
+        case
+            when item_prior.item_prior_impressions > 0
+                then cast(item_prior.item_prior_clicks as double) / item_prior.item_prior_impressions
+            else 0
+        end as item_prior_ctr,
+        -- a publication time after the impression is a data error, not a negative age
+        greatest(
+            cast({{ dbt.datediff('items.published_at', 'sampled.event_ts', 'second') }} as double) / 3600, 0
+        ) as item_age_hours,
+        greatest(
+            coalesce(user_prior.user_features_as_of, {{ nothing_known }}),
+            coalesce(item_prior.item_features_as_of, {{ nothing_known }})
+        ) as features_as_of
+
+    from sampled
+    left join user_prior
+        on
+            sampled.user_id = user_prior.user_id
+            and sampled.event_ts = user_prior.happened_at
+    left join item_prior
+        on
+            sampled.item_id = item_prior.item_id
+            and sampled.event_date = item_prior.event_date
+    left join items
+        on sampled.item_id = items.item_id
+
+)
+
+select
+    cast(request_id as varchar) as request_id,
+    cast(user_id as varchar) as user_id,
+    cast(item_id as varchar) as item_id,
+    cast(event_ts as timestamp) as event_ts,
+    cast(event_date as date) as event_date,
+    cast(position as integer) as position,
+    cast(label as integer) as label,
+    cast(dwell_seconds as double) as dwell_seconds,
+    cast(split as varchar) as split,
+    cast(user_prior_impressions as bigint) as user_prior_impressions,
+    cast(user_prior_clicks as bigint) as user_prior_clicks,
+    cast(user_prior_ctr as double) as user_prior_ctr,
+    cast(item_prior_impressions as bigint) as item_prior_impressions,
+    cast(item_prior_clicks as bigint) as item_prior_clicks,
+    cast(item_prior_ctr as double) as item_prior_ctr,
+    cast(item_age_hours as double) as item_age_hours,
+    cast(features_as_of as timestamp) as features_as_of
+
+from final

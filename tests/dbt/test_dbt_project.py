@@ -1,0 +1,174 @@
+"""The real dbt project built on a handmade warehouse: the build passes and the marts keep their contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.dbt.conftest import DBT_PROJECT_DIR, EVENTS, ITEMS, USERS, BuiltWarehouse, run_dbt
+
+pytestmark = pytest.mark.integration
+
+MARTS = (
+    "interactions",
+    "split_boundaries",
+    "user_histories",
+    "user_features",
+    "item_features",
+    "training_samples",
+)
+
+
+def _impressions() -> list[tuple]:
+    return [e for e in EVENTS if e[4] == "impression"]
+
+
+def test_dbt_build_passes_with_every_test(built_warehouse: BuiltWarehouse) -> None:
+    assert built_warehouse.build.returncode == 0, built_warehouse.build.output[-5000:]
+    results = json.loads((built_warehouse.database.parent / "target" / "run_results.json").read_text())[
+        "results"
+    ]
+    statuses = defaultdict(list)
+    for result in results:
+        statuses[result["unique_id"].split(".")[0]].append(result["status"])
+    # Every model built, every data and unit test ran and passed: no warning (the source relationship
+    # tests warn on orphan events, and the fixture has none), nothing skipped.
+    assert set(statuses["model"]) == {"success"} and len(statuses["model"]) == 14
+    assert set(statuses["test"]) == {"pass"} and len(statuses["test"]) > 100
+    assert set(statuses["unit_test"]) == {"pass"} and len(statuses["unit_test"]) >= 5
+
+
+def test_marts_land_in_the_marts_schema(built_warehouse: BuiltWarehouse) -> None:
+    # generate_schema_name keeps custom schemas verbatim: readers rely on marts.<name>, not main_marts.
+    rows = built_warehouse.query(
+        "select table_schema, table_name from information_schema.tables where table_schema = 'marts'"
+    )
+    assert {name for _, name in rows} == set(MARTS)
+
+
+def test_split_boundaries_are_whole_days_back_from_the_last_event(built_warehouse: BuiltWarehouse) -> None:
+    # BUILD_VARS: valid_days = test_days = 2. The last event is on Oct 6, so test is Oct 5-6, valid Oct 3-4
+    # and train everything from the first event's day (Oct 1); ends are exclusive midnights.
+    last_day = max(e[5] for e in EVENTS).date()
+    first_day = min(e[5] for e in EVENTS).date()
+
+    def midnight(day: date) -> datetime:
+        return datetime(day.year, day.month, day.day)
+
+    test_start = midnight(last_day - timedelta(days=1))
+    valid_start = test_start - timedelta(days=2)
+    expected = {
+        "train": (midnight(first_day), valid_start),
+        "valid": (valid_start, test_start),
+        "test": (test_start, midnight(last_day + timedelta(days=1))),
+    }
+    rows = built_warehouse.query("select split, starts_at, ends_at from marts.split_boundaries")
+    assert {split: (start, end) for split, start, end in rows} == expected
+
+
+@pytest.mark.parametrize("mart", ["interactions", "training_samples", "user_histories"])
+def test_each_split_lies_inside_its_window(built_warehouse: BuiltWarehouse, mart: str) -> None:
+    rows = built_warehouse.query(
+        f"""
+        select b.split, b.starts_at, b.ends_at, min(m.event_ts), max(m.event_ts), count(m.event_ts)
+        from marts.split_boundaries b left join marts.{mart} m on m.split = b.split
+        group by all
+        """
+    )
+    for split, starts_at, ends_at, first_ts, last_ts, n_rows in rows:
+        assert n_rows > 0, f"{mart} has no {split} rows: the fixture covers every split"
+        assert starts_at <= first_ts and last_ts < ends_at, (mart, split)
+
+
+def test_interactions_have_one_row_per_impression(built_warehouse: BuiltWarehouse) -> None:
+    impressions = _impressions()
+    rows = built_warehouse.query(
+        "select request_id, item_id, clicked, position, rating from marts.interactions"
+    )
+    assert sorted((r, i) for r, i, *_ in rows) == sorted((e[1], e[3]) for e in impressions)
+    clicks = {(e[1], e[3]) for e in EVENTS if e[4] == "click"}
+    assert {(r, i) for r, i, clicked, *_ in rows if clicked == 1} == clicks
+    # MovieLens-shaped requests (impression without a slot + rating) sit in slot 0 with their rating.
+    by_key = {(r, i): (position, rating) for r, i, _, position, rating in rows}
+    assert by_key[("r4", "i4")] == (0, 5.0) and by_key[("r5", "i3")] == (0, 2.0)
+
+
+def test_training_features_are_strictly_before_the_row(built_warehouse: BuiltWarehouse) -> None:
+    leaks = built_warehouse.query(
+        "select count(*) from marts.training_samples where not features_as_of < event_ts"
+    )
+    assert leaks == [(0,)]
+    row = built_warehouse.query(
+        """
+        select user_prior_impressions, user_prior_clicks, user_prior_ctr,
+               item_prior_impressions, item_prior_clicks, item_prior_ctr, item_age_hours, features_as_of
+        from marts.training_samples where request_id = 'r6' and item_id = 'i4'
+        """
+    )
+    # r6 shows i4 to u1 on Oct 3 09:00. Before it u1 saw r1 (3 items) and r3 (3 items) and clicked once
+    # in each: 6 impressions, 2 clicks. Item i4 on days before Oct 3 was shown twice on Oct 2 (r3 to u1,
+    # r4 to u2) and clicked once (u2's 5-star rating). i4 was published Oct 1 00:00: 57 h before. The
+    # latest event read is r4 at Oct 2 10:00 (after u1's r3 click at 08:00:20).
+    assert row == [(6, 2, 2 / 6, 2, 1, 0.5, 57.0, datetime(2026, 10, 2, 10, 0))]
+
+
+def test_training_samples_keep_positives_and_bounded_negatives(built_warehouse: BuiltWarehouse) -> None:
+    rows = built_warehouse.query("select request_id, item_id, label from marts.training_samples")
+    clicks = {(e[1], e[3]) for e in EVENTS if e[4] == "click"}
+    assert {(r, i) for r, i, label in rows if label == 1} == clicks
+    per_request: dict[str, list[int]] = defaultdict(list)
+    for request_id, _, label in rows:
+        per_request[request_id].append(label)
+    for labels in per_request.values():
+        assert labels.count(0) <= 4 * labels.count(1)
+    # Requests without a click (r5's 2-star rating, r7's ignored slate) yield no samples.
+    assert "r5" not in per_request and "r7" not in per_request
+
+
+def test_user_features_have_every_user_including_cold_ones(built_warehouse: BuiltWarehouse) -> None:
+    rows = built_warehouse.query(
+        "select user_id, n_impressions, n_clicks, ctr, avg_dwell_seconds, n_ratings, avg_rating, top_category "
+        "from marts.user_features order by user_id"
+    )
+    assert [r[0] for r in rows] == [u[0] for u in USERS]
+    by_user = {r[0]: r[1:] for r in rows}
+    # u3 has no events: zeros, and nulls where there is nothing to average or rank.
+    assert by_user["u3"] == (0, 0, 0.0, 0.0, 0, None, None)
+    # u2 in train (Oct 1-2): r2 (2 shown, i2 clicked with 20 s dwell), r4 (i4, 5 stars, clicked, no dwell),
+    # r5 (i3, 2 stars): 4 impressions, 2 clicks, dwell mean over clicks (20 + 0) / 2, ratings (5 + 2) / 2;
+    # clicked categories sports (i2) and tech (i4) tie, so the alphabetically first wins.
+    assert by_user["u2"] == (4, 2, 0.5, 10.0, 2, 3.5, "sports")
+
+
+def test_item_features_hash_content_and_keep_null_tags(built_warehouse: BuiltWarehouse) -> None:
+    rows = built_warehouse.query("select item_id, tags, content_hash, popularity from marts.item_features")
+    by_item = {item_id: (tags, content_hash, popularity) for item_id, tags, content_hash, popularity in rows}
+    assert set(by_item) == {i[0] for i in ITEMS}
+    for item_id, title, body, *_ in ITEMS:
+        assert by_item[item_id][1] == hashlib.md5(f"{title}\n{body}".encode()).hexdigest()
+    assert by_item["i4"][0] is None
+    # popularity counts train clicks only: i4's Oct 3 click is in valid, its Oct 2 click (r4) in train.
+    assert by_item["i4"][2] == 1
+
+
+def test_user_histories_are_positives_in_time_order(built_warehouse: BuiltWarehouse) -> None:
+    rows = built_warehouse.query(
+        "select item_id, seq, split from marts.user_histories where user_id = 'u1' order by seq"
+    )
+    # u1 clicked i1 (r1, Oct 1), i3 (r3, Oct 2), i4 (r6, Oct 3), i2 (r8, Oct 5).
+    assert rows == [("i1", 1, "train"), ("i3", 2, "train"), ("i4", 3, "valid"), ("i2", 4, "test")]
+
+
+def test_dbt_parse_writes_the_manifest_dagster_reads(tmp_path: Path) -> None:
+    # dagster-dbt loads target/manifest.json at import; parse must work before any warehouse exists.
+    run = run_dbt(["parse"], DBT_PROJECT_DIR, tmp_path / "absent" / "recgen.duckdb", tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    assert not (tmp_path / "absent").exists(), "parse must not open (or create) the warehouse"
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    models = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    assert set(MARTS) <= models
