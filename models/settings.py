@@ -24,17 +24,26 @@ def packaged_encoder_path() -> str:
 
 
 class SimulatorSettings(BaseModel):
-    """Size and behaviour of the embedded content-platform simulator."""
+    """Size and behaviour of the embedded content-platform simulator (models/data/simulator.py).
+
+    Clicks follow a known model: P(click) = examination(position) * sigmoid(logit) * creator penalty, with
+    examination = 1 / (1 + position) ** position_bias, logit = interest_weight * interest(u, t) . topics(i)
+    + popularity_bias * z(log popularity) - click_offset, and the penalty (1 - creator_bias) on items of
+    independent creators.
+    """
 
     n_users: int = Field(1500, ge=1)
     n_items: int = Field(800, ge=1)
     n_days: int = Field(21, ge=3)
     seed: int = 7
-    n_topics: int = Field(8, ge=2)
+    n_topics: int = Field(8, ge=2, le=12, description="topics (= categories); models/data/vocab.py has 12")
     requests_per_user_day: float = Field(0.8, gt=0, description="mean feed requests per user per day")
     slate_size: int = Field(8, ge=1, description="items shown per feed request")
     items_published_per_day_share: float = Field(
-        0.03, ge=0, le=1, description="share of the catalog published during the simulated window"
+        0.01,
+        ge=0,
+        le=1,
+        description="share of the catalog published per day of the window (at most 90% in all)",
     )
     drift_strength: float = Field(
         0.0, ge=0, le=1, description="how far user interests move towards a new topic over the window"
@@ -47,6 +56,15 @@ class SimulatorSettings(BaseModel):
     )
     position_bias: float = Field(0.7, ge=0, description="exponent of the 1/(1+pos)^b examination model")
     popularity_bias: float = Field(0.4, ge=0, description="weight of item popularity in the click logit")
+    interest_weight: float = Field(6.0, ge=0, description="weight of interest . topics in the click logit")
+    click_offset: float = Field(3.5, description="subtracted from the click logit (sets the base CTR)")
+    rating_share: float = Field(0.2, ge=0, le=1, description="share of clicks followed by a 1..5 rating")
+    independent_creator_share: float = Field(
+        0.3, ge=0, le=1, description="share of creators that are independent"
+    )
+    new_user_share: float = Field(
+        0.1, ge=0, le=1, description="share of users who sign up during the window (cold start)"
+    )
     chunk_users: int = Field(20_000, ge=1, description="users simulated per chunk when streaming to Parquet")
     start_date: str = "2026-10-01"
 
