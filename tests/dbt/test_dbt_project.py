@@ -121,13 +121,19 @@ def test_training_samples_keep_positives_and_bounded_negatives(built_warehouse: 
     rows = built_warehouse.query("select request_id, item_id, label from marts.training_samples")
     clicks = {(e[1], e[3]) for e in EVENTS if e[4] == "click"}
     assert {(r, i) for r, i, label in rows if label == 1} == clicks
+    slate_sizes: dict[str, int] = defaultdict(int)
+    for impression in _impressions():
+        slate_sizes[impression[1]] += 1
     per_request: dict[str, list[int]] = defaultdict(list)
     for request_id, _, label in rows:
         per_request[request_id].append(label)
-    for labels in per_request.values():
-        assert labels.count(0) <= 4 * labels.count(1)
-    # Requests without a click (r5's 2-star rating, r7's ignored slate) yield no samples.
-    assert "r5" not in per_request and "r7" not in per_request
+    for request_id, labels in per_request.items():
+        if slate_sizes[request_id] > 1:
+            assert labels.count(0) <= 4 * labels.count(1), request_id
+    # r7 is a slate nobody clicked: no samples. r4 and r5 are one-item (MovieLens-shaped) requests of u2
+    # at the same instant, so in one session: the 2-star r5 is kept as the negative of the 5-star r4.
+    assert "r7" not in per_request
+    assert per_request["r4"] == [1] and per_request["r5"] == [0]
 
 
 def test_user_features_have_every_user_including_cold_ones(built_warehouse: BuiltWarehouse) -> None:

@@ -1,6 +1,7 @@
 {#
     One row per event with the user session it belongs to: a user's session ends when they are inactive
-    for more than session_gap_minutes. Sessions feed session-level analysis and the history encoder.
+    for more than session_gap_minutes. training_samples samples one-item requests (rating-only data) within
+    a session, and sessions are there for session-level analysis.
 #}
 {%- set gap_seconds = (var('session_gap_minutes') | int) * 60 -%}
 

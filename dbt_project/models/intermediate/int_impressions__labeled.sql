@@ -3,7 +3,9 @@
     ratings are matched to their impression by request_id + user_id + item_id, so rating-only datasets
     (MovieLens: impression + rating, + click when rating >= 4) and click logs (MIND) come out the same.
     Events of users or items missing from raw.users / raw.items are dropped here (the source tests warn
-    about them), so every mart row joins to user_features and item_features.
+    about them), so every mart row joins to user_features and item_features. session_id is the user
+    session of the impression (int_events__sessionized); training_samples samples one-item requests
+    (rating-only data) within it.
 #}
 with
 
@@ -22,6 +24,12 @@ users as (
 items as (
 
     select item_id from {{ ref('stg_recgen__items') }}
+
+),
+
+sessions as (
+
+    select event_id, session_id from {{ ref('int_events__sessionized') }}
 
 ),
 
@@ -113,13 +121,16 @@ labeled as (
                 then greatest(clicks.first_click_ts, impressions.event_ts)
         end as clicked_at,
         coalesce(dwells.dwell_seconds, 0) as dwell_seconds,
-        ratings.rating
+        ratings.rating,
+        sessions.session_id
 
     from impressions
     inner join users
         on impressions.user_id = users.user_id
     inner join items
         on impressions.item_id = items.item_id
+    left join sessions
+        on impressions.event_id = sessions.event_id
     left join clicks
         on
             impressions.request_id = clicks.request_id
@@ -165,6 +176,7 @@ select
     cast(clicked_at as timestamp) as clicked_at,
     cast(dwell_seconds as double) as dwell_seconds,
     cast(rating as double) as rating,
+    cast(session_id as varchar) as session_id,
     cast(split as varchar) as split
 
 from split_assigned

@@ -8,7 +8,10 @@
       no_future_features test catches any leak of the row's own or later events.
     Every positive is kept; of each request's negatives, the negatives_per_positive x (positives in the
     request) with the smallest hash of (request_id, item_id) are kept: deterministic, and unrelated to
-    position or item. Requests without a positive contribute no rows.
+    position or item. Requests without a positive contribute no rows. One-item requests (rating-only data
+    such as MovieLens, where each rating is its own request) have no negatives of their own: they are
+    sampled together within the user's session instead, so disliked ratings (no click) next to liked ones
+    become the negatives.
 #}
 {%- set negatives_per_positive = var('negatives_per_positive') | int -%}
 {%- set nothing_known = "cast('1970-01-01 00:00:00' as timestamp)" -%}
@@ -92,17 +95,30 @@ item_prior as (
 
 ),
 
+grouped as (
+
+    select
+        *,
+        case
+            when count(*) over (partition by request_id) > 1 then 'request|' || request_id
+            else 'session|' || coalesce(session_id, request_id)
+        end as sampling_group
+
+    from impressions
+
+),
+
 slates as (
 
     select
         *,
-        sum(clicked) over (partition by request_id) as request_positives,
+        sum(clicked) over (partition by sampling_group) as group_positives,
         row_number() over (
-            partition by request_id, clicked
-            order by {{ dbt.hash(dbt.concat(['request_id', "'|'", 'item_id'])) }}, item_id
+            partition by sampling_group, clicked
+            order by {{ dbt.hash(dbt.concat(['request_id', "'|'", 'item_id'])) }}, request_id, item_id
         ) as hash_rank
 
-    from impressions
+    from grouped
 
 ),
 
@@ -110,7 +126,7 @@ sampled as (
 
     select *
     from slates
-    where clicked = 1 or hash_rank <= {{ negatives_per_positive }} * request_positives
+    where clicked = 1 or hash_rank <= {{ negatives_per_positive }} * group_positives
 
 ),
 
