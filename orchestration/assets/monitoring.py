@@ -1,0 +1,236 @@
+"""Reports: data drift, recommendation quality and fairness, each an HTML page plus a DuckDB table.
+
+Thin adapters over ``models.monitoring``: read the marts and the evaluation's recommendations under the warehouse
+lock, compute outside it, write the figures back under it.
+"""
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from models.data.warehouse import table_exists
+from models.monitoring.common import mean_ndcg, relevant_pairs
+from models.monitoring.drift import run_drift_report, save_drift_result
+from models.monitoring.fairness_report import run_fairness_report, save_fairness_metrics, summary_figures
+from models.monitoring.quality import run_quality_report
+from models.settings import Settings
+from orchestration.resources import RecgenResource
+
+MART_DEPS = [dg.AssetKey("interactions"), dg.AssetKey("user_features"), dg.AssetKey("item_features")]
+EVALUATION_DEP = dg.AssetKey("evaluation")
+RECOMMENDATIONS_TABLE = "ml.eval_recommendations"
+log = logging.getLogger(__name__)
+
+
+class DriftReportConfig(dg.Config):
+    """Which day to compare with the train window (ISO date; empty = the latest day in marts.interactions)."""
+
+    current_date: str | None = None
+
+
+def _read(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
+    return con.execute(sql).df()
+
+
+def _read_marts(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
+    return {
+        "interactions": _read(
+            con,
+            "select request_id, user_id, item_id, event_ts, event_date, position, clicked, dwell_seconds, rating, "
+            "split from marts.interactions",
+        ),
+        "user_features": _read(con, "select * from marts.user_features"),
+        "item_features": _read(con, "select * from marts.item_features"),
+    }
+
+
+def choose_model(recs: pd.DataFrame, relevant: pd.DataFrame, wanted: str | None, k: int) -> str | None:
+    """The model to monitor: ``wanted`` when present, else the one with the best NDCG@k."""
+    if "model" not in recs:
+        return None
+    models = sorted(recs["model"].dropna().unique())
+    if wanted in models:
+        return wanted
+    scores = {m: mean_ndcg(recs[recs["model"] == m], relevant, k) for m in models}
+    best = max(scores, key=lambda m: scores[m])
+    log.warning(
+        "model %r not in %s; monitoring %r (best ndcg@%d %.4f)",
+        wanted,
+        RECOMMENDATIONS_TABLE,
+        best,
+        k,
+        scores[best],
+    )
+    return best
+
+
+def _evaluation_inputs(
+    recgen: RecgenResource, settings: Settings
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame, str | None]:
+    """Marts, the monitored model's recommendations and their ground truth (test engagements)."""
+    with recgen.connect() as con:
+        marts = _read_marts(con)
+        if not table_exists(con, RECOMMENDATIONS_TABLE):
+            raise dg.Failure(f"{RECOMMENDATIONS_TABLE} is missing: materialize the evaluation asset first")
+        recs = _read(con, f"select * from {RECOMMENDATIONS_TABLE}")
+    if "split" in recs:
+        recs = recs[recs["split"] == "test"]
+    relevant = relevant_pairs(marts["interactions"], "test")
+    model = choose_model(recs, relevant, settings.monitoring.model, settings.monitoring.k)
+    if model is not None:
+        recs = recs[recs["model"] == model]
+    # Only the users the evaluation ranked for count (it may sample them: settings.evaluation.max_users).
+    relevant = relevant[relevant["user_id"].isin(set(recs["user_id"]))]
+    return marts, recs.reset_index(drop=True), relevant.reset_index(drop=True), model
+
+
+def _report_path(settings: Settings, kind: str, day: dt.date) -> Path:
+    return (settings.reports_dir / kind / f"{day.isoformat()}.html").resolve()
+
+
+def _latest_day(interactions: pd.DataFrame) -> dt.date:
+    return pd.to_datetime(interactions["event_date"]).max().date()
+
+
+@dg.asset(
+    group_name="reports",
+    deps=MART_DEPS,
+    kinds={"evidently", "duckdb"},
+    pool="duckdb",
+    description="Evidently data drift of the train window against one day (user-day, impression, item-day "
+    "columns); HTML in reports/drift/<date>.html, per-column results in monitoring.drift_results.",
+)
+def drift_report(
+    context: dg.AssetExecutionContext, config: DriftReportConfig, recgen: RecgenResource
+) -> dg.MaterializeResult:
+    settings = recgen.settings()
+    with recgen.connect() as con:
+        marts = _read_marts(con)
+    day = (
+        dt.date.fromisoformat(config.current_date)
+        if config.current_date
+        else _latest_day(marts["interactions"])
+    )
+    path = _report_path(settings, "drift", day)
+    result = run_drift_report(
+        marts["interactions"],
+        marts["user_features"],
+        marts["item_features"],
+        settings.monitoring,
+        current_date=day,
+        html_path=path,
+        seed=settings.seed,
+    )
+    with recgen.connect() as con:
+        rows = save_drift_result(con, result)
+    context.log.info(result.message())
+    return dg.MaterializeResult(
+        metadata={
+            "run_date": dg.MetadataValue.text(result.run_date.isoformat()),
+            "run_id": dg.MetadataValue.text(result.run_id),
+            "drift_share": dg.MetadataValue.float(result.drift_share),
+            "drift_share_threshold": dg.MetadataValue.float(result.threshold),
+            "drift_detected": dg.MetadataValue.bool(result.drift_detected),
+            "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
+            "columns": dg.MetadataValue.md(result.to_frame().to_markdown(index=False, floatfmt=".4f")),
+            "skipped_columns": dg.MetadataValue.json(result.skipped_columns),
+            "reference_rows": dg.MetadataValue.json(result.reference_rows),
+            "current_rows": dg.MetadataValue.json(result.current_rows),
+            "rows_written": dg.MetadataValue.int(rows),
+            "report_path": dg.MetadataValue.path(str(path)),
+            "report_url": dg.MetadataValue.url(path.as_uri()),
+        }
+    )
+
+
+@dg.asset(
+    group_name="reports",
+    deps=[*MART_DEPS, EVALUATION_DEP],
+    kinds={"evidently"},
+    pool="duckdb",
+    description="Evidently recsys metrics (NDCG, precision, recall, MAP, MRR, hit rate, personalization, "
+    "diversity, novelty, serendipity, popularity bias) of the monitored model; HTML in reports/quality/.",
+)
+def quality_report(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings = recgen.settings()
+    marts, recs, relevant, model = _evaluation_inputs(recgen, settings)
+    day = _latest_day(marts["interactions"])
+    path = _report_path(settings, "quality", day)
+    inter = marts["interactions"]
+    result = run_quality_report(
+        recs,
+        relevant,
+        inter[inter["split"] != "test"],
+        marts["item_features"],
+        k=settings.monitoring.k,
+        html_path=path,
+    )
+    if result.failed:
+        context.log.warning(f"Evidently metrics that did not run: {result.failed}")
+    metadata: dict[str, dg.MetadataValue] = {
+        name: dg.MetadataValue.float(float(value)) for name, value in result.metrics.items()
+    }
+    metadata |= {
+        "model": dg.MetadataValue.text(str(model)),
+        "users": dg.MetadataValue.int(result.n_users),
+        "users_with_relevant": dg.MetadataValue.int(result.n_users_with_relevant),
+        "failed_metrics": dg.MetadataValue.json(result.failed),
+    }
+    if result.html_path is not None:
+        metadata["report_path"] = dg.MetadataValue.path(str(path))
+        metadata["report_url"] = dg.MetadataValue.url(path.as_uri())
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name="reports",
+    deps=[*MART_DEPS, EVALUATION_DEP],
+    kinds={"evidently", "duckdb"},
+    pool="duckdb",
+    description="NDCG@k and CTR by user group and region, top-k exposure by creator group against catalog and "
+    "relevant shares, Gini of exposure, and exposure-aware re-ranking side by side; HTML in "
+    "reports/fairness/, figures in monitoring.fairness_metrics.",
+)
+def fairness_report(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings = recgen.settings()
+    marts, recs, relevant, model = _evaluation_inputs(recgen, settings)
+    inter = marts["interactions"]
+    day = _latest_day(inter)
+    path = _report_path(settings, "fairness", day)
+    report = run_fairness_report(
+        recs,
+        relevant,
+        marts["user_features"],
+        marts["item_features"],
+        settings.monitoring,
+        interactions=inter[inter["split"] == "test"],
+        run_date=day,
+        html_path=path,
+    )
+    with recgen.connect() as con:
+        rows = save_fairness_metrics(con, report.result, day)
+    context.log.info(report.result.message())
+    for comparison in report.result.mitigation:
+        context.log.info(f"re-ranking {comparison.describe()}")
+    metadata: dict[str, dg.MetadataValue] = {
+        name: dg.MetadataValue.float(value) if isinstance(value, float) else dg.MetadataValue.text(value)
+        for name, value in summary_figures(report.result).items()
+    }
+    metadata |= {
+        "model": dg.MetadataValue.text(str(model)),
+        "run_date": dg.MetadataValue.text(day.isoformat()),
+        "exposure": dg.MetadataValue.md(report.result.exposure.to_markdown(index=False, floatfmt=".4f")),
+        "rows_written": dg.MetadataValue.int(rows),
+        "report_path": dg.MetadataValue.path(str(path)),
+        "report_url": dg.MetadataValue.url(path.as_uri()),
+    }
+    if report.evidently_html_path is not None:
+        metadata["evidently_report_path"] = dg.MetadataValue.path(str(report.evidently_html_path))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+monitoring_assets = [drift_report, quality_report, fairness_report]
