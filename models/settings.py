@@ -185,7 +185,9 @@ class ServingSettings(BaseModel):
     )
     request_timeout_s: float = Field(60.0, gt=0, description="BentoML traffic timeout of one request")
     max_batch_size: int = Field(32, ge=2, description="adaptive batching: most requests scored together")
-    max_latency_ms: int = Field(20, ge=1, description="adaptive batching: longest wait to fill a batch")
+    max_latency_ms: int = Field(
+        0, ge=0, description="adaptive batching: extra wait for jobs after the first (0: batch what queued)"
+    )
     warehouse_timeout_s: float = Field(
         30.0, ge=0, description="how long start-up waits for the DuckDB lock before serving without cache"
     )
