@@ -5,10 +5,13 @@ A call from another method of the same service runs the method directly, unbatch
 method called from an async one fails in 1.4.39 with anyio's ``NoEventLoopError``, checked by experiment);
 its ``max_latency_ms`` is also a deadline: requests it predicts will miss it are answered 503. Generating
 copy is the step that gains from batching (one ``generate`` over many prompts costs little more than over
-one), and it is reached from ``recommend`` and ``generate``, so the service batches it here: jobs that
-arrive within ``max_latency_ms`` of the first one, up to ``max_batch_size`` jobs, run as one call in a worker
-thread. One request's jobs always stay in one batch, and only one batch runs at a time, so the batch
-function (the model, the cache connection) is never used from two threads at once.
+one), and it is reached from ``recommend`` and ``generate``, so the service batches it (and ranking, where
+one forward pass over many users is cheaper than many passes) here. A batch is the first waiting job plus
+everything that queued up while the previous batch ran, up to ``max_batch_size`` jobs, plus what arrives
+within ``max_latency_ms`` of the first (0: no extra wait). So a lone request runs at once, and under load
+batches grow by themselves. One request's jobs always stay in one batch, and one batch runs at a time in a
+worker thread, so the batch function (the model, the cache connection) is never used from two threads at
+once.
 """
 
 from __future__ import annotations
@@ -78,13 +81,16 @@ class MicroBatcher(Generic[J, R]):
             size = len(batch[0].jobs)
             deadline = loop.time() + self.max_latency_s
             while size < self.max_batch_size:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    nxt = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    break
+                if not queue.empty():  # what queued up while the previous batch ran joins at once
+                    nxt = queue.get_nowait()
+                else:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(queue.get(), remaining)
+                    except TimeoutError:
+                        break
                 batch.append(nxt)
                 size += len(nxt.jobs)
             await self._execute(batch)

@@ -107,3 +107,19 @@ def test_no_jobs_no_call():
     fn = Recorder()
     assert asyncio.run(MicroBatcher(fn, 10, 1).submit([])) == []
     assert fn.batches == []
+
+
+def test_without_a_window_jobs_queued_during_a_batch_form_the_next_one():
+    fn = Recorder(delay_s=0.05)
+    batcher = MicroBatcher(fn, max_batch_size=100, max_latency_ms=0)
+
+    async def main() -> list[list[int]]:
+        first = asyncio.ensure_future(batcher.submit([0]))
+        await asyncio.sleep(0.01)  # the first batch (one job) is running now
+        rest = await asyncio.gather(*(batcher.submit([c]) for c in range(1, 6)))
+        await first
+        return rest
+
+    assert asyncio.run(main()) == [[2 * c] for c in range(1, 6)]
+    # no window: the lone first job ran alone at once; the five that came while it ran went together
+    assert [sorted(b) for b in fn.batches] == [[0], [1, 2, 3, 4, 5]]
