@@ -176,5 +176,8 @@ def test_dbt_parse_writes_the_manifest_dagster_reads(tmp_path: Path) -> None:
     assert run.returncode == 0, run.output[-3000:]
     assert not (tmp_path / "absent").exists(), "parse must not open (or create) the warehouse"
     manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
-    models = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
-    assert set(MARTS) <= models
+    models = [n for n in manifest["nodes"].values() if n["resource_type"] == "model"]
+    assert set(MARTS) <= {m["name"] for m in models}
+    # Dagster keys each model by its bare name (AssetKey("training_samples")), not schema/name.
+    for model in models:
+        assert model["config"]["meta"]["dagster"]["asset_key"] == [model["name"]]
