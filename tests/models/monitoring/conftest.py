@@ -2,8 +2,8 @@
 
 The world: items have a category and a creator group; users have a group, a region and a favourite category.
 Each day a user asks for Poisson(1) feeds; a feed shows ``slate`` items drawn with per-category weights; a user
-clicks an item of their favourite category far more often, less so further down the slate. ``shift_last_day``
-makes the last day different (one category floods the feeds, clicks drop), which the drift report must flag.
+clicks an item of their favourite category far more often, less so further down the slate. The ``last_day_*``
+knobs make the last day different (a category floods the feeds, clicks drop), which the drift report must flag.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def make_world(
     test_days: int = 2,
     slate: int = 6,
     seed: int = 0,
-    shift_last_day: bool = False,
+    last_day_category_weights: tuple[float, ...] | None = None,
+    last_day_click_scale: float = 1.0,
 ) -> dict[str, pd.DataFrame]:
     """``interactions``, ``user_features`` and ``item_features`` frames with the contract's key columns."""
     rng = np.random.default_rng(seed)
@@ -57,10 +58,12 @@ def make_world(
     )
     frames = []
     for day in range(n_days):
-        shifted = shift_last_day and day == n_days - 1
-        # the shift: "news" floods the feeds (70 % of slots instead of 25 %) and every click is 60 % rarer
-        cat_weight = np.array([0.7, 0.1, 0.1, 0.1]) if shifted else np.full(len(CATEGORIES), 0.25)
-        click_scale = 0.4 if shifted else 1.0
+        last = day == n_days - 1
+        # category weights are shares of feed slots (uniform unless the last day is shifted)
+        cat_weight = np.full(len(CATEGORIES), 1 / len(CATEGORIES))
+        if last and last_day_category_weights is not None:
+            cat_weight = np.asarray(last_day_category_weights, dtype=float)
+        click_scale = last_day_click_scale if last else 1.0
         item_p = cat_weight[item_cat] / np.bincount(item_cat)[item_cat]
         item_p /= item_p.sum()
         n_requests = rng.poisson(1.0, n_users)
