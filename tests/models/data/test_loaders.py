@@ -133,6 +133,25 @@ def test_movielens_1m_layout(tmp_path: Path) -> None:
     assert users.loc["6", "region"] == "south"  # zip 7xxxx
 
 
+def test_movielens_latest_csv_layout(tmp_path: Path) -> None:
+    folder = tmp_path / "ml-latest-small"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.5,964982703\n1,2,3.5,964981247\n"
+    )
+    # Quoted titles hold commas; half-star ratings of 4 and above are clicks.
+    (folder / "movies.csv").write_text(
+        'movieId,title,genres\n1,"American President, The (1995)",Comedy|Drama|Romance\n2,Heat (1995),(no genres listed)\n'
+    )
+    data = load_movielens(folder)
+    items = data.items.set_index("item_id")
+    assert (
+        items.loc["1", "title"] == "American President, The (1995)" and items.loc["1", "category"] == "comedy"
+    )
+    assert items.loc["2", "category"] == "unknown" and items.loc["2", "tags"] is None
+    assert list(_events(data.events, "click").item_id) == ["1"]
+
+
 def test_movielens_folder_inside_the_dataset_path_is_found(tmp_path: Path) -> None:
     write_movielens_1m(tmp_path / "download" / "ml-1m")
     settings = get_settings(home=tmp_path / "home", dataset="movielens", dataset_path=tmp_path / "download")
