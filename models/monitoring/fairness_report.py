@@ -114,9 +114,7 @@ def evidently_item_bias(
     baseline_definition = DataDefinition(
         numerical_columns=["target"], categorical_columns=["user_id", "item_id", *attributes]
     )
-    report = Report(
-        [ItemBias(k=k, column_name=a, distribution=d) for a in attributes for d in ("default", "train")]
-    )
+    report = Report([ItemBias(k=k, column_name=a) for a in attributes])
     snapshot = report.run(
         current_data=Dataset.from_pandas(frame, data_definition=definition),
         reference_data=None,
@@ -148,7 +146,10 @@ def fairness_html(result: FairnessResult, run_date: dt.date | None, evidently_pa
         ),
     ]
     if evidently_path is not None:
-        check.append(f'<p><a href="{evidently_path.name}">Evidently item bias report</a></p>')
+        check.append(
+            f'<p><a href="{evidently_path.name}">Evidently item bias report</a> (top-k distribution of '
+            "creator_group and category; its &quot;train&quot; bars are the catalog)</p>"
+        )
     quality_parts = []
     for attribute, table in result.quality.items():
         gap = result.ndcg_gaps.get(attribute)

@@ -8,6 +8,7 @@ knobs make the last day different (a category floods the feeds, clicks drop), wh
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -146,10 +147,11 @@ def chromium_dump_dom(path: Path, tmp_path: Path, chromium: str) -> str:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    # Chromium logs the page's console as "...:CONSOLE:<line>] message"; uncaught exceptions say so
     console_errors = [
         line
         for line in result.stderr.splitlines()
-        if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)
+        if "CONSOLE" in line and re.search("uncaught|error", line, re.IGNORECASE)
     ]
     assert not console_errors, "\n".join(console_errors)
     return result.stdout
