@@ -75,6 +75,7 @@ class SplitSettings(BaseModel):
     valid_days: int = Field(2, ge=1)
     test_days: int = Field(2, ge=1)
     negatives_per_positive: int = Field(4, ge=1)
+    session_gap_minutes: int = Field(30, ge=1, description="inactivity that ends a session")
 
 
 class EncoderSettings(BaseModel):
@@ -95,6 +96,13 @@ class ProfileSettings(BaseModel):
     batch_size: int = Field(256, ge=1)
     learning_rate: float = 3e-3
     top_keywords: int = Field(8, ge=1)
+    random_negatives: int = Field(
+        256, ge=0, description="uniformly drawn catalog items added to the in-batch negatives of every step"
+    )
+    cold_start_interest_weight: float = Field(
+        0.7, ge=0, le=1, description="cold start: weight of declared interests vs the popular-items centroid"
+    )
+    interest_half_life_days: float = Field(7.0, gt=0, description="recency half-life of interest weights")
 
 
 class RetrievalSettings(BaseModel):
@@ -105,6 +113,9 @@ class RetrievalSettings(BaseModel):
     n_fresh: int = Field(10, ge=0)
     ann_threshold_items: int = Field(
         200_000, ge=1, description="catalog size above which an ANN index is used"
+    )
+    popularity_half_life_days: float = Field(
+        3.0, gt=0, description="half-life of engagement counts behind the popular candidates"
     )
 
 
@@ -118,6 +129,11 @@ class RankerSettings(BaseModel):
     patience: int = Field(3, ge=1)
     mmr_lambda: float = Field(0.85, ge=0, le=1, description="1 = pure relevance, 0 = pure diversity")
     position_debias: bool = True
+    dropout: float = Field(0.1, ge=0, lt=1)
+    retrieval_weight: float | None = Field(
+        None, description="weight of the two-tower logit added to the ranker's; None = tuned on valid NDCG@10"
+    )
+    retrieval_weight_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 class EvaluationSettings(BaseModel):
@@ -125,23 +141,51 @@ class EvaluationSettings(BaseModel):
 
     k_values: tuple[int, ...] = (10, 20)
     max_users: int | None = Field(None, description="evaluate on at most this many test users (None = all)")
+    itemknn_neighbors: int = Field(50, ge=1, description="item-kNN baseline: neighbours kept per item")
+    bpr_dim: int = Field(64, ge=2, description="BPR baseline: factors")
+    bpr_epochs: int = Field(30, ge=1)
+    bpr_learning_rate: float = 0.01
+    bpr_weight_decay: float = 1e-5
 
 
 class GenerationSettings(BaseModel):
     """Personalized copy: a pretrained model by name/path, or (None) the project's own small LM."""
 
-    model_name_or_path: str | None = None
+    model_name_or_path: str | None = Field(
+        None, description="Hugging Face name or local dir (causal or seq2seq); None = train the own small LM"
+    )
+    fine_tune: bool = Field(True, description="fine-tune a configured pretrained model on the catalog first")
+    use_lora: bool = Field(False, description="LoRA adapters when fine-tuning (needs the optional peft)")
+    lora_r: int = Field(8, ge=1)
+    tasks: tuple[str, ...] = Field(("blurb", "summary"), description="tasks the daily asset generates")
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(16, ge=1)
     do_sample: bool = False
-    temperature: float = 0.8
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
     top_n_items: int = Field(3, ge=1, description="recommendations per user that get generated copy")
     max_users: int = Field(100, ge=1, description="active users per day that get generated copy")
+    max_fact_words: int = Field(60, ge=5, description="words of an item's body quoted into a prompt")
+    # the own LM (trained from scratch on the catalog's texts)
     train_steps: int = Field(400, ge=1)
+    train_batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(3e-3, gt=0, description="from-scratch training of the own LM")
+    fine_tune_learning_rate: float = Field(1e-4, gt=0, description="fine-tuning a pretrained model")
     vocab_size: int = Field(4000, ge=256)
     n_layer: int = Field(4, ge=1)
     n_embd: int = Field(128, ge=16)
-    use_lora: bool = False
+    n_head: int = Field(4, ge=1)
+    n_positions: int = Field(256, ge=64)
+    # guardrails
+    max_words: int = Field(60, ge=1, description="longest accepted output, in words")
+    min_words: int = Field(3, ge=1, description="shortest accepted output (titles: 1)")
+    max_repeated_ngrams: int = Field(2, ge=0, description="repeated 3-grams tolerated in one output")
+    grounding_content_words: bool = Field(
+        True, description="also check plain content words (not only names and numbers) against the sources"
+    )
+    blocklist: tuple[str, ...] = Field(
+        ("click here", "guaranteed", "miracle cure", "buy now"), description="words or phrases never published"
+    )
 
 
 class MonitoringSettings(BaseModel):
@@ -153,6 +197,28 @@ class MonitoringSettings(BaseModel):
         0.1, ge=0, description="max gap between a creator group's exposure share and catalog share"
     )
     fairness_rerank: bool = False
+    # Distance measures, not p-value tests: with a 20-day reference window a p-value test flags negligible
+    # shifts, and the user-day / item-day windows make distances comparable across window lengths.
+    drift_num_stattest: str = Field("wasserstein", description="Evidently stattest for numerical columns")
+    drift_cat_stattest: str = Field("jensenshannon", description="Evidently stattest for categorical columns")
+    drift_stattest_threshold: float = Field(
+        0.1, gt=0, description="per-column drift threshold of the stattests"
+    )
+    drift_reference_max_rows: int = Field(
+        200_000, ge=100, description="rows sampled per view from the reference window (keeps reports fast)"
+    )
+    k: int = Field(10, ge=1, description="cut-off of the quality and fairness reports")
+    model: str | None = Field(
+        "full_stack",
+        description="model in ml.eval_recommendations to monitor (absent or None = the best NDCG@k there)",
+    )
+    min_group_users: int = Field(
+        20, ge=1, description="user groups with fewer evaluated users are reported but not gated"
+    )
+    rerank_strength: float = Field(1.0, ge=0, description="exposure re-ranking strength (0 = no change)")
+    rerank_sweep: tuple[float, ...] = Field(
+        (0.5, 1.0, 2.0, 4.0), description="strengths compared side by side in the fairness report"
+    )
 
 
 class QualitySettings(BaseModel):

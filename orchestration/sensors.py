@@ -1,7 +1,5 @@
 """Sensors: start a data refresh when new raw files land in the inbox."""
 
-from __future__ import annotations
-
 import hashlib
 
 import dagster as dg

@@ -1,7 +1,5 @@
 """dbt: every model of dbt_project/ is its own asset and every dbt test an asset check."""
 
-from __future__ import annotations
-
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -40,6 +38,7 @@ def dbt_vars(recgen: RecgenResource) -> dict[str, Any]:
         "valid_days": s.valid_days,
         "test_days": s.test_days,
         "negatives_per_positive": s.negatives_per_positive,
+        "session_gap_minutes": s.session_gap_minutes,
     }
 
 

@@ -1,7 +1,5 @@
 """Ingest: the raw snapshot (simulator or a real dataset) plus inbox files land in DuckDB's ``raw`` schema."""
 
-from __future__ import annotations
-
 import shutil
 from collections.abc import Iterator
 

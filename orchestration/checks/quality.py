@@ -1,7 +1,5 @@
 """Great Expectations suites as Dagster asset checks; the blocking ones stop everything downstream."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from models.data.quality import SUITES, Suite, validate_table
