@@ -103,6 +103,9 @@ class ProfileSettings(BaseModel):
         0.7, ge=0, le=1, description="cold start: weight of declared interests vs the popular-items centroid"
     )
     interest_half_life_days: float = Field(7.0, gt=0, description="recency half-life of interest weights")
+    full_softmax_max_items: int = Field(
+        20_000, ge=0, description="catalogs up to this size train with an exact softmax, larger ones sampled"
+    )
 
 
 class RetrievalSettings(BaseModel):

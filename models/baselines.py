@@ -1,0 +1,252 @@
+"""Baselines on the shared model surface: most popular, item-kNN (cosine over co-occurrence) and BPR-MF in torch.
+
+Every model — these and the full stack in ``models.recommender`` — exposes ``fit(view)``, ``score(user_ids,
+item_ids)`` and ``recommend(user_ids, k, exclude_seen)``, so ``models.training.evaluate`` runs one loop over all.
+``fit`` takes a :class:`RecData` view (``data.as_of(cutoff)``): the model learns from the view's engagements and
+recommends as of its cutoff, never returning an item the user engaged with in the view (``exclude_seen``) or an
+item not yet published at the cutoff (always).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from models.recdata import RecData
+from models.retrieval import mask_seen
+from models.torch_utils import seed_everything
+
+
+class BaseRecommender:
+    """Full-catalog scorers: subclasses implement ``_fit`` and ``score_all``; recommend/score come from here."""
+
+    name = "base"
+
+    def __init__(self) -> None:
+        self.view: RecData | None = None
+
+    def fit(self, view: RecData) -> BaseRecommender:
+        """Learn from the view's engagements; recommendations are as of ``view.now``."""
+        self.view = view
+        self.item_ids = view.items["item_id"].to_numpy()
+        self._history = view.history_idx()
+        self._unpublished = view.unpublished()
+        self.popularity = view.item_popularity()
+        self._fit(view)
+        return self
+
+    def _fit(self, view: RecData) -> None:
+        raise NotImplementedError
+
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        """Scores (users, catalog items) — higher is better."""
+        raise NotImplementedError
+
+    def score(self, user_ids: list[str], item_ids: list[str]) -> np.ndarray:
+        """Score of each (user_ids[i], item_ids[i]) pair."""
+        assert self.view is not None, "fit first"
+        scores = self.score_all(list(dict.fromkeys(user_ids)))
+        row = {u: r for r, u in enumerate(dict.fromkeys(user_ids))}
+        cols = self.view.item_idx(item_ids)
+        return np.asarray(
+            [
+                float(scores[row[u], c]) if c >= 0 else float("nan")
+                for u, c in zip(user_ids, cols, strict=True)
+            ]
+        )
+
+    def exclusions(self, user_ids: list[str], exclude_seen: bool = True) -> list[np.ndarray]:
+        """Items not to recommend per user: unpublished ones always, engaged-with ones when ``exclude_seen``."""
+        empty = np.zeros(0, dtype=np.int64)
+        if not exclude_seen:
+            return [self._unpublished for _ in user_ids]
+        return [np.union1d(self._history.get(u, empty), self._unpublished).astype(np.int64) for u in user_ids]
+
+    def recommend(
+        self, user_ids: list[str], k: int, exclude_seen: bool = True, batch_size: int = 1024
+    ) -> dict[str, list[str]]:
+        """Top-k item ids per user (cold-start users included: every model falls back to popularity)."""
+        out: dict[str, list[str]] = {}
+        for s in range(0, len(user_ids), batch_size):
+            users = list(user_ids[s : s + batch_size])
+            scores = mask_seen(self.score_all(users).float().clone(), self.exclusions(users, exclude_seen))
+            top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+            for r, user in enumerate(users):
+                keep = torch.isfinite(top.values[r]).cpu().numpy()
+                out[user] = self.item_ids[top.indices[r].cpu().numpy()[keep]].tolist()
+        return out
+
+    def _popularity_prior(self) -> torch.Tensor:
+        """A tiny popularity term that breaks ties (and orders cold users) by popularity, then catalog order."""
+        pop = torch.as_tensor(self.popularity, dtype=torch.float32)
+        return 1e-6 * pop / (pop.max() + 1.0)
+
+    def save(self, path: Path) -> None:
+        """Write the learned state (subclasses add theirs) and the catalog order."""
+        path.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"item_id": self.item_ids, "popularity": self.popularity}).to_parquet(
+            path / "items.parquet"
+        )
+        (path / "config.json").write_text(json.dumps({"model": self.name}))
+
+
+class PopularityRecommender(BaseRecommender):
+    """Most engaged-with items in the view, the same list for everyone."""
+
+    name = "popularity"
+
+    def _fit(self, view: RecData) -> None:
+        pass
+
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        # popularity + a catalog-order epsilon: equal counts keep a fixed, documented order
+        base = torch.as_tensor(self.popularity, dtype=torch.float32) + self._popularity_prior()
+        return base.unsqueeze(0).expand(len(user_ids), -1)
+
+
+class ItemKNNRecommender(BaseRecommender):
+    """Item-based kNN: cosine similarity of item co-occurrence columns, top neighbours kept, summed over the history."""
+
+    name = "itemknn"
+
+    def __init__(self, n_neighbors: int = 50) -> None:
+        super().__init__()
+        self.n_neighbors = n_neighbors
+
+    def _fit(self, view: RecData) -> None:
+        users = list(self._history)
+        self.user_row = {u: r for r, u in enumerate(users)}
+        rows = (
+            np.concatenate([np.full(len(self._history[u]), r) for r, u in enumerate(users)])
+            if users
+            else np.zeros(0)
+        )
+        cols = np.concatenate([self._history[u] for u in users]) if users else np.zeros(0)
+        matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(users), view.n_items))
+        matrix.data[:] = 1.0  # the constructor summed repeated engagements: count each once
+        self.user_items = matrix
+        co = (matrix.T @ matrix).tocsr().astype(np.float64)
+        counts = np.asarray(matrix.sum(0)).ravel()
+        norm = np.sqrt(np.maximum(counts, 1.0))
+        sim = sp.diags(1.0 / norm) @ co @ sp.diags(1.0 / norm)
+        sim = sim.tolil()
+        sim.setdiag(0.0)
+        self.similarity = self._keep_top(sim.tocsr(), self.n_neighbors)
+
+    @staticmethod
+    def _keep_top(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
+        """Keep each item's n most similar neighbours (rows), which removes noise from one-off co-occurrences."""
+        sim.eliminate_zeros()
+        rows, cols, vals = [], [], []
+        for i in range(sim.shape[0]):
+            start, end = sim.indptr[i], sim.indptr[i + 1]
+            if end == start:
+                continue
+            data, idx = sim.data[start:end], sim.indices[start:end]
+            top = np.argsort(-data, kind="stable")[:n]
+            rows.append(np.full(len(top), i))
+            cols.append(idx[top])
+            vals.append(data[top])
+        if not rows:
+            return sp.csr_matrix(sim.shape)
+        return sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=sim.shape
+        )
+
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        prior = self._popularity_prior()
+        out = prior.unsqueeze(0).repeat(len(user_ids), 1)
+        known = [(r, self.user_row[u]) for r, u in enumerate(user_ids) if u in self.user_row]
+        if known:
+            rows = self.user_items[[m for _, m in known]]
+            # score(u, i) = sum over history items j of sim(j, i)
+            scores = np.asarray((rows @ self.similarity).todense(), dtype=np.float32)
+            out[[r for r, _ in known]] += torch.as_tensor(scores)
+        return out
+
+    def save(self, path: Path) -> None:
+        super().save(path)
+        sp.save_npz(path / "similarity.npz", self.similarity)
+
+
+class BPRRecommender(BaseRecommender):
+    """Matrix factorization trained with the BPR pairwise loss (Rendle et al., 2009) on uniform negatives."""
+
+    name = "bpr"
+
+    def __init__(
+        self, dim: int = 64, epochs: int = 30, lr: float = 0.01, weight_decay: float = 1e-5, batch_size: int = 1024,
+        seed: int = 0, device: str = "cpu",
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.dim, self.epochs, self.lr, self.weight_decay = dim, epochs, lr, weight_decay
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.loss_history: list[float] = []
+
+    def _fit(self, view: RecData) -> None:
+        generator = seed_everything(self.seed)
+        users = list(self._history)
+        self.user_row = {u: r for r, u in enumerate(users)}
+        pairs = np.unique(
+            np.asarray(
+                [(r, int(i)) for r, u in enumerate(users) for i in self._history[u]], dtype=np.int64
+            ).reshape(-1, 2),
+            axis=0,
+        )
+        n_items = view.n_items
+        self.user_emb = torch.nn.Embedding(max(len(users), 1), self.dim).to(self.device)
+        self.item_emb = torch.nn.Embedding(n_items, self.dim).to(self.device)
+        self.item_bias = torch.nn.Embedding(n_items, 1).to(self.device)
+        for emb in (self.user_emb, self.item_emb):
+            torch.nn.init.normal_(emb.weight, std=0.1)
+        torch.nn.init.zeros_(self.item_bias.weight)
+        params = [*self.user_emb.parameters(), *self.item_emb.parameters(), *self.item_bias.parameters()]
+        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        pairs_t = torch.as_tensor(pairs, device=self.device)
+        for _ in range(self.epochs if len(pairs) else 0):
+            order = torch.randperm(len(pairs_t), generator=generator).to(self.device)
+            total = 0.0
+            for s in range(0, len(order), self.batch_size):
+                batch = pairs_t[order[s : s + self.batch_size]]
+                u, pos = batch[:, 0], batch[:, 1]
+                neg = torch.randint(0, n_items, (len(batch),), generator=generator).to(self.device)
+                ue = self.user_emb(u)
+                x_pos = (ue * self.item_emb(pos)).sum(-1) + self.item_bias(pos).squeeze(-1)
+                x_neg = (ue * self.item_emb(neg)).sum(-1) + self.item_bias(neg).squeeze(-1)
+                loss = -F.logsigmoid(x_pos - x_neg).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(batch)
+            self.loss_history.append(total / len(pairs_t))
+
+    @torch.inference_mode()
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        # users the model never saw get the popularity order (their factors would be random)
+        out = self._popularity_prior().unsqueeze(0).repeat(len(user_ids), 1) + torch.as_tensor(
+            self.popularity, dtype=torch.float32
+        )
+        known = [(r, self.user_row[u]) for r, u in enumerate(user_ids) if u in self.user_row]
+        if known:
+            ue = self.user_emb(torch.as_tensor([m for _, m in known], device=self.device))
+            scores = ue @ self.item_emb.weight.T + self.item_bias.weight.T
+            out[[r for r, _ in known]] = scores.float().cpu() + self._popularity_prior()
+        return out
+
+    def save(self, path: Path) -> None:
+        super().save(path)
+        torch.save(
+            {
+                "user": self.user_emb.state_dict(),
+                "item": self.item_emb.state_dict(),
+                "bias": self.item_bias.state_dict(),
+            },
+            path / "weights.pt",
+        )
+        (path / "users.json").write_text(json.dumps(list(self.user_row)))

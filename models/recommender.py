@@ -1,0 +1,487 @@
+"""The recommender as evaluated and as served.
+
+- :class:`TwoTowerRecommender`: retrieval only (two-tower dot product over the whole catalog).
+- :class:`FullStackModel`: two-tower + popular + fresh candidates -> deep ranker (+ weighted two-tower logit)
+  -> MMR. Both follow the baselines' surface (``fit(view)``, ``score``, ``recommend``).
+- :class:`Recommender`: the facade the BentoML service and the generation stage use. ``Recommender.load``
+  reads the champion ``full_stack`` artifact of the registry (profile model, ranker, item table, text
+  embeddings, popularity and the history snapshot) — no DuckDB access, so serving never waits on the pipeline's
+  warehouse lock. Requests may add recent item ids to a user's stored history, or send only a history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from models.baselines import BaseRecommender
+from models.history import HistoryStore, to_hours
+from models.interests import InterestProfile
+from models.profile import ColdStart, ProfileEncoder, build_interest_profile, compute_idf, user_vectors_at
+from models.ranking import TWO_TOWER_FEATURE, PairContext, Ranker, build_pair_inputs, mmr_rerank
+from models.recdata import RecData, split_list
+from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
+from models.settings import RetrievalSettings, Settings
+
+QUERY_DELAY_HOURS = 1.0 / 3600  # histories are read strictly before the query time: query 1 s after "now"
+ANONYMOUS = "__anonymous__"
+
+
+def recency_popularity(view: RecData, half_life_days: float) -> np.ndarray:
+    """Engagements per item in the view, each decayed by its age at ``view.now`` (recent interest counts more)."""
+    counts = np.zeros(view.n_items, dtype=np.float64)
+    if len(view.histories):
+        age_days = ((view.now - view.histories["event_ts"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+        np.add.at(
+            counts,
+            view.item_idx(view.histories["item_id"]),
+            0.5 ** (np.clip(age_days, 0, None) / half_life_days),
+        )
+    return counts
+
+
+def _declared(users: pd.DataFrame) -> dict[str, list[str]]:
+    return {str(u): split_list(v) for u, v in zip(users["user_id"], users["declared_interests"], strict=True)}
+
+
+class TwoTowerRecommender(BaseRecommender):
+    """Retrieval only: the profile model's user vector against every item vector."""
+
+    name = "two_tower"
+
+    def __init__(self, encoder: ProfileEncoder, cold_interest_weight: float = 0.7) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cold_interest_weight = cold_interest_weight
+
+    def _fit(self, view: RecData) -> None:
+        self.space = self.encoder.catalog_space(view.items, view.item_text)
+        self.store = HistoryStore.from_frame(view.histories, view.item_index)
+        categories = view.items["category"].fillna("").to_numpy(dtype=object)
+        self.cold = ColdStart(_declared(view.users), categories, self.popularity, self.cold_interest_weight)
+        self.query_hours = to_hours([view.now])[0] + QUERY_DELAY_HOURS
+
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        hours = np.full(len(user_ids), self.query_hours)
+        vecs, _ = user_vectors_at(self.encoder, self.store, user_ids, hours, self.space.vecs, self.cold)
+        return self.space.logits(vecs).float().cpu()
+
+
+@dataclass
+class RankedCandidates:
+    """One user's candidates with both logits and their retrieval sources."""
+
+    items: np.ndarray
+    ranker_logit: np.ndarray
+    retrieval_logit: np.ndarray
+    sources: list[str]
+
+    def combined(self, retrieval_weight: float) -> np.ndarray:
+        return self.ranker_logit + retrieval_weight * self.retrieval_logit
+
+
+class FullStackModel:
+    """Retrieval (two-tower + popular + fresh) -> deep ranker (+ weighted retrieval logit) -> MMR."""
+
+    name = "full_stack"
+
+    def __init__(
+        self, encoder: ProfileEncoder, ranker: Ranker, retrieval: RetrievalSettings, mmr_lambda: float,
+        retrieval_weight: float = 1.0, cold_interest_weight: float = 0.7,
+    ) -> None:  # fmt: skip
+        self.encoder = encoder
+        self.ranker = ranker
+        self.retrieval = retrieval
+        self.mmr_lambda = mmr_lambda
+        self.retrieval_weight = retrieval_weight
+        self.cold_interest_weight = cold_interest_weight
+
+    # --- state as of a cutoff -----------------------------------------------------------------------------
+    def fit(self, view: RecData) -> FullStackModel:
+        """Index the view: catalog vectors, histories, popularity and the point-in-time counts at ``view.now``."""
+        inter = view.interactions
+        user_counts = inter.groupby("user_id").agg(impressions=("clicked", "size"), clicks=("clicked", "sum"))
+        item_counts = inter.groupby("item_id").agg(impressions=("clicked", "size"), clicks=("clicked", "sum"))
+        items = view.items.copy()
+        items["snapshot_impressions"] = items["item_id"].map(item_counts["impressions"]).fillna(0).to_numpy()
+        items["snapshot_clicks"] = items["item_id"].map(item_counts["clicks"]).fillna(0).to_numpy()
+        items["snapshot_popularity"] = view.item_popularity()
+        items["snapshot_recent_popularity"] = recency_popularity(
+            view, self.retrieval.popularity_half_life_days
+        )
+        users = view.users.copy()
+        users["snapshot_impressions"] = users["user_id"].map(user_counts["impressions"]).fillna(0).to_numpy()
+        users["snapshot_clicks"] = users["user_id"].map(user_counts["clicks"]).fillna(0).to_numpy()
+        self._set_state(items, view.item_text, users, view.histories, view.now)
+        return self
+
+    def _set_state(
+        self,
+        items: pd.DataFrame,
+        item_text: np.ndarray,
+        users: pd.DataFrame,
+        histories: pd.DataFrame,
+        now: pd.Timestamp,
+    ) -> None:
+        self.items = items.reset_index(drop=True)
+        self.item_ids = self.items["item_id"].to_numpy()
+        self.item_index = {item: i for i, item in enumerate(self.item_ids)}
+        self.item_text = np.asarray(item_text, dtype=np.float32)
+        self.users = users.reset_index(drop=True)
+        self.user_index = set(self.users["user_id"])
+        self.histories = histories.reset_index(drop=True)
+        self.now = pd.Timestamp(now)
+        self.query_hours = to_hours([self.now])[0] + QUERY_DELAY_HOURS
+        self.store = HistoryStore.from_frame(self.histories, self.item_index)
+        self.space = self.encoder.catalog_space(self.items, self.item_text)
+        published_hours = to_hours(self.items["published_at"])
+        self.index = RetrievalIndex(
+            space=self.space,
+            popularity=self.items["snapshot_recent_popularity"].to_numpy(float),
+            published_hours=np.nan_to_num(published_hours, nan=-np.inf),
+            ann_threshold_items=self.retrieval.ann_threshold_items,
+        )
+        self.ranker.set_catalog(self.items, self.space.vecs)
+        categories = self.items["category"].fillna("").to_numpy(dtype=object)
+        self.popularity = self.items["snapshot_popularity"].to_numpy(float)
+        self.cold = ColdStart(_declared(self.users), categories, self.popularity, self.cold_interest_weight)
+        self.ctx = PairContext(
+            self.encoder, self.store, self.space, categories, published_hours, self.cold, self.users
+        )
+        self.unpublished = np.flatnonzero((self.items["published_at"] >= self.now).fillna(False).to_numpy())
+        self.text_vecs = F.normalize(torch.as_tensor(self.item_text), dim=-1)
+        self._user_counts = self.users.set_index("user_id")[["snapshot_impressions", "snapshot_clicks"]]
+
+    def exclusions(
+        self, user_ids: Sequence[str], store: HistoryStore | None = None, exclude_seen: bool = True
+    ) -> list[np.ndarray]:
+        """Unpublished items always; the user's engaged items when ``exclude_seen``."""
+        store = store or self.store
+        if not exclude_seen:
+            return [self.unpublished for _ in user_ids]
+        return [np.union1d(store.user_items(u), self.unpublished).astype(np.int64) for u in user_ids]
+
+    # --- scoring --------------------------------------------------------------------------------------------
+    def _pairs(self, user_ids: Sequence[str], items_per_user: list[np.ndarray]) -> pd.DataFrame:
+        lengths = [len(c) for c in items_per_user]
+        users = np.repeat(np.asarray(user_ids, dtype=object), lengths)
+        cand = np.concatenate(items_per_user) if items_per_user else np.zeros(0, dtype=np.int64)
+        counts = self._user_counts.reindex(users)
+        return pd.DataFrame(
+            {
+                "user_id": users,
+                "item_idx": cand,
+                "hours": self.query_hours,
+                "position": 0,
+                "user_prior_impressions": counts["snapshot_impressions"].fillna(0).to_numpy(),
+                "user_prior_clicks": counts["snapshot_clicks"].fillna(0).to_numpy(),
+                "item_prior_impressions": self.items["snapshot_impressions"].to_numpy()[cand],
+                "item_prior_clicks": self.items["snapshot_clicks"].to_numpy()[cand],
+            }
+        )
+
+    def rank_candidates(
+        self,
+        user_ids: Sequence[str],
+        store: HistoryStore | None = None,
+        exclusions: list[np.ndarray] | None = None,
+    ) -> list[RankedCandidates]:
+        """Candidates of each user with ranker and retrieval logits (``store`` overrides the snapshot histories)."""
+        store = store or self.store
+        user_ids = list(user_ids)
+        exclusions = exclusions if exclusions is not None else self.exclusions(user_ids, store)
+        hours = np.full(len(user_ids), self.query_hours)
+        user_vecs, windows = user_vectors_at(self.encoder, store, user_ids, hours, self.space.vecs, self.cold)
+        cands = self.index.candidates(
+            user_vecs,
+            exclusions,
+            self.retrieval.n_candidates,
+            self.retrieval.n_popular,
+            self.retrieval.n_fresh,
+        )
+        ctx = self.ctx if store is self.store else replace(self.ctx, store=store)
+        codes = np.repeat(np.arange(len(user_ids)), [len(c) for c in cands.items])
+        pairs = self._pairs(user_ids, cands.items)
+        inputs = build_pair_inputs(pairs, ctx, self.ranker, state=(codes, user_vecs, windows))
+        logits = self.ranker.score(inputs)
+        out, start = [], 0
+        for row in range(len(user_ids)):
+            n = len(cands.items[row])
+            out.append(
+                RankedCandidates(
+                    items=cands.items[row],
+                    ranker_logit=logits[start : start + n],
+                    retrieval_logit=inputs.dense[start : start + n, TWO_TOWER_FEATURE],
+                    sources=cands.sources[row],
+                )
+            )
+            start += n
+        return out
+
+    def finalize(
+        self, ranked: RankedCandidates, k: int, retrieval_weight: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Top-k (items, scores, sources) after combining logits and MMR on the text embeddings."""
+        weight = self.retrieval_weight if retrieval_weight is None else retrieval_weight
+        scores = ranked.combined(weight)
+        picked = mmr_rerank(ranked.items, scores, self.text_vecs, k, self.mmr_lambda)
+        pos = {int(item): i for i, item in enumerate(ranked.items)}
+        rows = [pos[int(i)] for i in picked]
+        return picked, scores[rows], [ranked.sources[r] for r in rows]
+
+    def recommend(
+        self,
+        user_ids: list[str],
+        k: int,
+        exclude_seen: bool = True,
+        retrieval_weight: float | None = None,
+        batch_size: int = 256,
+    ) -> dict[str, list[str]]:
+        """Top-k item ids per user (cold-start users get declared-interest and popular candidates)."""
+        out: dict[str, list[str]] = {}
+        for s in range(0, len(user_ids), batch_size):
+            users = list(user_ids[s : s + batch_size])
+            ranked = self.rank_candidates(users, exclusions=self.exclusions(users, exclude_seen=exclude_seen))
+            for user, cand in zip(users, ranked, strict=True):
+                out[user] = self.item_ids[self.finalize(cand, k, retrieval_weight)[0]].tolist()
+        return out
+
+    def score(self, user_ids: list[str], item_ids: list[str]) -> np.ndarray:
+        """Combined ranker + weighted retrieval logit of each (user, item) pair (no MMR: that is list-level)."""
+        cand = np.asarray([self.item_index.get(i, -1) for i in item_ids], dtype=np.int64)
+        known = cand >= 0
+        out = np.full(len(item_ids), np.nan)
+        if known.any():
+            users = list(np.asarray(user_ids, dtype=object)[known])
+            inputs = build_pair_inputs(
+                self._pairs(users, [np.asarray([c]) for c in cand[known]]), self.ctx, self.ranker
+            )
+            out[known] = (
+                self.ranker.score(inputs) + self.retrieval_weight * inputs.dense[:, TWO_TOWER_FEATURE]
+            )
+        return out
+
+    # --- persistence --------------------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write everything serving needs: both models, the item and user tables, embeddings and histories."""
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save(path / "profile")
+        self.ranker.save(path / "ranker")
+        self.items.to_parquet(path / "items.parquet")
+        np.save(path / "item_text.npy", self.item_text)
+        self.users.to_parquet(path / "users.parquet")
+        keep = ["user_id", "item_id", "event_ts", "split", "seq", "dwell_seconds", "rating"]
+        self.histories[[c for c in keep if c in self.histories]].to_parquet(path / "histories.parquet")
+        (path / "stack.json").write_text(
+            json.dumps(
+                {
+                    "now": self.now.isoformat(),
+                    "retrieval": self.retrieval.model_dump(),
+                    "mmr_lambda": self.mmr_lambda,
+                    "retrieval_weight": self.retrieval_weight,
+                    "cold_interest_weight": self.cold_interest_weight,
+                }
+            )
+        )
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> FullStackModel:
+        """Load what :meth:`save` wrote."""
+        config = json.loads((path / "stack.json").read_text())
+        model = cls(
+            ProfileEncoder.load(path / "profile", device),
+            Ranker.load(path / "ranker", device),
+            RetrievalSettings(**config["retrieval"]),
+            config["mmr_lambda"],
+            config["retrieval_weight"],
+            config["cold_interest_weight"],
+        )
+        histories = pd.read_parquet(path / "histories.parquet")
+        histories["event_ts"] = pd.to_datetime(histories["event_ts"])
+        items = pd.read_parquet(path / "items.parquet")
+        items["published_at"] = pd.to_datetime(items["published_at"])
+        model._set_state(
+            items,
+            np.load(path / "item_text.npy"),
+            pd.read_parquet(path / "users.parquet"),
+            histories,
+            pd.Timestamp(config["now"]),
+        )
+        return model
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """One recommendation as the service returns it."""
+
+    item_id: str
+    score: float
+    title: str
+    category: str
+    reason: str
+
+
+_REASON_TEMPLATES = {
+    "concise": {"interest": "Matches your interest in {what}.", "popular": "Popular now.", "fresh": "Just published.", "default": "Picked for you."},
+    "casual": {"interest": "You're into {what}, so this one's for you!", "popular": "Everyone's reading this right now.", "fresh": "Hot off the press.", "default": "We think you'll like this."},
+    "formal": {"interest": "Recommended because of your interest in {what}.", "popular": "Currently among the most read items.", "fresh": "Recently published.", "default": "Selected on the basis of your reading history."},
+    "enthusiastic": {"interest": "Love {what}? You'll love this!", "popular": "This is trending right now!", "fresh": "Brand new - read it first!", "default": "A great pick for you!"},
+}  # fmt: skip
+
+
+class Recommender:
+    """Serving facade over a fitted :class:`FullStackModel` (see the module docstring)."""
+
+    def __init__(self, model: FullStackModel, max_history_items: int = 500) -> None:
+        self.model = model
+        self.max_history_items = max_history_items
+        self.idf = compute_idf(model.items)
+        self._items = model.items.set_index("item_id", drop=False)
+        self._user_rows = model.users.set_index("user_id", drop=False)
+
+    @classmethod
+    def load(cls, settings: Settings) -> Recommender:
+        """The champion ``full_stack`` artifact of the registry, on ``settings.resolved_device``."""
+        from models.registry import ModelRegistry
+
+        artifact = ModelRegistry.from_settings(settings).load_champion("full_stack")
+        return cls(
+            FullStackModel.load(artifact.path, settings.resolved_device), settings.serving.max_history_items
+        )
+
+    def known_user(self, user_id: str) -> bool:
+        """Whether the user is in the snapshot's user table."""
+        return user_id in self.model.user_index
+
+    def known_item(self, item_id: str) -> bool:
+        """Whether the item is in the snapshot's catalog."""
+        return item_id in self.model.item_index
+
+    def item(self, item_id: str) -> dict[str, object]:
+        """The catalog row of an item."""
+        return self._items.loc[item_id].to_dict()
+
+    def _request_store(
+        self, user_id: str | None, history_item_ids: Sequence[str] | None
+    ) -> tuple[str, HistoryStore]:
+        """The user's stored history plus the request's recent items (stamped at the snapshot time), as one store."""
+        extra = [self.model.item_index[i] for i in (history_item_ids or []) if i in self.model.item_index]
+        extra = extra[-self.max_history_items :]
+        key = user_id if user_id is not None else ANONYMOUS
+        if not extra:
+            return key, self.model.store
+        stored = self.model.store.user_items(key) if user_id is not None else np.zeros(0, dtype=np.int64)
+        start, end = self.model.store.offsets.get(key, (0, 0))
+        s = self.model.store
+        return key, HistoryStore(
+            items=np.concatenate([stored, np.asarray(extra, dtype=np.int64)]),
+            hours=np.concatenate([s.hours[start:end], np.full(len(extra), to_hours([self.model.now])[0])]),
+            dwell=np.concatenate([s.dwell[start:end], np.zeros(len(extra), dtype=np.float32)]),
+            rating=np.concatenate([s.rating[start:end], np.full(len(extra), np.nan, dtype=np.float32)]),
+            offsets={key: (0, len(stored) + len(extra))},
+        )
+
+    def recommend(
+        self,
+        user_id: str | None = None,
+        history_item_ids: Sequence[str] | None = None,
+        k: int = 10,
+        style: str | None = None,
+        exclude: Sequence[str] | None = None,
+    ) -> list[ScoredItem]:
+        """Top-k items for a known user, a user plus recent items, or an anonymous history (cold start if none)."""
+        key, store = self._request_store(user_id, history_item_ids)
+        excluded = self.model.exclusions([key], store)[0]
+        if exclude:
+            extra = [self.model.item_index[i] for i in exclude if i in self.model.item_index]
+            excluded = np.union1d(excluded, np.asarray(extra, dtype=np.int64)).astype(np.int64)
+        ranked = self.model.rank_candidates([key], store, [excluded])[0]
+        items, scores, sources = self.model.finalize(ranked, k)
+        profile = self.profile(user_id, history_item_ids)
+        style = style or profile.preferred_style
+        out = []
+        for item, score, source in zip(items, scores, sources, strict=True):
+            row = self.model.items.iloc[int(item)]
+            out.append(
+                ScoredItem(
+                    item_id=str(row["item_id"]),
+                    score=float(score),
+                    title=str(row["title"]),
+                    category=str(row["category"]),
+                    reason=self.explain(profile, row.to_dict(), style=style, source=source),
+                )
+            )
+        return out
+
+    def profile(
+        self, user_id: str | None = None, history_item_ids: Sequence[str] | None = None
+    ) -> InterestProfile:
+        """The readable interest profile from the stored history plus any recent items."""
+        rows = []
+        if user_id is not None:
+            rows.append(self.model.histories[self.model.histories["user_id"] == user_id])
+        extra = [i for i in (history_item_ids or []) if i in self.model.item_index][-self.max_history_items :]
+        if extra:
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "user_id": user_id or ANONYMOUS,
+                        "item_id": extra,
+                        "event_ts": self.model.now,
+                        "dwell_seconds": 0.0,
+                        "rating": np.nan,
+                    }
+                )
+            )
+        history = (
+            pd.concat(rows, ignore_index=True)
+            if rows
+            else pd.DataFrame(columns=["item_id", "event_ts", "dwell_seconds", "rating"])
+        )
+        joined = history.merge(
+            self.model.items[["item_id", "title", "body", "category", "tags"]], on="item_id", how="left"
+        )
+        user_row = (
+            self._user_rows.loc[user_id].to_dict()
+            if user_id is not None and user_id in self._user_rows.index
+            else None
+        )
+        return build_interest_profile(
+            user_id or ANONYMOUS, joined, user_row, top_k=5, idf=self.idf, now=self.model.now,
+            n_keywords=self.model.encoder.cfg.top_keywords,
+        )  # fmt: skip
+
+    def explain(
+        self,
+        profile: InterestProfile,
+        item: dict[str, object] | str,
+        style: str | None = None,
+        source: str = "",
+    ) -> str:
+        """One sentence on why ``item`` suits ``profile``: a shared category, tag or keyword, else popularity/freshness."""
+        row = self.item(item) if isinstance(item, str) else item
+        templates = _REASON_TEMPLATES.get(style or profile.preferred_style, _REASON_TEMPLATES["concise"])
+        category = str(row.get("category") or "")
+        interests = dict(profile.top_categories)
+        if category and category in interests:
+            return templates["interest"].format(what=category)
+        tags = set(split_list(row.get("tags")))
+        shared = [t for t, _ in profile.top_tags if t in tags]
+        if shared:
+            return templates["interest"].format(what=shared[0])
+        text = f"{row.get('title', '')} {row.get('body', '')}".lower()
+        words = [w for w, _ in profile.keywords if w in text]
+        if words:
+            return templates["interest"].format(what=words[0])
+        if SOURCE_FRESH in source:
+            return templates["fresh"]
+        if SOURCE_POPULAR in source:
+            return templates["popular"]
+        return templates["default"]

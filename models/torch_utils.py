@@ -1,0 +1,49 @@
+"""Device, seeding and mixed-precision helpers shared by the torch models."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (all devices); returns a CPU generator for data shuffling."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def autocast_dtype(device: str) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 on CUDA; None (full precision) on CPU."""
+    if not device.startswith("cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@contextlib.contextmanager
+def autocast(device: str) -> Iterator[None]:
+    """Mixed precision on CUDA; a no-op on CPU, where bf16 matmuls are slower than fp32 for these small models."""
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device_type="cuda", dtype=dtype):
+        yield
+
+
+def grad_scaler(device: str) -> torch.amp.GradScaler:
+    """A loss scaler that is active only for fp16 (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
+
+
+def limit_cpu_threads() -> None:
+    """Cap intra-op threads to the cores we were given (RECGEN_TORCH_THREADS), so parallel jobs don't oversubscribe."""
+    threads = os.environ.get("RECGEN_TORCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
