@@ -187,7 +187,8 @@ class GenerationSettings(BaseModel):
         True, description="also check plain content words (not only names and numbers) against the sources"
     )
     blocklist: tuple[str, ...] = Field(
-        ("click here", "guaranteed", "miracle cure", "buy now"), description="words or phrases never published"
+        ("click here", "guaranteed", "miracle cure", "buy now"),
+        description="words or phrases never published",
     )
 
 

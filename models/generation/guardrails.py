@@ -1,0 +1,165 @@
+"""Checks every generated text must pass before it is published, and the extractive fallback when it fails.
+
+Order: scrub PII (always, never a reason to reject), then reject on emptiness, length, repeated n-grams,
+blocklisted phrases, and ungrounded terms. Grounding: every number, every capitalized name and (optionally)
+every content word of the output must occur in the item's text or the user's interests; words the templates
+themselves add and common function words are allowed. A rejected output is replaced by
+:func:`prompts.reference_output`, built from the item's own sentences, with the reasons recorded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from models.generation.prompts import PromptFields, reference_output, template_words
+from models.generation.text import PII_PLACEHOLDERS, scrub_pii, words_of
+
+# Function words and generic connectives any fluent sentence may use without a source.
+STOPWORDS: frozenset[str] = frozenset(
+    words_of(
+        """a about above after again against all also am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each even ever few for from further had has
+    have having he her here hers him his how i if in into is it its itself just like may me might more most
+    much must my new no nor not now of off on once one only or other our out over own per read same she
+    should since so some still such than that the their them then there these they this those through to
+    too under until up very was we were what when where which while who whom why will with within without
+    would yet you your yours"""
+    )
+)
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+CAPITALIZED = re.compile(r"\b[A-Z][A-Za-z'-]*\b")
+
+
+@dataclass(frozen=True)
+class GuardrailResult:
+    """A checked output: the scrubbed text, whether it passed, and why not."""
+
+    text: str
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    ungrounded: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str | None:
+        """All reasons in one string (None when it passed)."""
+        return "; ".join(self.reasons) if self.reasons else None
+
+
+@dataclass(frozen=True)
+class GuardrailConfig:
+    """Limits the checks apply (from GenerationSettings)."""
+
+    max_words: int = 60
+    min_words: int = 3
+    max_repeated_ngrams: int = 2
+    ngram: int = 3
+    blocklist: tuple[str, ...] = ()
+    content_words: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: object) -> GuardrailConfig:
+        """Read the limits from a ``GenerationSettings``."""
+        return cls(
+            max_words=settings.max_words,  # type: ignore[attr-defined]
+            min_words=settings.min_words,  # type: ignore[attr-defined]
+            max_repeated_ngrams=settings.max_repeated_ngrams,  # type: ignore[attr-defined]
+            blocklist=tuple(settings.blocklist),  # type: ignore[attr-defined]
+            content_words=settings.grounding_content_words,  # type: ignore[attr-defined]
+        )
+
+
+def _stem(word: str) -> str:
+    # Crude plural/tense folding so "runners" is grounded by "runner" and "opened" by "opens".
+    word = word.lower().removesuffix("'s")
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in NUMBER.findall(text)}
+
+
+def allowed_words() -> set[str]:
+    """Words an output may contain without a source: function words, template words, PII placeholders."""
+    placeholders = {p.strip("[]") for p in PII_PLACEHOLDERS.values()}
+    return set(STOPWORDS) | template_words() | placeholders
+
+
+def ungrounded_terms(output: str, sources: Iterable[str], content_words: bool = True) -> list[str]:
+    """Numbers, names and (optionally) content words of ``output`` found in none of ``sources``, in order."""
+    source_text = " ".join(s for s in sources if s)
+    source_stems = {_stem(w) for w in words_of(source_text)}
+    source_numbers = _numbers(source_text)
+    allowed = allowed_words()
+    out: list[str] = []
+
+    def flag(term: str) -> None:
+        if term not in out:
+            out.append(term)
+
+    for number in NUMBER.findall(output):
+        if number.replace(",", "") not in source_numbers:
+            flag(number)
+    names = {m.group(0) for m in CAPITALIZED.finditer(output)}
+    for token in re.findall(r"[A-Za-z][A-Za-z'-]*", output):
+        lower = token.lower()
+        if lower in allowed or _stem(lower) in source_stems:
+            continue
+        # Names are always checked; other words only when they carry content (4+ letters).
+        if token in names or (content_words and len(lower) >= 4):
+            flag(token)
+    return out
+
+
+def repeated_ngrams(text: str, n: int = 3) -> int:
+    """How many n-gram occurrences repeat an earlier one (0 for a text without repeats)."""
+    words = words_of(text)
+    counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return sum(c - 1 for c in counts.values() if c > 1)
+
+
+def blocked_terms(text: str, blocklist: Sequence[str]) -> list[str]:
+    """Blocklisted words or phrases that occur in ``text`` as whole words (case-insensitive)."""
+    return [
+        term for term in blocklist if re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, flags=re.IGNORECASE)
+    ]
+
+
+def check_output(
+    text: str,
+    task: str,
+    item_texts: Sequence[str],
+    profile_terms: Sequence[str],
+    config: GuardrailConfig,
+) -> GuardrailResult:
+    """Scrub PII from ``text`` and check length, repetition, blocklist and grounding against the sources."""
+    scrubbed = " ".join(scrub_pii(text).split())
+    n_words = len(scrubbed.split())
+    reasons: list[str] = []
+    min_words = 1 if task == "title" else config.min_words
+    if n_words == 0:
+        reasons.append("empty")
+    elif n_words < min_words:
+        reasons.append(f"too_short: {n_words} words < {min_words}")
+    if n_words > config.max_words:
+        reasons.append(f"too_long: {n_words} words > {config.max_words}")
+    repeats = repeated_ngrams(scrubbed, config.ngram)
+    if repeats > config.max_repeated_ngrams:
+        reasons.append(f"repetition: {repeats} repeated {config.ngram}-grams")
+    blocked = blocked_terms(scrubbed, config.blocklist)
+    if blocked:
+        reasons.append("blocklist: " + ", ".join(blocked))
+    invented = ungrounded_terms(scrubbed, [*item_texts, *profile_terms], config.content_words)
+    if invented:
+        reasons.append("ungrounded: " + ", ".join(invented[:10]))
+    return GuardrailResult(text=scrubbed, passed=not reasons, reasons=reasons, ungrounded=invented)
+
+
+def extractive_fallback(fields: PromptFields, max_words: int, item_terms: Sequence[str] = ()) -> str:
+    """The grounded replacement for a rejected output: the item's own best sentences for the task."""
+    return scrub_pii(reference_output(fields, max_words=max_words, item_terms=item_terms))

@@ -1,0 +1,248 @@
+"""Personalized copy for (user, item, task) requests: cache first, then batched generation behind guardrails.
+
+For each request the cache key is (item content hash, profile segment, task, style, generator version);
+only personalized tasks (blurbs) key on the segment and read the profile, and then only through the segment
+(style + top two categories), so two users of one segment may share a cached text. Keys missing from the cache
+(and duplicates within the batch, generated once) are turned into prompts, generated in batches, checked by
+the guardrails (a rejected output falls back to the item's own sentences with the reason recorded), stored, and
+returned in request order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from models.generation import cache
+from models.generation.generator import Generator
+from models.generation.guardrails import GuardrailConfig, check_output, extractive_fallback
+from models.generation.prompts import (
+    NO_SEGMENT,
+    PERSONALIZED_TASKS,
+    TASKS,
+    PromptFields,
+    build_prompt,
+    resolve_style,
+)
+from models.interests import InterestProfile
+from models.settings import GenerationSettings
+
+
+def content_hash(title: str, body: str) -> str:
+    """md5(title || newline || body), the same hash dbt writes into marts.item_features."""
+    return hashlib.md5(f"{title}\n{body}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ItemText:
+    """The parts of an item that generation reads."""
+
+    item_id: str
+    title: str
+    body: str
+    category: str = ""
+    tags: tuple[str, ...] = ()
+    content_hash: str = ""
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ItemText:
+        """From a marts.item_features row (tags as 'a|b'); the hash is computed when absent."""
+        title, body = str(row.get("title") or ""), str(row.get("body") or "")
+        tags = tuple(t for t in str(row.get("tags") or "").split("|") if t)
+        digest = row.get("content_hash")
+        return cls(
+            item_id=str(row["item_id"]),
+            title=title,
+            body=body,
+            category=str(row.get("category") or ""),
+            tags=tags,
+            content_hash=str(digest) if isinstance(digest, str) and digest else content_hash(title, body),
+        )
+
+    @property
+    def terms(self) -> list[str]:
+        """Category and tags."""
+        return [t for t in (self.category, *self.tags) if t]
+
+    @property
+    def sources(self) -> list[str]:
+        """Every text an output about this item may draw on."""
+        return [self.title, self.body, *self.terms]
+
+
+def items_by_id(items: pd.DataFrame) -> dict[str, ItemText]:
+    """ItemText per item id from an items DataFrame (columns of marts.item_features)."""
+    return {str(r["item_id"]): ItemText.from_row(r) for r in items.to_dict("records")}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Copy wanted for one user and item: a task and (for styled tasks) a style; None = the user's style."""
+
+    user_id: str
+    item: ItemText
+    profile: InterestProfile
+    task: str = "blurb"
+    style: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+
+
+@dataclass(frozen=True)
+class GeneratedContent:
+    """One published text and how it was made."""
+
+    user_id: str
+    item_id: str
+    task: str
+    style: str
+    text: str
+    passed_guardrails: bool
+    fallback_reason: str | None
+    model_version: str
+    latency_ms: float
+    n_tokens: int
+    cached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain fields (for DataFrames and JSON)."""
+        return asdict(self)
+
+
+def segment_interests(profile: InterestProfile) -> tuple[str, ...]:
+    """The interests a personalized prompt names: the segment's categories, so one segment gives one prompt."""
+    return tuple(sorted(c for c, _ in profile.top_categories[:2]))
+
+
+def request_fields(request: GenerationRequest) -> tuple[PromptFields, str]:
+    """The prompt fields and cache segment of a request."""
+    personalized = request.task in PERSONALIZED_TASKS
+    style = resolve_style(request.task, request.style, request.profile.preferred_style)
+    fields = PromptFields(
+        task=request.task,
+        style=style,
+        title=request.item.title,
+        body=request.item.body,
+        interests=segment_interests(request.profile) if personalized else (),
+    )
+    return fields, request.profile.segment if personalized else NO_SEGMENT
+
+
+def fit_prompt(fields: PromptFields, generator: Generator, max_fact_words: int) -> str:
+    """The prompt for ``fields`` with as many fact words as the model's context allows."""
+    words = max_fact_words
+    prompt = build_prompt(fields, generator.prompt_format, words)
+    while generator.count_tokens(prompt) > generator.max_prompt_tokens and words > 5:
+        words //= 2
+        prompt = build_prompt(fields, generator.prompt_format, words)
+    return prompt
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A model output after the guardrails: the text to publish and, when it was replaced, why."""
+
+    text: str
+    passed: bool
+    reason: str | None
+
+
+def finalize_text(raw: str, fields: PromptFields, item: ItemText, settings: GenerationSettings) -> Checked:
+    """Run the guardrails on a raw model output; a rejected one is replaced by the item's own sentences."""
+    result = check_output(
+        raw, fields.task, item.sources, list(fields.interests), GuardrailConfig.from_settings(settings)
+    )
+    if result.passed:
+        return Checked(result.text, True, None)
+    return Checked(extractive_fallback(fields, settings.max_words, item.terms), False, result.reason)
+
+
+def _written(
+    pending: list[tuple[cache.CacheKey, PromptFields, ItemText]],
+    generator: Generator,
+    settings: GenerationSettings,
+) -> dict[cache.CacheKey, cache.CacheEntry]:
+    """Generate, check and (when rejected) replace the text of every pending key."""
+    prompts = [fit_prompt(fields, generator, settings.max_fact_words) for _, fields, _ in pending]
+    outputs = generator.generate(prompts)
+    written: dict[cache.CacheKey, cache.CacheEntry] = {}
+    for (key, fields, item), out in zip(pending, outputs, strict=True):
+        started = time.perf_counter()
+        checked = finalize_text(out.text, fields, item, settings)
+        latency = out.latency_ms + (time.perf_counter() - started) * 1000.0
+        written[key] = cache.CacheEntry(
+            key, checked.text, checked.passed, checked.reason, out.n_tokens, latency
+        )
+    return written
+
+
+def generate_content(
+    requests: Sequence[GenerationRequest],
+    generator: Generator,
+    cache_con: duckdb.DuckDBPyConnection | None = None,
+    settings: GenerationSettings | None = None,
+) -> list[GeneratedContent]:
+    """Copy for every request, in order: cached texts where present, the rest generated in batches."""
+    settings = settings or GenerationSettings()
+    keyed: list[tuple[cache.CacheKey, PromptFields, GenerationRequest]] = []
+    for request in requests:
+        fields, segment = request_fields(request)
+        key = cache.CacheKey(request.item.content_hash, segment, fields.task, fields.style, generator.version)
+        keyed.append((key, fields, request))
+    started = time.perf_counter()
+    found = cache.lookup(cache_con, (k for k, _, _ in keyed)) if cache_con is not None else {}
+    lookup_ms = (time.perf_counter() - started) * 1000.0
+    pending: dict[cache.CacheKey, tuple[cache.CacheKey, PromptFields, ItemText]] = {}
+    for key, fields, request in keyed:
+        if key not in found and key not in pending:
+            pending[key] = (key, fields, request.item)
+    written = _written(list(pending.values()), generator, settings) if pending else {}
+    if cache_con is not None and written:
+        cache.store(cache_con, written.values())
+    out: list[GeneratedContent] = []
+    first_use: set[cache.CacheKey] = set()
+    for key, fields, request in keyed:
+        fresh = key in written and key not in first_use
+        entry = written[key] if key in written else found[key]
+        first_use.add(key)
+        out.append(
+            GeneratedContent(
+                user_id=request.user_id,
+                item_id=request.item.item_id,
+                task=fields.task,
+                style=fields.style,
+                text=entry.text,
+                passed_guardrails=entry.passed_guardrails,
+                fallback_reason=entry.fallback_reason,
+                model_version=generator.version,
+                # A request served from the cache (or from a duplicate in this batch) waited only for the lookup.
+                latency_ms=entry.latency_ms if fresh else lookup_ms,
+                n_tokens=entry.n_tokens,
+                cached=not fresh,
+            )
+        )
+    return out
+
+
+def build_requests(
+    pairs: Iterable[tuple[str, str]],
+    items: Mapping[str, ItemText],
+    profiles: Mapping[str, InterestProfile],
+    tasks: Sequence[str] = ("blurb",),
+) -> list[GenerationRequest]:
+    """One request per (user, item) pair and task; pairs with an unknown item or user are skipped."""
+    out = []
+    for user_id, item_id in pairs:
+        item, profile = items.get(str(item_id)), profiles.get(str(user_id))
+        if item is None or profile is None:
+            continue
+        out.extend(GenerationRequest(str(user_id), item, profile, task) for task in tasks)
+    return out

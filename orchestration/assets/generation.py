@@ -1,0 +1,211 @@
+"""Generation assets: the copy generator (trained or fine-tuned, registered) and the daily personalized copy.
+
+Thin adapters over ``models.generation``. The warehouse lock is held only to read inputs and write results:
+training and generation run on copies (the cache is copied into an in-memory DuckDB for the run).
+No ``from __future__ import annotations`` here: Dagster reads the context annotation at definition time.
+"""
+
+import datetime as dt
+import shutil
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from models.generation import cache, daily
+from models.generation.artifacts import (
+    REGISTRY_NAME,
+    find_version,
+    load_generator,
+    register_pretrained,
+    register_trained,
+)
+from models.generation.evaluation import evaluate, write_summary
+from models.generation.service import build_requests, generate_content, items_by_id
+from models.generation.train import fine_tune, lm_version, train_default_lm
+from models.registry import ModelRegistry, data_snapshot_id, marts_snapshot_stats
+from models.settings import Settings, get_settings
+from orchestration.resources import RecgenResource
+
+if TYPE_CHECKING:
+    from models.recommender import Recommender
+
+ITEM_DEPS = [dg.AssetKey("item_features")]
+DAILY_DEPS = [dg.AssetKey("interactions"), dg.AssetKey("user_features"), dg.AssetKey("user_histories")]
+generation_partitions = dg.DailyPartitionsDefinition(start_date=get_settings().simulator.start_date)
+
+
+def _snapshot_id(con: duckdb.DuckDBPyConnection) -> str:
+    try:
+        return data_snapshot_id(marts_snapshot_stats(con))
+    except duckdb.Error:  # a mart is missing (partial warehouse): the registry accepts an empty snapshot id
+        return ""
+
+
+@dg.asset(
+    group_name="generation",
+    deps=ITEM_DEPS,
+    kinds={"pytorch", "transformers"},
+    description="The copy generator: the own small GPT-2-style LM trained on the catalog's texts (default) or "
+    "a configured pretrained model (generation.model_name_or_path), fine-tuned unless generation.fine_tune is "
+    "false; registered as model 'generator' in the registry (ml.registry).",
+)
+def content_generator(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings = recgen.settings()
+    gen = settings.generation
+    with recgen.connect() as con:
+        items = daily.read_items(con)
+        snapshot = _snapshot_id(con)
+    if items.empty:
+        raise dg.Failure("marts.item_features is empty: nothing to train the generator on")
+    registry = ModelRegistry.from_settings(settings)
+    base = gen.model_name_or_path
+    if base and not gen.fine_tune:
+        artifact = register_pretrained(registry, base, snapshot)
+        return dg.MaterializeResult(
+            metadata={
+                "registry_version": artifact.version,
+                "model_version": artifact.config["model_version"],
+                "source": base,
+                "path": dg.MetadataValue.path(str(artifact.path)),
+            }
+        )
+    version = lm_version(items, gen, settings.seed, base=base)
+    artifact = find_version(registry, version)
+    reused = artifact is not None
+    if artifact is None:
+        # Train outside the registry dir, then let the registry copy it into a complete version dir.
+        work = settings.home / "work" / f"generator-{version}"
+        try:
+            if base:
+                result = fine_tune(
+                    base, items, gen, work, seed=settings.seed, device=settings.resolved_device
+                )
+            else:
+                result = train_default_lm(
+                    items, gen, work, seed=settings.seed, device=settings.resolved_device
+                )
+            artifact = register_trained(registry, result, snapshot, extra={"n_items": len(items)})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    else:
+        registry.promote_if_better(REGISTRY_NAME, artifact.version, metric="neg_eval_loss")
+    metrics = artifact.metrics
+    context.log.info(
+        "generator %s (%s): loss %.3f -> %.3f",
+        artifact.version,
+        version,
+        metrics["loss_before"],
+        metrics["loss_after"],
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "registry_version": artifact.version,
+            "model_version": version,
+            "reused": reused,
+            "base_model": base or "none (trained from scratch)",
+            "loss_before": dg.MetadataValue.float(float(metrics["loss_before"])),
+            "loss_after": dg.MetadataValue.float(float(metrics["loss_after"])),
+            "train_seconds": dg.MetadataValue.float(float(metrics.get("train_seconds") or 0.0)),
+            "n_examples": int(metrics.get("n_examples") or 0),
+            "n_items": len(items),
+            "path": dg.MetadataValue.path(str(artifact.path)),
+        }
+    )
+
+
+def _champion_recommender(settings: Settings) -> "Recommender | None":
+    from models.recommender import Recommender
+
+    try:
+        return Recommender.load(settings)
+    except FileNotFoundError:  # no champion yet: profiles and recommendations come from the marts
+        return None
+
+
+@dg.asset(
+    group_name="generation",
+    deps=[content_generator, *ITEM_DEPS, *DAILY_DEPS],
+    partitions_def=generation_partitions,
+    kinds={"transformers", "duckdb"},
+    pool="duckdb",
+    description="Personalized copy (generation.tasks) for the top generation.top_n_items recommendations of the "
+    "day's active users (at most generation.max_users), behind guardrails, cached by (content hash, segment, "
+    "task, style, model version); stored in generation.generated_content.",
+)
+def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings = recgen.settings()
+    gen = settings.generation
+    day = dt.date.fromisoformat(context.partition_key)
+    generator = load_generator(settings)
+    with recgen.connect() as con:
+        users = daily.active_users(con, day, gen.max_users)
+        items = daily.read_items(con)
+        recs = daily.stored_recommendations(con, users, day, gen.top_n_items)
+        cached = cache.read_frame(con, generator.version)
+        marts_profiles = daily.profiles_from_marts(con, users, day)
+    rec_source = daily.RECOMMENDATIONS_TABLE
+    recommender = _champion_recommender(settings) if users else None
+    if recommender is not None:
+        profiles = {
+            u: recommender.profile(u) if recommender.known_user(u) else marts_profiles.get(u) for u in users
+        }
+        profiles = {u: p for u, p in profiles.items() if p is not None}
+        profile_source = "champion recommender"
+    else:
+        profiles, profile_source = marts_profiles, "marts (engagement categories and tags)"
+    if recs is None and recommender is not None:
+        pairs = [(u, r.item_id) for u in users for r in recommender.recommend(u, k=gen.top_n_items)]
+        recs, rec_source = pd.DataFrame(pairs, columns=["user_id", "item_id"]), "champion recommender"
+    if recs is None:
+        with recgen.connect() as con:
+            recs = daily.popular_recommendations(con, profiles, gen.top_n_items)
+        rec_source = "popular in the user's top category (no recommender yet)"
+    item_texts = items_by_id(items)
+    requests = build_requests(
+        recs[["user_id", "item_id"]].itertuples(index=False), item_texts, profiles, gen.tasks
+    )
+
+    # Work on an in-memory copy of this version's cache so the warehouse lock is not held while generating.
+    work = duckdb.connect()
+    cache.write_frame(work, cached)
+    before = generator.stats()
+    rows = generate_content(requests, generator, work, gen)
+    after = generator.stats()
+    new_cache = cache.read_frame(work, generator.version)
+    work.close()
+    stats = {k: after[k] - before[k] for k in ("model_calls", "generated_tokens", "generation_seconds")}
+    stats["tokens_per_s"] = (
+        stats["generated_tokens"] / stats["generation_seconds"] if stats["generation_seconds"] else 0.0
+    )
+    figures = evaluate(rows, item_texts, profiles, stats)
+    with recgen.connect() as con:
+        cache.write_frame(con, cache.new_rows(new_cache, cached))
+        stored = daily.store_content(con, day, rows)
+    summary_path = write_summary(
+        {**figures, "day": day.isoformat()}, settings.reports_dir / "generation_summary.json"
+    )
+    preview = pd.DataFrame([r.to_dict() for r in rows[:10]])
+    metadata: dict[str, object] = {
+        "rows": stored,
+        "active_users": len(users),
+        "users_with_copy": len({r.user_id for r in rows}),
+        "recommendation_source": rec_source,
+        "profile_source": profile_source,
+        "model_version": generator.version,
+        "summary": dg.MetadataValue.path(str(summary_path.resolve())),
+    }
+    for key, value in figures.items():
+        if isinstance(value, float):
+            metadata[key] = dg.MetadataValue.float(value)
+        elif isinstance(value, int):
+            metadata[key] = value
+    if len(preview):
+        metadata["preview"] = dg.MetadataValue.md(
+            preview[
+                ["user_id", "item_id", "task", "style", "text", "passed_guardrails", "fallback_reason"]
+            ].to_markdown(index=False)
+        )
+    context.log.info("generated copy for %d users on %s: %s", len({r.user_id for r in rows}), day, figures)
+    return dg.MaterializeResult(metadata=metadata)

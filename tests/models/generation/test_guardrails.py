@@ -1,0 +1,106 @@
+"""Guardrails: grounding, PII, repetition, blocklist, length, and the extractive fallback."""
+
+from __future__ import annotations
+
+from models.generation.guardrails import (
+    GuardrailConfig,
+    blocked_terms,
+    check_output,
+    extractive_fallback,
+    repeated_ngrams,
+    ungrounded_terms,
+)
+from models.generation.prompts import PromptFields
+from models.generation.service import ItemText, finalize_text
+from models.generation.text import scrub_pii
+from models.settings import GenerationSettings
+
+ITEM = ItemText(
+    "i1",
+    "Lena Fischer wins the Lisbon marathon",
+    "Lena Fischer wins the Lisbon marathon after a bold 2025 season. About 4,200 runners followed the race. "
+    "Fans of running will find the marathon worth a look.",
+    "sports",
+    ("running", "cycling"),
+    "h1",
+)
+CONFIG = GuardrailConfig(max_words=30, min_words=3, max_repeated_ngrams=1, blocklist=("click here",))
+
+
+def test_invented_name_and_number_are_caught() -> None:
+    out = "Lena Fischer wins against Zorblax Quentin in the 1987 Lisbon marathon."
+    terms = ungrounded_terms(out, ITEM.sources)
+    # Zorblax and Quentin appear nowhere in the item; 1987 is not one of its numbers (2025, 4,200)
+    assert terms == ["1987", "Zorblax", "Quentin"]
+    result = check_output(out, "blurb", ITEM.sources, ["sports"], CONFIG)
+    assert not result.passed and result.reason == "ungrounded: 1987, Zorblax, Quentin"
+
+
+def test_grounded_output_passes_with_profile_terms_and_template_words() -> None:
+    # "sports" comes from the profile, "Quick read"/"fans" from the templates, the rest from the item
+    out = "Quick read: For fans of sports: About 4200 runners followed the Lisbon marathon."
+    result = check_output(out, "blurb", ITEM.sources, ["sports"], CONFIG)
+    assert result.passed, result.reasons
+
+
+def test_content_words_are_checked_only_when_asked() -> None:
+    out = "Lena Fischer dazzles spectators."
+    assert ungrounded_terms(out, ITEM.sources) == ["dazzles", "spectators"]
+    assert ungrounded_terms(out, ITEM.sources, content_words=False) == []
+
+
+def test_pii_is_scrubbed() -> None:
+    text = "Mail lena@example.org, call +1 (555) 123-4567 or visit https://example.org/run?id=3. Race in 2025, 4,200 runners."
+    scrubbed = scrub_pii(text)
+    assert scrubbed == "Mail [email], call [phone] or visit [url]. Race in 2025, 4,200 runners."
+    # scrubbing is not a rejection: the placeholders count as grounded
+    result = check_output(
+        "Lena Fischer: lena@example.org, 555-123-4567.", "summary", ITEM.sources, [], CONFIG
+    )
+    assert result.text == "Lena Fischer: [email], [phone]." and result.passed
+
+
+def test_repetition_blocklist_and_length() -> None:
+    assert (
+        repeated_ngrams("the race the race the race") == 2
+    )  # (the race the) and (race the race) repeat once
+    assert repeated_ngrams("Lena Fischer wins the Lisbon marathon") == 0
+    looping = check_output(
+        "the marathon the marathon the marathon the marathon", "summary", ITEM.sources, [], CONFIG
+    )
+    assert not looping.passed and looping.reasons[0].startswith("repetition")
+    assert blocked_terms("Click HERE for the marathon", ["click here"]) == ["click here"]
+    assert not check_output("", "summary", ITEM.sources, [], CONFIG).passed
+    long = " ".join(["marathon"] * 31)
+    assert any(
+        r.startswith("too_long") for r in check_output(long, "summary", ITEM.sources, [], CONFIG).reasons
+    )
+    # a one-word title is fine, a one-word summary is not
+    assert check_output("Marathon", "title", ITEM.sources, [], CONFIG).passed
+    assert not check_output("Marathon", "summary", ITEM.sources, [], CONFIG).passed
+
+
+def test_ungrounded_output_falls_back_to_item_sentences_with_reason() -> None:
+    fields = PromptFields("blurb", "casual", ITEM.title, ITEM.body, ("sports", "running"))
+    checked = finalize_text(
+        "Zorblax Quentin wins the 1987 Tokyo marathon.", fields, ITEM, GenerationSettings()
+    )
+    assert not checked.passed and checked.reason is not None and "Zorblax" in checked.reason
+    # the fallback is the body sentence that shares most words with the interests ("running"), in the casual
+    # template, introduced by the matched interest
+    assert (
+        checked.text
+        == "Quick read: For fans of running: Fans of running will find the marathon worth a look."
+    )
+    assert check_output(checked.text, "blurb", ITEM.sources, ["sports", "running"], CONFIG).passed
+
+
+def test_fallback_for_every_task_is_grounded() -> None:
+    for task, style in [("summary", "concise"), ("title", "concise"), ("style_transfer", "enthusiastic")]:
+        text = extractive_fallback(PromptFields(task, style, ITEM.title, ITEM.body), 40)
+        assert check_output(text, task, ITEM.sources, [], GuardrailConfig()).passed, (task, text)
+    summary = extractive_fallback(PromptFields("summary", "concise", ITEM.title, ITEM.body), 40)
+    assert (
+        summary
+        == "Lena Fischer wins the Lisbon marathon after a bold 2025 season. About 4,200 runners followed the race."
+    )

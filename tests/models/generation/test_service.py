@@ -1,0 +1,85 @@
+"""generate_content: the cache prevents regeneration, re-runs fill only gaps, every row is publishable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import duckdb
+import pandas as pd
+
+from models.generation import cache
+from models.generation.generator import Generator
+from models.generation.guardrails import GuardrailConfig, check_output
+from models.generation.samples import sample_profile
+from models.generation.service import (
+    GenerationRequest,
+    build_requests,
+    generate_content,
+    items_by_id,
+    request_fields,
+)
+from tests.models.generation.conftest import TINY
+
+
+def _requests(catalog: pd.DataFrame, item_ids: list[str]) -> list[GenerationRequest]:
+    profiles = {
+        "u1": sample_profile("u1", ["sports", "travel"], "casual"),
+        "u2": sample_profile("u2", ["music"], "formal"),
+    }
+    pairs = [(u, i) for u in profiles for i in item_ids]
+    return build_requests(pairs, items_by_id(catalog), profiles, ["blurb", "summary"])
+
+
+def test_cache_prevents_a_second_generation(generator: Generator, catalog: pd.DataFrame) -> None:
+    con = duckdb.connect()
+    requests = _requests(catalog, ["i0000", "i0001", "i0002"])
+    first = generate_content(requests, generator, con, TINY)
+    calls, tokens = generator.n_model_calls, generator.n_generated_tokens
+    # 2 users x 3 items x (blurb per segment + one summary per item): 6 blurbs + 3 summaries generated,
+    # the second user's summaries are the first user's (summaries do not depend on the profile)
+    assert sum(not r.cached for r in first) == 9 and calls == 2  # 9 prompts in batches of 8
+    assert cache.cache_size(con, generator.version) == 9
+    second = generate_content(requests, generator, con, TINY)
+    assert (generator.n_model_calls, generator.n_generated_tokens) == (calls, tokens)
+    assert all(r.cached for r in second)
+    assert [r.text for r in second] == [r.text for r in first]
+
+
+def test_rerun_generates_only_what_is_missing(generator: Generator, catalog: pd.DataFrame) -> None:
+    con = duckdb.connect()
+    generate_content(_requests(catalog, ["i0000"]), generator, con, TINY)
+    calls = generator.n_model_calls
+    rows = generate_content(_requests(catalog, ["i0000", "i0003"]), generator, con, TINY)
+    fresh = [r for r in rows if not r.cached]
+    # only item i0003 is new: one summary and one blurb per segment (two users, two segments)
+    assert {r.item_id for r in fresh} == {"i0003"} and len(fresh) == 3
+    assert generator.n_model_calls == calls + 1
+
+
+def test_same_segment_shares_edited_item_does_not(generator: Generator, catalog: pd.DataFrame) -> None:
+    con = duckdb.connect()
+    item = items_by_id(catalog)["i0005"]
+    a = sample_profile("a", ["sports", "travel"], "casual")
+    b = dataclasses.replace(a, user_id="b", top_tags=[("hiking", 1.0)])  # same style and top categories
+    assert a.segment == b.segment
+    rows = generate_content(
+        [GenerationRequest("a", item, a), GenerationRequest("b", item, b)], generator, con, TINY
+    )
+    assert [r.cached for r in rows] == [False, True] and rows[0].text == rows[1].text
+    edited = dataclasses.replace(item, body=item.body + " Tickets sold out.", content_hash="edited")
+    (row,) = generate_content([GenerationRequest("a", edited, a)], generator, con, TINY)
+    assert not row.cached
+
+
+def test_every_row_is_grounded_or_has_a_reason(generator: Generator, catalog: pd.DataFrame) -> None:
+    requests = _requests(catalog, ["i0006", "i0007"])
+    rows = generate_content(requests, generator, None, TINY)
+    config = GuardrailConfig.from_settings(TINY)
+    for request, row in zip(requests, rows, strict=True):
+        assert (row.user_id, row.item_id, row.task) == (request.user_id, request.item.item_id, request.task)
+        assert row.passed_guardrails or row.fallback_reason
+        fields, _ = request_fields(request)
+        # what is published passes the checks, whether the model wrote it or the fallback did
+        check = check_output(row.text, row.task, request.item.sources, list(fields.interests), config)
+        assert check.passed, (row.text, check.reasons)
+        assert row.model_version == generator.version and row.n_tokens >= 1
