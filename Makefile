@@ -37,8 +37,12 @@ setup: $(STAMP) dbt-parse
 dbt-parse: $(STAMP)
 	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir .
 
+# The unpartitioned graph as one job, then the day-partitioned copy for the last day in the data
+# (`dagster asset materialize --select '*'` refuses a selection that mixes partitioned and unpartitioned assets).
 materialize: setup
-	$(BIN)/dagster asset materialize -m orchestration.definitions --select '*'
+	$(BIN)/dagster job execute -m orchestration.definitions -j recgen_all
+	$(BIN)/dagster asset materialize -m orchestration.definitions --select generated_content \
+		--partition "$$($(BIN)/python -m orchestration.summary --latest-day)"
 
 bento: setup
 	cd bentos && ../$(BIN)/bentoml build -f bentofile.yaml ..

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import duckdb
 
 from models.settings import get_settings
 
 
+def latest_day() -> str:
+    """The last day with events in marts.interactions (the partition `make run` generates copy for)."""
+    con = duckdb.connect(str(get_settings().database), read_only=True)
+    try:
+        return str(con.execute("select max(event_date) from marts.interactions").fetchone()[0])
+    finally:
+        con.close()
+
+
 def main() -> None:
     """Print the paths and headline figures of the last materialization."""
+    if "--latest-day" in sys.argv:
+        print(latest_day())
+        return
     settings = get_settings()
     db = settings.database.resolve()
     print("\nrecgen outputs (settings: RECGEN_* environment, see models/settings.py)")

@@ -1,6 +1,5 @@
 """Serving: the BentoML bento of the recgen service, built for the current champion models."""
 
-from __future__ import annotations
 
 import dagster as dg
 
