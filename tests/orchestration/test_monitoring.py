@@ -1,8 +1,5 @@
 """The Dagster wiring of the reports: assets materialize against a real DuckDB file, checks read what they wrote,
 and the drift sensor requests retraining once per drift result.
-
-(Kept beside the model tests because this helper owns tests/models/monitoring/ only; it belongs in
-tests/orchestration/ once the lead moves it.)
 """
 
 from __future__ import annotations
