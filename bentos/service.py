@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 import bentoml
-from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 
 from bentos.batching import MicroBatcher
 from bentos.middleware import RequestLimits
@@ -118,14 +118,13 @@ class RecgenService:
         if not self.models.known_item(item_id):
             raise NotFound(f"{field}: unknown item {item_id!r}")
 
-    def _check_style_task(self, task: str) -> None:
-        tasks = self.settings.generation.tasks
-        if task not in tasks:
-            raise InvalidArgument(f"task: {task!r} is not one of {list(tasks)}")
+    def _check_task(self, task: str) -> None:
+        if task not in self.models.tasks:
+            raise InvalidArgument(f"task: {task!r} is not one of {list(self.models.tasks)}")
 
     async def _content(self, jobs: list[ContentJob]) -> list[Content | None]:
         results = await self.content_batcher.submit(jobs)
-        return [None if r is None else Content(**r) for r in results]
+        return [None if r is None else Content.model_validate(r) for r in results]
 
     # --- endpoints -----------------------------------------------------------------------------------
 
@@ -183,7 +182,11 @@ class RecgenService:
         """Personalized copy for one (user, item) pair, from the cache or written now."""
         self._check_user(request.user_id)
         self._check_item(request.item_id)
-        self._check_style_task(request.task)
+        self._check_task(request.task)
+        if self.models.generator is None:
+            raise ServiceUnavailable(
+                "generate: no generator model is loaded (materialize the generation assets)"
+            )
         recent = self.recent.items(request.user_id)
         profile = await anyio.to_thread.run_sync(self.models.profile, request.user_id, recent)
         style = request.style or profile.preferred_style

@@ -3,18 +3,38 @@
 Plain Python over ``models/`` (no BentoML here), so it is tested in-process as well as through the server.
 Ranking and copy are exposed as batch functions (``rank_batch``, ``content_batch``) that the service's
 micro-batchers call with the jobs of concurrent requests.
+
+The content cache is the pipeline's ``generation.content_cache`` rows for the served generator version, copied
+at start into an in-memory DuckDB (the warehouse lock is held only for that read, and a busy warehouse delays
+start-up by at most ``serving.warehouse_timeout_s``); copy written on demand is added there, so it is served
+from memory the next time, and is written again by the pipeline's next generation run (the service never
+writes the warehouse, which belongs to the pipeline's one writer).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import torch
 
+from models.data import warehouse
+from models.generation import cache
+from models.generation.generator import MARKER_FILE, Generator
+from models.generation.prompts import TASKS
+from models.generation.service import (
+    GenerationRequest,
+    ItemText,
+    generate_content,
+    items_by_id,
+    request_fields,
+)
 from models.interests import InterestProfile
 from models.recommender import FullStackModel, Recommender, ScoredItem
 from models.registry import ModelRegistry
@@ -23,6 +43,7 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 RECOMMENDER_NAME = "full_stack"  # the registry name of the served recommender
+GENERATOR_NAME = "generator"  # the registry name of the generator trained by the pipeline
 
 
 @dataclass(frozen=True)
@@ -48,23 +69,44 @@ class ContentJob:
 class ServingModels:
     """The loaded champion models and the batch functions the service calls."""
 
-    def __init__(self, settings: Settings, recommender: Recommender, recommender_version: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        recommender: Recommender,
+        recommender_version: str,
+        generator: Generator | None = None,
+        cache_con: duckdb.DuckDBPyConnection | None = None,
+    ) -> None:
         self.settings = settings
         self.device = settings.resolved_device
         self.recommender = recommender
         self.recommender_version = recommender_version
+        self.generator = generator
+        self.cache_con = cache_con
+        self.items: dict[str, ItemText] = items_by_id(recommender.model.items)
+        self.n_cached = cache.cache_size(cache_con) if cache_con is not None else 0
         # The recommender's numpy/torch state is read-only at serving time, but its calls are not documented as
-        # thread-safe: one call at a time (batching makes up for it).
+        # thread-safe: one call at a time (batching makes up for it). Copy runs in the content batcher's one
+        # thread, so the generator and the cache connection are used by one thread only.
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: Settings) -> ServingModels:
-        """The registry's champion recommender on ``settings.resolved_device``."""
-        artifact = ModelRegistry.from_settings(settings).load_champion(RECOMMENDER_NAME)
+        """The registry's champion recommender, the generator and the cache, on ``settings.resolved_device``."""
+        registry = ModelRegistry.from_settings(settings)
+        artifact = registry.load_champion(RECOMMENDER_NAME)
         model = FullStackModel.load(artifact.path, settings.resolved_device)
         recommender = Recommender(model, settings.serving.max_history_items)
         log.info("loaded %s %s from %s", RECOMMENDER_NAME, artifact.version, artifact.path)
-        return cls(settings, recommender, f"{RECOMMENDER_NAME}:{artifact.version}")
+        generator_dir = find_generator(settings, registry)
+        generator = cache_con = None
+        if generator_dir is None:
+            log.warning("no generator found (run the generation assets): copy is not available")
+        else:
+            generator = Generator.from_settings(settings, model_dir=generator_dir)
+            cache_con = load_cache(settings, generator.version)
+            log.info("loaded generator %s from %s", generator.version, generator_dir)
+        return cls(settings, recommender, f"{RECOMMENDER_NAME}:{artifact.version}", generator, cache_con)
 
     # --- lookups ----------------------------------------------------------------------------------------------
     def known_user(self, user_id: str) -> bool:
@@ -77,12 +119,19 @@ class ServingModels:
 
     def versions(self) -> dict[str, str]:
         """Model versions being served."""
-        return {"recommender": self.recommender_version}
+        out = {"recommender": self.recommender_version}
+        if self.generator is not None:
+            out["generator"] = self.generator.version
+        return out
 
     def counts(self) -> dict[str, int]:
         """Sizes of what is loaded."""
         model = self.recommender.model
-        return {"users": len(model.user_index), "items": len(model.item_index)}
+        return {
+            "users": len(model.user_index),
+            "items": len(model.item_index),
+            "cached_copies": self.n_cached,
+        }
 
     # --- ranking ----------------------------------------------------------------------------------------------
     def profile(self, user_id: str | None, history: Sequence[str] = ()) -> InterestProfile:
@@ -131,6 +180,109 @@ class ServingModels:
         return out
 
     # --- copy -------------------------------------------------------------------------------------------------
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Tasks the generator writes."""
+        return TASKS
+
     def content_batch(self, jobs: list[ContentJob]) -> list[dict[str, Any] | None]:
-        """Copy for each job from the cache or written now (None when missing and on-demand is off)."""
-        raise NotImplementedError("generation is not wired yet")
+        """Copy for each job from the cache, or written now within ``generation.max_new_tokens``.
+
+        None for a job when there is no generator, or its copy is not cached and on-demand generation is off.
+        """
+        if self.generator is None:
+            return [None] * len(jobs)
+        requests = [
+            GenerationRequest(job.profile.user_id, self.items[job.item_id], job.profile, job.task, job.style)
+            for job in jobs
+        ]
+        if self.settings.serving.generate_on_demand:
+            with torch.inference_mode():
+                made = generate_content(requests, self.generator, self.cache_con, self.settings.generation)
+            if self.cache_con is not None:
+                self.n_cached = cache.cache_size(self.cache_con)
+            return [c.to_dict() for c in made]
+        return self._cached_only(requests)
+
+    def _cached_only(self, requests: list[GenerationRequest]) -> list[dict[str, Any] | None]:
+        assert self.generator is not None
+        keys = []
+        for request in requests:
+            fields, segment = request_fields(request)
+            keys.append(
+                cache.CacheKey(
+                    request.item.content_hash, segment, fields.task, fields.style, self.generator.version
+                )
+            )
+        found = cache.lookup(self.cache_con, keys) if self.cache_con is not None else {}
+        out: list[dict[str, Any] | None] = []
+        for request, key in zip(requests, keys, strict=True):
+            entry = found.get(key)
+            out.append(
+                None
+                if entry is None
+                else {
+                    "user_id": request.user_id,
+                    "item_id": request.item.item_id,
+                    "task": key.task,
+                    "style": key.style,
+                    "text": entry.text,
+                    "passed_guardrails": entry.passed_guardrails,
+                    "fallback_reason": entry.fallback_reason,
+                    "model_version": key.model_version,
+                    "latency_ms": 0.0,
+                    "n_tokens": entry.n_tokens,
+                    "cached": True,
+                }
+            )
+        return out
+
+
+def find_generator(settings: Settings, registry: ModelRegistry) -> Path | None:
+    """The generator model dir: the registry champion, else a configured model used as is (no fine-tuning).
+
+    A registry version dir holds the registry's own ``config.json``; the model sits in it or in a ``model/``
+    subfolder, recognised by recgen's marker file or a Hugging Face config with a ``model_type``.
+    """
+    champion = registry.champion(GENERATOR_NAME)
+    if champion is not None:
+        candidates = [champion.path / "model", champion.path]
+        for candidate in candidates:
+            if (candidate / MARKER_FILE).exists():
+                return candidate
+        for candidate in candidates:
+            config = candidate / "config.json"
+            if config.exists() and "model_type" in json.loads(config.read_text()):
+                return candidate
+        log.warning("generator champion %s holds no model", champion.path)
+    configured = settings.generation.model_name_or_path
+    if configured and not settings.generation.fine_tune:
+        return Path(configured)
+    return None
+
+
+def load_cache(settings: Settings, model_version: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory copy of the warehouse cache rows of ``model_version`` (empty when unreachable or absent)."""
+    mem = duckdb.connect(":memory:")
+    cache.ensure_cache_table(mem)
+    database = settings.database
+    if not database.exists():  # connecting would create an empty warehouse file
+        return mem
+    try:
+        with warehouse.connect(database, timeout_s=settings.serving.warehouse_timeout_s) as con:
+            if not warehouse.table_exists(con, cache.CACHE_TABLE):
+                return mem
+            rows = con.execute(
+                f"select * from {cache.CACHE_TABLE} where model_version = ?", [model_version]
+            ).df()
+    except warehouse.WarehouseLockTimeout:
+        log.warning(
+            "warehouse busy for %s s: serving without the content cache", settings.serving.warehouse_timeout_s
+        )
+        return mem
+    if len(rows):
+        mem.register("_cache_rows", rows)
+        mem.execute(f"insert into {cache.CACHE_TABLE} by name select * from _cache_rows")
+        mem.unregister("_cache_rows")
+    log.info("content cache: %d rows of %s", len(rows), model_version)
+    return mem
