@@ -76,14 +76,16 @@ class BaseRecommender:
         for s in range(0, len(user_ids), batch_size):
             users = list(user_ids[s : s + batch_size])
             scores = mask_seen(self.score_all(users).float().clone(), self.exclusions(users, exclude_seen))
-            top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+            # a stable sort, not topk: equal scores keep catalog order, so results never depend on the kernel
+            values, indices = torch.sort(scores, dim=1, descending=True, stable=True)
+            values, indices = values[:, :k], indices[:, :k]
             for r, user in enumerate(users):
-                keep = torch.isfinite(top.values[r]).cpu().numpy()
-                out[user] = self.item_ids[top.indices[r].cpu().numpy()[keep]].tolist()
+                keep = torch.isfinite(values[r]).cpu().numpy()
+                out[user] = self.item_ids[indices[r].cpu().numpy()[keep]].tolist()
         return out
 
     def _popularity_prior(self) -> torch.Tensor:
-        """A tiny popularity term that breaks ties (and orders cold users) by popularity, then catalog order."""
+        """A tiny popularity term that breaks score ties (and orders cold users) by popularity."""
         pop = torch.as_tensor(self.popularity, dtype=torch.float32)
         return 1e-6 * pop / (pop.max() + 1.0)
 
@@ -105,8 +107,7 @@ class PopularityRecommender(BaseRecommender):
         pass
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
-        # popularity + a catalog-order epsilon: equal counts keep a fixed, documented order
-        base = torch.as_tensor(self.popularity, dtype=torch.float32) + self._popularity_prior()
+        base = torch.as_tensor(self.popularity, dtype=torch.float32)
         return base.unsqueeze(0).expand(len(user_ids), -1)
 
 

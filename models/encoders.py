@@ -11,10 +11,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import torch
 
+from models.recdata import write_frame
 from models.torch_utils import autocast
 
 EMBEDDING_COLUMNS = ["item_id", "content_hash", "embedding", "encoder_name", "encoder_version"]
@@ -119,3 +121,8 @@ def embed_items(
             "encoder_version": encoder.version,
         }
     )
+
+
+def write_item_embeddings(con: duckdb.DuckDBPyConnection, embeddings: pd.DataFrame) -> None:
+    """Replace ``ml.item_embeddings`` (embedding stored as FLOAT[])."""
+    write_frame(con, "ml.item_embeddings", embeddings[EMBEDDING_COLUMNS], list_columns=("embedding",))

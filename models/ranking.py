@@ -501,14 +501,15 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
 def mmr_rerank(
     candidates: np.ndarray,
     relevance: np.ndarray,
-    item_embeddings: torch.Tensor | np.ndarray,
+    item_embeddings: np.ndarray,
     k: int,
     mmr_lambda: float,
 ) -> np.ndarray:
     """Greedy maximal marginal relevance: argmax lambda * rel - (1 - lambda) * max cosine to the items already picked.
 
-    Relevance is min-max scaled to [0, 1] within the list so it is on the cosine's scale; lambda = 1 keeps the
-    relevance order.
+    ``item_embeddings`` are the catalog's unit vectors (numpy: these are tiny per-user products, where torch's
+    thread pool costs more than the arithmetic). Relevance is min-max scaled to [0, 1] within the list so it is
+    on the cosine's scale; lambda = 1 keeps the relevance order.
     """
     n = len(candidates)
     k = min(k, n)
@@ -517,14 +518,8 @@ def mmr_rerank(
     order = np.argsort(-relevance, kind="stable")
     if mmr_lambda >= 1.0:
         return candidates[order[:k]]
-    vecs = torch.as_tensor(
-        np.asarray(item_embeddings[candidates])
-        if not torch.is_tensor(item_embeddings)
-        else item_embeddings[torch.as_tensor(candidates)].cpu().numpy(),
-        dtype=torch.float32,
-    )
-    vecs = F.normalize(vecs, dim=-1)
-    sim = (vecs @ vecs.T).numpy()
+    vecs = np.asarray(item_embeddings[candidates], dtype=np.float32)
+    sim = vecs @ vecs.T
     rel = relevance.astype(np.float64)
     span = rel.max() - rel.min()
     rel = (rel - rel.min()) / span if span > 0 else np.zeros_like(rel)

@@ -8,11 +8,13 @@ and the history it recommends from, so no model can see the window it is evaluat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 MART_COLUMNS: dict[str, list[str]] = {
     "interactions": [
@@ -184,3 +186,23 @@ class RecData:
     def user_rows(self) -> dict[str, dict[str, object]]:
         """``marts.user_features`` rows keyed by user id."""
         return self.users.set_index("user_id", drop=False).to_dict(orient="index")
+
+
+def write_frame(
+    con: duckdb.DuckDBPyConnection, qualified_name: str, frame: pd.DataFrame, list_columns: Sequence[str] = ()
+) -> None:
+    """Replace table ``schema.name`` with ``frame``; ``list_columns`` hold vectors and become FLOAT[] columns."""
+    schema = qualified_name.split(".")[0]
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    table = pa.Table.from_pandas(frame.drop(columns=list(list_columns)), preserve_index=False)
+    for column in list_columns:
+        vectors = [np.asarray(v, dtype=np.float32) for v in frame[column]]
+        offsets = np.concatenate([[0], np.cumsum([len(v) for v in vectors])]).astype(np.int32)
+        flat = np.concatenate(vectors) if vectors else np.zeros(0, dtype=np.float32)
+        table = table.append_column(column, pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)))
+    table = table.select(list(frame.columns))
+    con.register("_recgen_frame", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {qualified_name} AS SELECT * FROM _recgen_frame")
+    finally:
+        con.unregister("_recgen_frame")

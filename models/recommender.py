@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from models.baselines import BaseRecommender
 from models.history import HistoryStore, to_hours
@@ -68,10 +67,13 @@ class TwoTowerRecommender(BaseRecommender):
         self.cold = ColdStart(_declared(view.users), categories, self.popularity, self.cold_interest_weight)
         self.query_hours = to_hours([view.now])[0] + QUERY_DELAY_HOURS
 
-    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+    def user_vectors(self, user_ids: list[str]) -> torch.Tensor:
+        """Profile-model vectors of ``user_ids`` as of the view's end (cold start for users without history)."""
         hours = np.full(len(user_ids), self.query_hours)
-        vecs, _ = user_vectors_at(self.encoder, self.store, user_ids, hours, self.space.vecs, self.cold)
-        return self.space.logits(vecs).float().cpu()
+        return user_vectors_at(self.encoder, self.store, user_ids, hours, self.space.vecs, self.cold)[0]
+
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        return self.space.logits(self.user_vectors(user_ids)).float().cpu()
 
 
 @dataclass
@@ -156,7 +158,8 @@ class FullStackModel:
             self.encoder, self.store, self.space, categories, published_hours, self.cold, self.users
         )
         self.unpublished = np.flatnonzero((self.items["published_at"] >= self.now).fillna(False).to_numpy())
-        self.text_vecs = F.normalize(torch.as_tensor(self.item_text), dim=-1)
+        norms = np.linalg.norm(self.item_text, axis=1, keepdims=True)
+        self.text_vecs = self.item_text / np.clip(norms, 1e-12, None)  # unit vectors for MMR
         self._user_counts = self.users.set_index("user_id")[["snapshot_impressions", "snapshot_clicks"]]
 
     def exclusions(

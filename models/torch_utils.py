@@ -42,8 +42,26 @@ def grad_scaler(device: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
 
 
-def limit_cpu_threads() -> None:
-    """Cap intra-op threads to the cores we were given (RECGEN_TORCH_THREADS), so parallel jobs don't oversubscribe."""
-    threads = os.environ.get("RECGEN_TORCH_THREADS")
+def limit_cpu_threads(default: int | None = None) -> int:
+    """Set torch's intra-op threads from RECGEN_TORCH_THREADS (else ``default``, else leave torch's choice).
+
+    On a CPU shared with other busy processes, torch's thread pool waits on cores it does not get: small ops
+    then take milliseconds instead of microseconds (measured here: one full-stack evaluation 12x slower with 2
+    threads than with 1 on a loaded 2-core machine). Entry points (assets, benchmarks, tests) call this once.
+    """
+    threads = os.environ.get("RECGEN_TORCH_THREADS") or default
     if threads:
         torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads (None: unchanged), then restore the previous count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -29,7 +29,7 @@ from models.baselines import BPRRecommender, ItemKNNRecommender, PopularityRecom
 from models.history import to_hours
 from models.profile import ProfileEncoder, train_profile_model
 from models.ranking import Ranker, train_ranker
-from models.recdata import MART_COLUMNS, RecData
+from models.recdata import MART_COLUMNS, RecData, write_frame
 from models.recommender import FullStackModel, TwoTowerRecommender, recency_popularity
 from models.retrieval import RetrievalIndex
 from models.settings import Settings
@@ -81,6 +81,9 @@ def read_item_embeddings(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
     return con.execute(
         "select item_id, content_hash, embedding, encoder_name, encoder_version from ml.item_embeddings"
     ).df()
+
+
+__all__ = ["write_frame"]  # re-exported for the assets: one place that writes DataFrames into DuckDB
 
 
 def build_data(frames: Mapping[str, pd.DataFrame], embeddings: pd.DataFrame) -> RecData:

@@ -9,12 +9,20 @@ plus noise, so a model that uses text and history can find a user's topic; a pop
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from models.profile import ProfileEncoder, train_profile_model
+from models.ranking import Ranker, train_ranker
 from models.recdata import MART_COLUMNS, RecData
+from models.settings import Settings, get_settings
+from models.torch_utils import torch_threads
 
 TOPICS = ("sports", "politics", "science", "travel")
 TOPIC_WORDS = {
@@ -24,6 +32,31 @@ TOPIC_WORDS = {
     "travel": ["beach", "hotel", "flight", "island", "museum"],
 }
 START = pd.Timestamp("2026-10-01")
+# These tests run small models on a 2-core machine shared with other jobs, where torch's thread pool waits on busy
+# cores: one intra-op thread is ~10x faster there (see models.torch_utils.limit_cpu_threads).
+TEST_THREADS = int(os.environ.get("RECGEN_TORCH_THREADS", "1"))
+ML_TEST_MODULES = {
+    f"test_{m}"
+    for m in (
+        "encoders",
+        "profile",
+        "retrieval",
+        "ranking",
+        "baselines",
+        "metrics",
+        "registry",
+        "training",
+        "recommender",
+    )
+}
+
+
+@pytest.fixture(autouse=True)
+def _ml_test_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """One torch thread for the ML test modules (and only them), restored afterwards."""
+    mine = request.module.__name__.rsplit(".", 1)[-1] in ML_TEST_MODULES
+    with torch_threads(TEST_THREADS if mine else None):
+        yield
 
 
 def make_synthetic_marts(
@@ -213,3 +246,41 @@ def rec_data(synthetic_marts: tuple[dict[str, pd.DataFrame], pd.DataFrame]) -> R
     """The synthetic marts as a :class:`RecData`."""
     frames, embeddings = synthetic_marts
     return RecData.from_frames(frames, embeddings)
+
+
+def tiny_settings(tmp_home: Path | None = None, **overrides: object) -> Settings:
+    """Settings with small models and few epochs: enough for the synthetic world, fast on two cores."""
+    base: dict[str, object] = {
+        "device": "cpu",
+        "profile": {"epochs": 3, "hidden_dim": 32, "n_heads": 2, "batch_size": 64, "max_history": 20},
+        "ranker": {"epochs": 3, "hidden_dim": 32, "batch_size": 128, "retrieval_weight_grid": (0.0, 1.0)},
+        "retrieval": {"n_candidates": 30, "n_popular": 10, "n_fresh": 5},
+        "evaluation": {"bpr_epochs": 10, "bpr_dim": 16},
+    }
+    if tmp_home is not None:
+        base["home"] = tmp_home
+        base["reports_dir"] = tmp_home / "reports"
+    base.update(overrides)
+    return get_settings(**base)
+
+
+@dataclass
+class TinyStack:
+    """A profile model and ranker trained on the synthetic marts."""
+
+    settings: Settings
+    data: RecData
+    encoder: ProfileEncoder
+    ranker: Ranker
+    profile_log: pd.DataFrame
+    ranker_log: pd.DataFrame
+
+
+@pytest.fixture(scope="session")
+def tiny_stack(rec_data: RecData) -> TinyStack:
+    """Both neural models trained once per test session (a few seconds on the tiny world)."""
+    settings = tiny_settings()
+    with torch_threads(TEST_THREADS):
+        encoder, profile_log = train_profile_model(rec_data, settings)
+        ranker, ranker_log = train_ranker(rec_data, settings, encoder)
+    return TinyStack(settings, rec_data, encoder, ranker, profile_log, ranker_log)

@@ -1,0 +1,394 @@
+"""Models stage: item embeddings -> profile model -> user profiles / retrieval index / ranker / baselines -> evaluation.
+
+Thin adapters over ``models.training``. Each asset reads the marts under the warehouse lock, lets go of it, trains,
+registers what it trained in the model registry (``<home>/artifacts`` + ``ml.registry``), and writes its results
+back under the lock. Downstream assets load the newest registered version of what they need.
+No ``from __future__ import annotations`` here: Dagster reads the context annotation at definition time.
+"""
+
+import json
+import time
+from typing import Any
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+
+from models import training
+from models.encoders import TextEncoder, embed_items, write_item_embeddings
+from models.profile import ProfileEncoder, build_interest_profiles, evaluate_retrieval
+from models.ranking import Ranker, feature_schema
+from models.recdata import RecData
+from models.recommender import TwoTowerRecommender
+from models.registry import ArtifactVersion, ModelRegistry, data_snapshot_id, marts_snapshot_stats
+from models.settings import Settings
+from orchestration.resources import RecgenResource
+
+GROUP = "models"
+MART_DEPS = [
+    dg.AssetKey(name)
+    for name in (
+        "interactions",
+        "split_boundaries",
+        "user_histories",
+        "user_features",
+        "item_features",
+        "training_samples",
+    )
+]
+
+
+def _markdown(frame: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=".4f"))
+
+
+def _read_data(recgen: RecgenResource) -> tuple[Settings, RecData, str]:
+    """Settings, the marts + embeddings as RecData, and the data snapshot id; the lock is released on return."""
+    settings = recgen.settings()
+    with recgen.connect() as con:
+        frames = training.read_marts(con)
+        embeddings = training.read_item_embeddings(con)
+        snapshot = data_snapshot_id(marts_snapshot_stats(con))
+    if embeddings is None:
+        raise dg.Failure("ml.item_embeddings is missing: materialize item_embeddings first")
+    return settings, training.build_data(frames, embeddings), snapshot
+
+
+def _latest(registry: ModelRegistry, name: str) -> ArtifactVersion:
+    found = registry.latest(name)
+    if found is None:
+        raise dg.Failure(f"no registered {name!r}: materialize the {name} asset first")
+    return found
+
+
+def _version_metadata(artifact: ArtifactVersion, promoted: bool) -> dict[str, Any]:
+    return {
+        "version": artifact.version,
+        "path": dg.MetadataValue.path(str(artifact.path)),
+        "promoted_to_champion": promoted,
+        "data_snapshot_id": artifact.data_snapshot_id,
+    }
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[dg.AssetKey("item_features")],
+    kinds={"pytorch", "duckdb"},
+    pool="duckdb",
+    description="ml.item_embeddings: one text embedding per item (title. body), re-encoded only when its content changed",
+)
+def item_embeddings(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings = recgen.settings()
+    with recgen.connect() as con:
+        items = con.execute("select item_id, title, body, content_hash from marts.item_features").df()
+        cache = training.read_item_embeddings(con)
+    enc = settings.encoder
+    encoder = TextEncoder(enc.model_name_or_path, settings.resolved_device, enc.batch_size, enc.max_length)
+    started = time.perf_counter()
+    embeddings = embed_items(items, encoder, cache)
+    seconds = time.perf_counter() - started
+    with recgen.connect() as con:
+        write_item_embeddings(con, embeddings)
+    context.log.info(f"encoded {encoder.n_encoded} of {len(items)} items in {seconds:.1f}s")
+    return dg.MaterializeResult(
+        metadata={
+            "n_items": len(embeddings),
+            "n_encoded": encoder.n_encoded,
+            "n_reused_from_cache": len(embeddings) - encoder.n_encoded,
+            "encoder_name": encoder.name,
+            "encoder_version": encoder.version,
+            "dim": encoder.dim,
+            "device": settings.resolved_device,
+            "encode_seconds": round(seconds, 2),
+            "items_per_s": round(encoder.n_encoded / seconds, 1)
+            if encoder.n_encoded and seconds > 0
+            else 0.0,
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[item_embeddings, *MART_DEPS],
+    kinds={"pytorch"},
+    pool="duckdb",
+    description="Two-tower profile model (history encoder + item tower), trained on train-split histories; "
+    "registered as 'profile_model'",
+)
+def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings, data, snapshot = _read_data(recgen)
+    started = time.perf_counter()
+    encoder, epochs = training.fit_profile_model(settings, data)
+    seconds = time.perf_counter() - started
+    valid = evaluate_retrieval(encoder, data, "valid", max_users=settings.evaluation.max_users)
+    registry = ModelRegistry.from_settings(settings)
+    artifact = registry.register(
+        "profile_model",
+        encoder.save,
+        metrics={"ndcg@10": valid["ndcg@10"], "recall@20": valid["recall@20"], "train_seconds": seconds},
+        config={"profile": settings.profile.model_dump(), "device": settings.resolved_device},
+        feature_schema={
+            "history": "item id, projected text embedding, category; dwell, rating, recency bucket, position",
+            "item_text_dim": int(data.item_text.shape[1]),
+        },
+        data_snapshot_id=snapshot,
+    )
+    promoted = registry.promote_if_better("profile_model", artifact.version)
+    return dg.MaterializeResult(
+        metadata={
+            **_version_metadata(artifact, promoted),
+            "valid_ndcg@10": valid["ndcg@10"],
+            "valid_recall@20": valid["recall@20"],
+            "train_seconds": round(seconds, 1),
+            "examples_per_s": float(epochs["examples_per_s"].median()) if len(epochs) else 0.0,
+            "epochs": _markdown(epochs),
+            "device": settings.resolved_device,
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[profile_model],
+    kinds={"duckdb"},
+    pool="duckdb",
+    description="ml.user_profiles: each user's readable InterestProfile (JSON) and profile-model vector, as of now",
+)
+def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings, data, _ = _read_data(recgen)
+    artifact = _latest(ModelRegistry.from_settings(settings), "profile_model")
+    encoder = ProfileEncoder.load(artifact.path, settings.resolved_device)
+    users = data.users["user_id"].tolist()
+    profiles = build_interest_profiles(data, users, top_k=5, n_keywords=settings.profile.top_keywords)
+    two_tower = TwoTowerRecommender(encoder, settings.profile.cold_start_interest_weight).fit(data)
+    vectors = two_tower.user_vectors(users)
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    frame = pd.DataFrame(
+        {
+            "user_id": users,
+            "profile": [json.dumps(profiles[u].to_dict()) for u in users],
+            "segment": [profiles[u].segment for u in users],
+            "cold_start": [profiles[u].cold_start for u in users],
+            "n_events": [profiles[u].n_events for u in users],
+            "top_category": [
+                profiles[u].top_categories[0][0] if profiles[u].top_categories else None for u in users
+            ],
+            "embedding": list(vectors.cpu().numpy().astype(np.float32)),
+            "profile_model_version": artifact.version,
+            "updated_at": now,
+        }
+    )
+    with recgen.connect() as con:
+        training.write_frame(con, "ml.user_profiles", frame, list_columns=("embedding",))
+    cold = int(frame["cold_start"].sum())
+    return dg.MaterializeResult(
+        metadata={
+            "n_users": len(frame),
+            "n_cold_start": cold,
+            "n_segments": int(frame["segment"].nunique()),
+            "profile_model_version": artifact.version,
+            "preview": _markdown(
+                frame[["user_id", "segment", "cold_start", "n_events", "top_category"]].head(10)
+            ),
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[profile_model],
+    kinds={"pytorch"},
+    pool="duckdb",
+    description="Retrieval index over the whole catalog as of now (exact, or IVF above the ANN threshold); "
+    "registered as 'retrieval_index'",
+)
+def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings, data, snapshot = _read_data(recgen)
+    registry = ModelRegistry.from_settings(settings)
+    profile = _latest(registry, "profile_model")
+    encoder = ProfileEncoder.load(profile.path, settings.resolved_device)
+    started = time.perf_counter()
+    index = training.build_retrieval(settings, data, encoder)
+    build_seconds = time.perf_counter() - started
+    two_tower = TwoTowerRecommender(encoder, settings.profile.cold_start_interest_weight).fit(data)
+    users = [u for u in data.users["user_id"] if u in two_tower.store.offsets]
+    started = time.perf_counter()
+    vectors = two_tower.user_vectors(users)
+    index.search(vectors, settings.retrieval.n_candidates, data.exclusions(users))
+    search_seconds = time.perf_counter() - started
+    artifact = registry.register(
+        "retrieval_index",
+        index.save,
+        metrics={"users_per_s": len(users) / search_seconds if search_seconds > 0 else float("nan")},
+        config={"profile_model_version": profile.version, "retrieval": settings.retrieval.model_dump()},
+        feature_schema={"item_vectors": "profile-model item tower, unit norm", "bias": "per-item logit bias"},
+        data_snapshot_id=snapshot,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **_version_metadata(artifact, False),
+            "n_items": index.n_items,
+            "dim": int(index.space.vecs.shape[1]),
+            "ann": index.ann is not None,
+            "build_seconds": round(build_seconds, 3),
+            "search_users_per_s": round(len(users) / search_seconds, 1) if search_seconds > 0 else 0.0,
+            "profile_model_version": profile.version,
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[profile_model, retrieval_index],
+    kinds={"pytorch"},
+    pool="duckdb",
+    description="Deep ranker (target attention over the history, cross features, training-only position tower) "
+    "trained on marts.training_samples with early stopping on valid; registered as 'ranker'",
+)
+def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings, data, snapshot = _read_data(recgen)
+    registry = ModelRegistry.from_settings(settings)
+    profile = _latest(registry, "profile_model")
+    encoder = ProfileEncoder.load(profile.path, settings.resolved_device)
+    started = time.perf_counter()
+    model, epochs = training.fit_ranker(settings, data, encoder)
+    seconds = time.perf_counter() - started
+    best = epochs.sort_values("valid_ndcg@10", ascending=False).iloc[0] if len(epochs) else None
+    artifact = registry.register(
+        "ranker",
+        model.save,
+        metrics={
+            # request-level NDCG@10 of the valid impressions (the early-stopping figure) and impression AUC
+            "ndcg@10": float(best["valid_ndcg@10"]) if best is not None else float("nan"),
+            "auc": float(best["valid_auc"]) if best is not None else float("nan"),
+            "train_seconds": seconds,
+        },
+        config={
+            "ranker": settings.ranker.model_dump(),
+            "profile_model_version": profile.version,
+            "device": settings.resolved_device,
+        },
+        feature_schema=feature_schema(),
+        data_snapshot_id=snapshot,
+    )
+    promoted = registry.promote_if_better("ranker", artifact.version)
+    return dg.MaterializeResult(
+        metadata={
+            **_version_metadata(artifact, promoted),
+            "valid_auc": float(best["valid_auc"]) if best is not None else float("nan"),
+            "valid_request_ndcg@10": float(best["valid_ndcg@10"]) if best is not None else float("nan"),
+            "epochs_run": len(epochs),
+            "train_seconds": round(seconds, 1),
+            "samples_per_s": float(epochs["samples_per_s"].median()) if len(epochs) else 0.0,
+            "epochs": _markdown(epochs),
+            "profile_model_version": profile.version,
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[item_embeddings, *MART_DEPS],
+    kinds={"pytorch"},
+    pool="duckdb",
+    description="Baselines (popularity, item-kNN, BPR-MF) fitted on everything before valid and scored on valid; "
+    "registered under their names",
+)
+def baselines(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings, data, snapshot = _read_data(recgen)
+    view = data.as_of(data.split_start("valid"))
+    models = training.fit_baselines(settings, view)
+    valid = training.evaluate_models(settings, data, models, "valid")
+    registry = ModelRegistry.from_settings(settings)
+    versions: dict[str, str] = {}
+    for name, model in models.items():
+        row = valid.table.set_index("model").loc[name].to_dict()
+        artifact = registry.register(
+            name, model.save, metrics=row, config={"fitted_before": str(view.now)}, data_snapshot_id=snapshot
+        )
+        registry.promote_if_better(name, artifact.version)
+        versions[name] = artifact.version
+    return dg.MaterializeResult(
+        metadata={"valid": _markdown(valid.table), "versions": dg.MetadataValue.json(versions)}
+    )
+
+
+def _write_evaluation(
+    con: duckdb.DuckDBPyConnection,
+    valid: training.EvaluationResult,
+    test: training.EvaluationResult,
+    version: str,
+) -> None:
+    stamp = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    table = pd.concat([valid.table.assign(split="valid"), test.table.assign(split="test")], ignore_index=True)
+    training.write_frame(con, "ml.evaluation", table.assign(full_stack_version=version, evaluated_at=stamp))
+    groups = pd.concat(
+        [valid.groups.assign(split="valid"), test.groups.assign(split="test")], ignore_index=True
+    )
+    training.write_frame(con, "ml.evaluation_groups", groups.assign(evaluated_at=stamp))
+    training.write_frame(con, "ml.eval_recommendations", test.recommendations.assign(evaluated_at=stamp))
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[profile_model, ranker, retrieval_index, baselines],
+    kinds={"pytorch", "duckdb"},
+    pool="duckdb",
+    description="Offline evaluation of every model on the TEST split (ml.evaluation, ml.evaluation_groups, "
+    "ml.eval_recommendations, reports/evaluation.csv); registers and maybe promotes 'full_stack'",
+)
+def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings, data, snapshot = _read_data(recgen)
+    registry = ModelRegistry.from_settings(settings)
+    profile = _latest(registry, "profile_model")
+    ranker_version = _latest(registry, "ranker")
+    encoder = ProfileEncoder.load(profile.path, settings.resolved_device)
+    model = Ranker.load(ranker_version.path, settings.resolved_device)
+    weight, grid = training.tune_retrieval_weight(settings, data, encoder, model)
+    valid = training.run_evaluation(settings, data, encoder, model, weight, "valid")
+    test = training.run_evaluation(settings, data, encoder, model, weight, "test")
+    report = training.write_report(test.table, settings.reports_dir)
+    training.write_report(test.groups, settings.reports_dir, "evaluation_groups.csv")
+    # the served model: the same weights, indexed on everything up to now
+    served = training.full_stack(settings, encoder, model, weight).fit(data)
+    valid_row = valid.table.set_index("model").loc["full_stack"].to_dict()
+    test_row = test.table.set_index("model").loc["full_stack"].to_dict()
+    artifact = registry.register(
+        "full_stack",
+        served.save,
+        metrics={**valid_row, **{f"test_{k}": v for k, v in test_row.items()}},
+        config={
+            "profile_model_version": profile.version,
+            "ranker_version": ranker_version.version,
+            "retrieval_weight": weight,
+            "mmr_lambda": settings.ranker.mmr_lambda,
+        },
+        feature_schema=feature_schema(),
+        data_snapshot_id=snapshot,
+    )
+    promoted = registry.promote_if_better("full_stack", artifact.version)
+    with recgen.connect() as con:
+        _write_evaluation(con, valid, test, artifact.version)
+    wins, message = training.full_stack_wins(test.table)
+    context.log.info(message)
+    metadata: dict[str, Any] = {
+        **_version_metadata(artifact, promoted),
+        "test": _markdown(test.table),
+        "valid": _markdown(valid.table),
+        "retrieval_weight_grid": _markdown(grid),
+        "retrieval_weight": weight,
+        "full_stack_beats_baselines": wins,
+        "comparison": message,
+        "report": dg.MetadataValue.path(str(report)),
+        "n_test_users": int(test.timings.get("n_users", 0)),
+    }
+    for column in training.TABLE_COLUMNS[1:]:
+        metadata[f"full_stack_{column}"] = float(test_row[column])
+    for key, value in test.timings.items():
+        if key.endswith("users_per_s"):
+            metadata[key] = round(value, 1)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+ml_assets = [item_embeddings, profile_model, user_profiles, retrieval_index, ranker, baselines, evaluation]
