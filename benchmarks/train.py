@@ -13,6 +13,7 @@ Usage::
 
     .venv/bin/python benchmarks/train.py                       # catalogs of 1k, 20k and 250k items
     .venv/bin/python benchmarks/train.py --items 1000 5000 --users 500
+    RECGEN_TORCH_THREADS=1 .venv/bin/python benchmarks/train.py   # on a machine shared with other jobs
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from models.ranking import train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.recommender import TwoTowerRecommender
 from models.settings import Settings, get_settings
+from models.torch_utils import limit_cpu_threads
 from models.training import full_stack
 
 START = pd.Timestamp("2026-10-01")
@@ -151,6 +153,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--eval-users", type=int, default=300)
     args = parser.parse_args()
+    limit_cpu_threads()  # RECGEN_TORCH_THREADS=1 on a CPU shared with other busy processes
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices: {', '.join(devices)}")
     header = f"{'device':>6} {'items':>8} {'ann':>4} {'train samples':>13} {'ranker samples/s':>17} {'two-tower users/s':>18} {'full-stack users/s':>19}"

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from models.recdata import RecData
+from models.recdata import RecData, exclusion_lists
 from models.retrieval import mask_seen
 from models.torch_utils import seed_everything
 
@@ -63,10 +63,7 @@ class BaseRecommender:
 
     def exclusions(self, user_ids: list[str], exclude_seen: bool = True) -> list[np.ndarray]:
         """Items not to recommend per user: unpublished ones always, engaged-with ones when ``exclude_seen``."""
-        empty = np.zeros(0, dtype=np.int64)
-        if not exclude_seen:
-            return [self._unpublished for _ in user_ids]
-        return [np.union1d(self._history.get(u, empty), self._unpublished).astype(np.int64) for u in user_ids]
+        return exclusion_lists(self._history if exclude_seen else {}, self._unpublished, user_ids)
 
     def recommend(
         self, user_ids: list[str], k: int, exclude_seen: bool = True, batch_size: int = 1024

@@ -132,7 +132,7 @@ class TwoTowerModel(nn.Module):
 
     def __init__(self, n_items: int, n_categories: int, text_dim: int, cfg: ProfileSettings) -> None:
         super().__init__()
-        self.items = ItemTower(n_items, n_categories, text_dim, cfg.hidden_dim)
+        self.items = ItemTower(n_items, n_categories, text_dim, cfg.hidden_dim, cfg.id_dropout)
         self.users = UserTower(cfg.hidden_dim, cfg.n_heads, cfg.max_history)
         self.item_bias = nn.Linear(cfg.hidden_dim, 1)
         nn.init.zeros_(self.item_bias.weight)
@@ -340,6 +340,16 @@ class ColdStart:
     popularity: np.ndarray
     interest_weight: float
 
+    @classmethod
+    def from_users(
+        cls, users: pd.DataFrame, categories: np.ndarray, popularity: np.ndarray, interest_weight: float
+    ) -> ColdStart:
+        """From ``marts.user_features`` rows (their ``declared_interests``)."""
+        declared = {
+            str(u): split_list(v) for u, v in zip(users["user_id"], users["declared_interests"], strict=True)
+        }
+        return cls(declared, categories, popularity, interest_weight)
+
     def vectors(self, user_ids: list[str], item_vecs: torch.Tensor) -> torch.Tensor:
         """Cold-start vectors of ``user_ids`` (users without declared interests get the popular centroid)."""
         return cold_start_user_vectors(
@@ -400,7 +410,7 @@ def train_profile_model(data: RecData, settings: Settings) -> tuple[ProfileEncod
     encoder = ProfileEncoder(model, item_vocab, category_vocab, cfg, device)
     catalog = encoder.catalog_features(data.items, data.item_text)
     starts, targets = _next_item_examples(store)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(device)
     n_items = data.n_items
     history_rows: list[dict[str, Any]] = []

@@ -38,7 +38,7 @@ from torch import nn
 from models import metrics
 from models.history import HistoryStore, HistoryWindows, length_batches, to_hours
 from models.profile import ColdStart, ProfileEncoder, history_signals, user_vectors_at
-from models.recdata import RecData, split_list
+from models.recdata import RecData
 from models.retrieval import ItemSpace
 from models.settings import RankerSettings, Settings
 from models.torch_utils import autocast, grad_scaler, seed_everything
@@ -220,11 +220,16 @@ class Ranker:
         pad = len(self._catalog["vec"]) - 1
         dev = self.device
         batch = replace(batch, windows=batch.windows.trimmed())
-        hist_pos = torch.as_tensor(np.where(batch.windows.mask, batch.windows.items, pad), device=dev)
+        hist_pos = np.where(batch.windows.mask, batch.windows.items, pad)
+        # represent each distinct item once, then gather: a batch repeats the same few items many times over
+        needed, inverse = np.unique(np.concatenate([batch.candidate, hist_pos.ravel()]), return_inverse=True)
+        cand_rows = torch.as_tensor(inverse[: len(batch.candidate)], device=dev)
+        hist_rows = torch.as_tensor(inverse[len(batch.candidate) :].reshape(hist_pos.shape), device=dev)
         with autocast(dev):
+            reprs = self._item_repr(torch.as_tensor(needed, device=dev))
             logits = self.model(
-                self._item_repr(torch.as_tensor(batch.candidate, device=dev)),
-                self._item_repr(hist_pos),
+                reprs[cand_rows],
+                reprs[hist_rows],
                 torch.as_tensor(batch.windows.mask, device=dev),
                 torch.as_tensor(history_signals(batch.windows), device=dev),
                 batch.user_vec.to(dev),
@@ -396,9 +401,6 @@ def pair_context(
     data: RecData, encoder: ProfileEncoder, cold_interest_weight: float, popularity: np.ndarray
 ) -> PairContext:
     """The pair-building context for ``data``'s catalog and histories."""
-    declared = {
-        u: split_list(v) for u, v in zip(data.users["user_id"], data.users["declared_interests"], strict=True)
-    }
     categories = data.items["category"].fillna("").to_numpy(dtype=object)
     return PairContext(
         encoder=encoder,
@@ -406,7 +408,7 @@ def pair_context(
         space=encoder.catalog_space(data.items, data.item_text),
         categories=categories,
         published_hours=to_hours(data.items["published_at"]),
-        cold_start=ColdStart(declared, categories, popularity, cold_interest_weight),
+        cold_start=ColdStart.from_users(data.users, categories, popularity, cold_interest_weight),
         users=data.users,
     )
 
@@ -519,12 +521,12 @@ def mmr_rerank(
     if mmr_lambda >= 1.0:
         return candidates[order[:k]]
     vecs = np.asarray(item_embeddings[candidates], dtype=np.float32)
-    sim = vecs @ vecs.T
     rel = relevance.astype(np.float64)
     span = rel.max() - rel.min()
     rel = (rel - rel.min()) / span if span > 0 else np.zeros_like(rel)
     picked = [int(order[0])]
-    max_sim = sim[order[0]].copy()
+    # similarities to the picked items only (k matrix-vector products, not the full n x n matrix)
+    max_sim = vecs @ vecs[order[0]]
     available = np.ones(n, dtype=bool)
     available[order[0]] = False
     for _ in range(k - 1):
@@ -533,5 +535,5 @@ def mmr_rerank(
         nxt = int(np.argmax(gain))
         picked.append(nxt)
         available[nxt] = False
-        max_sim = np.maximum(max_sim, sim[nxt])
+        max_sim = np.maximum(max_sim, vecs @ vecs[nxt])
     return candidates[np.asarray(picked)]

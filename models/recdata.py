@@ -48,6 +48,14 @@ def split_list(value: object) -> list[str]:
     return [part.strip() for part in str(value).split("|") if part.strip()]
 
 
+def exclusion_lists(
+    history: Mapping[str, np.ndarray], unpublished: np.ndarray, user_ids: Sequence[str]
+) -> list[np.ndarray]:
+    """Per user, the catalog positions never to recommend: their ``history`` and every unpublished item."""
+    empty = np.zeros(0, dtype=np.int64)
+    return [np.union1d(history.get(u, empty), unpublished).astype(np.int64) for u in user_ids]
+
+
 @dataclass
 class RecData:
     """The marts plus item text embeddings on one catalog index, optionally cut at ``cutoff``."""
@@ -159,20 +167,25 @@ class RecData:
 
     def exclusions(self, user_ids: list[str]) -> list[np.ndarray]:
         """Per user, the items never to recommend: engaged with in this view, or not yet published."""
-        history = self.history_idx()
-        unpublished = self.unpublished()
-        empty = np.zeros(0, dtype=np.int64)
-        return [np.union1d(history.get(u, empty), unpublished).astype(np.int64) for u in user_ids]
+        return exclusion_lists(self.history_idx(), self.unpublished(), user_ids)
 
     def relevant(self, split: str) -> dict[str, set[int]]:
-        """Items each user engaged with in ``split``, minus those engaged with before it (they are excluded)."""
+        """Items each user engaged with in ``split`` that a model could recommend at its start.
+
+        Left out: items the user engaged with before the split (never recommended back) and items published
+        during the split (not in the catalog yet when the recommendations are made).
+        """
         start = self.split_start(split)
         before = self.histories[self.histories["event_ts"] < start]
         seen: dict[str, set[str]] = before.groupby("user_id")["item_id"].agg(set).to_dict()
+        published = self.items.set_index("item_id")["published_at"]
+        not_yet = set(published.index[(published >= start).fillna(False).to_numpy()])
         window = self.histories[self.histories["split"] == split]
         out: dict[str, set[int]] = {}
         for user, item_ids in window.groupby("user_id")["item_id"]:
-            keep = {self.item_index[i] for i in item_ids if i not in seen.get(user, set())}
+            keep = {
+                self.item_index[i] for i in item_ids if i not in seen.get(user, set()) and i not in not_yet
+            }
             if keep:
                 out[str(user)] = keep
         return out

@@ -25,7 +25,7 @@ from models.history import HistoryStore, to_hours
 from models.interests import InterestProfile
 from models.profile import ColdStart, ProfileEncoder, build_interest_profile, compute_idf, user_vectors_at
 from models.ranking import TWO_TOWER_FEATURE, PairContext, Ranker, build_pair_inputs, mmr_rerank
-from models.recdata import RecData, split_list
+from models.recdata import RecData, exclusion_lists, split_list
 from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
 from models.settings import RetrievalSettings, Settings
 
@@ -46,10 +46,6 @@ def recency_popularity(view: RecData, half_life_days: float) -> np.ndarray:
     return counts
 
 
-def _declared(users: pd.DataFrame) -> dict[str, list[str]]:
-    return {str(u): split_list(v) for u, v in zip(users["user_id"], users["declared_interests"], strict=True)}
-
-
 class TwoTowerRecommender(BaseRecommender):
     """Retrieval only: the profile model's user vector against every item vector."""
 
@@ -64,7 +60,7 @@ class TwoTowerRecommender(BaseRecommender):
         self.space = self.encoder.catalog_space(view.items, view.item_text)
         self.store = HistoryStore.from_frame(view.histories, view.item_index)
         categories = view.items["category"].fillna("").to_numpy(dtype=object)
-        self.cold = ColdStart(_declared(view.users), categories, self.popularity, self.cold_interest_weight)
+        self.cold = ColdStart.from_users(view.users, categories, self.popularity, self.cold_interest_weight)
         self.query_hours = to_hours([view.now])[0] + QUERY_DELAY_HOURS
 
     def user_vectors(self, user_ids: list[str]) -> torch.Tensor:
@@ -153,7 +149,7 @@ class FullStackModel:
         self.ranker.set_catalog(self.items, self.space.vecs)
         categories = self.items["category"].fillna("").to_numpy(dtype=object)
         self.popularity = self.items["snapshot_popularity"].to_numpy(float)
-        self.cold = ColdStart(_declared(self.users), categories, self.popularity, self.cold_interest_weight)
+        self.cold = ColdStart.from_users(self.users, categories, self.popularity, self.cold_interest_weight)
         self.ctx = PairContext(
             self.encoder, self.store, self.space, categories, published_hours, self.cold, self.users
         )
@@ -167,9 +163,8 @@ class FullStackModel:
     ) -> list[np.ndarray]:
         """Unpublished items always; the user's engaged items when ``exclude_seen``."""
         store = store or self.store
-        if not exclude_seen:
-            return [self.unpublished for _ in user_ids]
-        return [np.union1d(store.user_items(u), self.unpublished).astype(np.int64) for u in user_ids]
+        history = {u: store.user_items(u) for u in user_ids} if exclude_seen else {}
+        return exclusion_lists(history, self.unpublished, user_ids)
 
     # --- scoring --------------------------------------------------------------------------------------------
     def _pairs(self, user_ids: Sequence[str], items_per_user: list[np.ndarray]) -> pd.DataFrame:
@@ -348,6 +343,7 @@ class Recommender:
         self.idf = compute_idf(model.items)
         self._items = model.items.set_index("item_id", drop=False)
         self._user_rows = model.users.set_index("user_id", drop=False)
+        self._history_rows = model.histories.groupby("user_id").indices
 
     @classmethod
     def load(cls, settings: Settings) -> Recommender:
@@ -428,8 +424,8 @@ class Recommender:
     ) -> InterestProfile:
         """The readable interest profile from the stored history plus any recent items."""
         rows = []
-        if user_id is not None:
-            rows.append(self.model.histories[self.model.histories["user_id"] == user_id])
+        if user_id is not None and user_id in self._history_rows:
+            rows.append(self.model.histories.iloc[self._history_rows[user_id]])
         extra = [i for i in (history_item_ids or []) if i in self.model.item_index][-self.max_history_items :]
         if extra:
             rows.append(

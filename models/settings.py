@@ -106,6 +106,13 @@ class ProfileSettings(BaseModel):
     full_softmax_max_items: int = Field(
         20_000, ge=0, description="catalogs up to this size train with an exact softmax, larger ones sampled"
     )
+    id_dropout: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="share of item ids hidden in training, so text alone stays a good item vector",
+    )
+    weight_decay: float = Field(1e-4, ge=0)
 
 
 class RetrievalSettings(BaseModel):

@@ -23,6 +23,7 @@ from models.recdata import RecData
 from models.recommender import TwoTowerRecommender
 from models.registry import ArtifactVersion, ModelRegistry, data_snapshot_id, marts_snapshot_stats
 from models.settings import Settings
+from models.torch_utils import limit_cpu_threads
 from orchestration.resources import RecgenResource
 
 GROUP = "models"
@@ -79,6 +80,7 @@ def _version_metadata(artifact: ArtifactVersion, promoted: bool) -> dict[str, An
     description="ml.item_embeddings: one text embedding per item (title. body), re-encoded only when its content changed",
 )
 def item_embeddings(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings = recgen.settings()
     with recgen.connect() as con:
         items = con.execute("select item_id, title, body, content_hash from marts.item_features").df()
@@ -117,6 +119,7 @@ def item_embeddings(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     "registered as 'profile_model'",
 )
 def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings, data, snapshot = _read_data(recgen)
     started = time.perf_counter()
     encoder, epochs = training.fit_profile_model(settings, data)
@@ -156,6 +159,7 @@ def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
     description="ml.user_profiles: each user's readable InterestProfile (JSON) and profile-model vector, as of now",
 )
 def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings, data, _ = _read_data(recgen)
     artifact = _latest(ModelRegistry.from_settings(settings), "profile_model")
     encoder = ProfileEncoder.load(artifact.path, settings.resolved_device)
@@ -204,6 +208,7 @@ def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
     "registered as 'retrieval_index'",
 )
 def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings, data, snapshot = _read_data(recgen)
     registry = ModelRegistry.from_settings(settings)
     profile = _latest(registry, "profile_model")
@@ -247,6 +252,7 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     "trained on marts.training_samples with early stopping on valid; registered as 'ranker'",
 )
 def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings, data, snapshot = _read_data(recgen)
     registry = ModelRegistry.from_settings(settings)
     profile = _latest(registry, "profile_model")
@@ -296,6 +302,7 @@ def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.Mate
     "registered under their names",
 )
 def baselines(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings, data, snapshot = _read_data(recgen)
     view = data.as_of(data.split_start("valid"))
     models = training.fit_baselines(settings, view)
@@ -339,6 +346,7 @@ def _write_evaluation(
     "ml.eval_recommendations, reports/evaluation.csv); registers and maybe promotes 'full_stack'",
 )
 def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings, data, snapshot = _read_data(recgen)
     registry = ModelRegistry.from_settings(settings)
     profile = _latest(registry, "profile_model")

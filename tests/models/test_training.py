@@ -104,3 +104,30 @@ def test_tuning_picks_a_weight_from_the_grid(tiny_stack: TinyStack) -> None:
     assert grid.loc[grid["retrieval_weight"] == weight, "valid_ndcg@10"].iloc[0] == pytest.approx(
         grid["valid_ndcg@10"].max()
     )
+
+
+def test_relevant_items_follow_the_protocol(rec_data: RecData) -> None:
+    # recomputed with plain pandas: test-window engagements, minus items engaged with before the window and
+    # items published during it
+    start = rec_data.split_start("test")
+    hist = rec_data.histories
+    before = set(
+        zip(
+            hist.loc[hist["event_ts"] < start, "user_id"],
+            hist.loc[hist["event_ts"] < start, "item_id"],
+            strict=True,
+        )
+    )
+    published = rec_data.items.set_index("item_id")["published_at"]
+    expected: dict[str, set[str]] = {}
+    for user, item in zip(
+        hist.loc[hist["split"] == "test", "user_id"],
+        hist.loc[hist["split"] == "test", "item_id"],
+        strict=True,
+    ):
+        if (user, item) not in before and published[item] < start:
+            expected.setdefault(user, set()).add(item)
+    ids = rec_data.items["item_id"].to_numpy()
+    got = {u: set(ids[list(v)]) for u, v in rec_data.relevant("test").items()}
+    assert got == expected
+    assert sum(len(v) for v in got.values()) < (hist["split"] == "test").sum()  # something was left out
