@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from models.recdata import RecData, exclusion_lists
-from models.retrieval import mask_seen
+from models.retrieval import mask_seen, stable_topk
 from models.torch_utils import seed_everything
 
 
@@ -66,16 +66,17 @@ class BaseRecommender:
         return exclusion_lists(self._history if exclude_seen else {}, self._unpublished, user_ids)
 
     def recommend(
-        self, user_ids: list[str], k: int, exclude_seen: bool = True, batch_size: int = 1024
+        self, user_ids: list[str], k: int, exclude_seen: bool = True, batch_size: int | None = None
     ) -> dict[str, list[str]]:
         """Top-k item ids per user (cold-start users included: every model falls back to popularity)."""
         out: dict[str, list[str]] = {}
+        # a (users x catalog) score matrix per batch: keep it near 2**25 floats whatever the catalog size
+        batch_size = batch_size or max(1, min(1024, 2**25 // max(len(self.item_ids), 1)))
         for s in range(0, len(user_ids), batch_size):
             users = list(user_ids[s : s + batch_size])
             scores = mask_seen(self.score_all(users).float().clone(), self.exclusions(users, exclude_seen))
-            # a stable sort, not topk: equal scores keep catalog order, so results never depend on the kernel
-            values, indices = torch.sort(scores, dim=1, descending=True, stable=True)
-            values, indices = values[:, :k], indices[:, :k]
+            # equal scores keep catalog order, so results never depend on the topk kernel
+            values, indices = stable_topk(scores, k)
             for r, user in enumerate(users):
                 keep = torch.isfinite(values[r]).cpu().numpy()
                 out[user] = self.item_ids[indices[r].cpu().numpy()[keep]].tolist()

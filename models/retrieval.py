@@ -48,6 +48,25 @@ def mask_seen(scores: torch.Tensor, seen: list[np.ndarray]) -> torch.Tensor:
     return scores
 
 
+def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise top-k where equal scores keep index order (torch.topk leaves tie order unspecified).
+
+    Only the items at or above each row's k-th score are sorted, so this costs a topk plus tiny sorts.
+    """
+    k = min(k, scores.shape[1])
+    kth = torch.topk(scores, k, dim=1).values[:, -1:]
+    keep = scores >= kth
+    values, indices = [], []
+    for row in range(len(scores)):
+        idx = torch.nonzero(keep[row]).squeeze(1)  # ascending item positions
+        order = torch.sort(scores[row, idx], descending=True, stable=True).indices[:k]
+        values.append(scores[row, idx[order]])
+        indices.append(idx[order])
+    if not values:
+        return scores[:, :0], torch.zeros((0, 0), dtype=torch.long)
+    return torch.stack(values), torch.stack(indices)
+
+
 def kmeans(
     vectors: torch.Tensor, n_clusters: int, n_iter: int = 20, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,10 +87,14 @@ def kmeans(
 
 @dataclass
 class IVFIndex:
-    """Inverted file over item vectors: items grouped by their nearest k-means centroid."""
+    """Inverted file over item vectors: items grouped by their nearest k-means centroid.
 
-    centroids: torch.Tensor
-    cell_items: list[torch.Tensor]
+    Cells are probed by cosine to the centroids; the per-item bias enters only the scores inside the probed
+    cells, so a very popular item in an unprobed cell can be missed (the exact search has no such gap).
+    """
+
+    centroids: torch.Tensor  # (n_cells, dim)
+    cells: torch.Tensor  # (n_cells, largest cell) item positions, -1 = padding
     n_probe: int
 
     @classmethod
@@ -81,28 +104,39 @@ class IVFIndex:
         """Cells ~ sqrt(n_items); probing ~ 1/8 of them keeps recall high on clustered catalogs."""
         n_cells = n_cells or max(1, int(math.sqrt(len(item_vecs))))
         centroids, assign = kmeans(item_vecs, n_cells, seed=seed)
-        order = torch.argsort(assign)
-        counts = torch.bincount(assign, minlength=n_cells).tolist()
-        cells = list(torch.split(order, counts))
+        order = torch.argsort(assign, stable=True)
+        counts = torch.bincount(assign, minlength=n_cells)
+        starts = torch.cumsum(counts, 0) - counts
+        sorted_cells = assign[order]
+        within = torch.arange(len(order), device=order.device) - starts[sorted_cells]
+        cells = torch.full((n_cells, int(counts.max())), -1, dtype=torch.long, device=item_vecs.device)
+        cells[sorted_cells, within] = order
         return cls(centroids, cells, n_probe or max(1, n_cells // 8))
 
     def search(
         self, user_vecs: torch.Tensor, space: ItemSpace, k: int, seen: list[np.ndarray]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k (logits, item positions) per user among the items of the probed cells (-inf padded)."""
-        probe = torch.topk(
-            user_vecs @ self.centroids.T, min(self.n_probe, len(self.cell_items)), dim=1
-        ).indices
+        n_probe = min(self.n_probe, len(self.cells))
+        probe = torch.topk(user_vecs @ self.centroids.T, n_probe, dim=1).indices
+        width = n_probe * self.cells.shape[1]
+        k = min(k, width)
         out_scores = torch.full((len(user_vecs), k), float("-inf"), device=user_vecs.device)
         out_items = torch.zeros((len(user_vecs), k), dtype=torch.long, device=user_vecs.device)
-        for row in range(len(user_vecs)):
-            cand = torch.cat([self.cell_items[c] for c in probe[row].tolist()])
-            scores = space.scale * (space.vecs[cand] @ user_vecs[row]) + space.bias[cand]
-            if len(seen[row]):
-                scores[torch.isin(cand, torch.as_tensor(seen[row], device=cand.device))] = float("-inf")
-            top = torch.topk(scores, min(k, len(cand)))
-            out_scores[row, : len(top.values)] = top.values
-            out_items[row, : len(top.values)] = cand[top.indices]
+        # users per step so the gathered candidate vectors stay near 2**26 floats
+        step = max(1, 2**26 // (width * space.vecs.shape[1]))
+        for s in range(0, len(user_vecs), step):
+            cand = self.cells[probe[s : s + step]].reshape(-1, width)
+            safe = cand.clamp(min=0)
+            scores = space.scale * torch.einsum("bcd,bd->bc", space.vecs[safe], user_vecs[s : s + step])
+            scores = scores + space.bias[safe]
+            seen_mask = mask_seen(
+                torch.zeros(len(cand), len(space.vecs), device=cand.device), seen[s : s + step]
+            )
+            scores = scores.masked_fill((cand < 0) | torch.isinf(seen_mask.gather(1, safe)), float("-inf"))
+            top = torch.topk(scores, k, dim=1)
+            out_scores[s : s + step] = top.values
+            out_items[s : s + step] = safe.gather(1, top.indices)
         return out_scores, out_items
 
 

@@ -14,6 +14,7 @@ from models.retrieval import (
     IVFIndex,
     RetrievalIndex,
     mask_seen,
+    stable_topk,
 )
 
 
@@ -85,3 +86,11 @@ def test_candidates_union_popular_and_fresh_with_sources() -> None:
     assert SOURCE_FRESH in sources[8] and 9 not in sources
     # every candidate carries its two-tower logit, including those that came from popularity or freshness
     assert np.allclose(cands.scores[0], space.logits(users)[0, torch.as_tensor(cands.items[0])].numpy())
+
+
+def test_stable_topk_breaks_ties_by_index() -> None:
+    scores = torch.tensor([[1.0, 3.0, 3.0, 0.0, 3.0], [float("-inf"), 2.0, float("-inf"), 2.0, 1.0]])
+    values, indices = stable_topk(scores, 2)
+    # row 0: three items tie at 3.0 -> the two lowest positions (1, 2); row 1: ties at 2.0 -> 1 then 3
+    assert indices.tolist() == [[1, 2], [1, 3]]
+    assert values.tolist() == [[3.0, 3.0], [2.0, 2.0]]
