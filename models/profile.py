@@ -625,6 +625,27 @@ _STOPWORDS = frozenset(
         "day",
         "days",
         "week",
+        "know",
+        "things",
+        "thing",
+        "get",
+        "got",
+        "like",
+        "make",
+        "made",
+        "many",
+        "much",
+        "still",
+        "even",
+        "well",
+        "first",
+        "last",
+        "time",
+        "people",
+        "way",
+        "back",
+        "really",
+        "every",
     ]
 )
 _TOKEN = re.compile(r"[a-z][a-z'-]{2,}")
@@ -672,7 +693,7 @@ def event_weights(
 def _top_normalized(weights: Mapping[str, float], top_k: int) -> list[tuple[str, float]]:
     top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
     total = sum(w for _, w in top)
-    return [(name, round(w / total, 4)) for name, w in top] if total > 0 else []
+    return [(name, round(float(w / total), 4)) for name, w in top] if total > 0 else []
 
 
 def build_interest_profile(

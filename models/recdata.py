@@ -156,10 +156,6 @@ class RecData:
             user: idx[rows] for user, rows in self.histories.groupby("user_id", sort=False).indices.items()
         }
 
-    def seen(self) -> dict[str, set[int]]:
-        """Items each user engaged with in this view: never recommended back to them."""
-        return {user: set(idx.tolist()) for user, idx in self.history_idx().items()}
-
     def unpublished(self) -> np.ndarray:
         """Catalog positions of items published at or after ``now``: no model may recommend them yet."""
         published = self.items["published_at"]

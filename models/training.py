@@ -12,7 +12,6 @@ Protocol (the same for every model):
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,14 +21,13 @@ from typing import Any, Protocol
 import duckdb
 import numpy as np
 import pandas as pd
-import torch
 
 from models import metrics
 from models.baselines import BPRRecommender, ItemKNNRecommender, PopularityRecommender
 from models.history import to_hours
 from models.profile import ProfileEncoder, train_profile_model
 from models.ranking import Ranker, train_ranker
-from models.recdata import MART_COLUMNS, RecData, write_frame
+from models.recdata import MART_COLUMNS, RecData
 from models.recommender import FullStackModel, TwoTowerRecommender, recency_popularity
 from models.retrieval import RetrievalIndex
 from models.settings import Settings
@@ -81,9 +79,6 @@ def read_item_embeddings(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
     return con.execute(
         "select item_id, content_hash, embedding, encoder_name, encoder_version from ml.item_embeddings"
     ).df()
-
-
-__all__ = ["write_frame"]  # re-exported for the assets: one place that writes DataFrames into DuckDB
 
 
 def build_data(frames: Mapping[str, pd.DataFrame], embeddings: pd.DataFrame) -> RecData:
@@ -203,10 +198,6 @@ class EvaluationResult:
     timings: dict[str, float] = field(default_factory=dict)
     split: str = "test"
 
-    def markdown(self) -> str:
-        """The table as markdown (asset metadata, reports)."""
-        return self.table.to_markdown(index=False, floatfmt=".4f")
-
 
 def _impression_auc(model: Any, samples: pd.DataFrame) -> float:
     if samples.empty or samples["label"].nunique() < 2:
@@ -217,7 +208,7 @@ def _impression_auc(model: Any, samples: pd.DataFrame) -> float:
 
 
 def evaluate_models(
-    settings: Settings, data: RecData, models: Mapping[str, Any], split: str = "test"
+    settings: Settings, data: RecData, models: Mapping[str, RecModel], split: str = "test"
 ) -> EvaluationResult:
     """Full-ranking metrics of already fitted ``models`` on ``split`` (see the module docstring for the protocol)."""
     k_max = max(20, *settings.evaluation.k_values)
@@ -390,16 +381,3 @@ def train_and_evaluate(settings: Settings, data: RecData) -> PipelineResult:
     test = run_evaluation(settings, data, encoder, ranker, weight, "test")
     seconds["evaluation"] = time.perf_counter() - t
     return PipelineResult(encoder, ranker, weight, profile_log, ranker_log, grid, valid, test, seconds)
-
-
-def is_finite(value: object) -> bool:
-    """True for a real, finite number."""
-    try:
-        return math.isfinite(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-
-
-def torch_threads() -> int:
-    """Intra-op threads torch uses here (reported in benchmark output and metadata)."""
-    return torch.get_num_threads()

@@ -19,7 +19,7 @@ from models import training
 from models.encoders import TextEncoder, embed_items, write_item_embeddings
 from models.profile import ProfileEncoder, build_interest_profiles, evaluate_retrieval
 from models.ranking import Ranker, feature_schema
-from models.recdata import RecData
+from models.recdata import RecData, write_frame
 from models.recommender import TwoTowerRecommender
 from models.registry import ArtifactVersion, ModelRegistry, data_snapshot_id, marts_snapshot_stats
 from models.settings import Settings
@@ -184,7 +184,7 @@ def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
         }
     )
     with recgen.connect() as con:
-        training.write_frame(con, "ml.user_profiles", frame, list_columns=("embedding",))
+        write_frame(con, "ml.user_profiles", frame, list_columns=("embedding",))
     cold = int(frame["cold_start"].sum())
     return dg.MaterializeResult(
         metadata={
@@ -329,12 +329,12 @@ def _write_evaluation(
 ) -> None:
     stamp = pd.Timestamp.now(tz="UTC").tz_localize(None)
     table = pd.concat([valid.table.assign(split="valid"), test.table.assign(split="test")], ignore_index=True)
-    training.write_frame(con, "ml.evaluation", table.assign(full_stack_version=version, evaluated_at=stamp))
+    write_frame(con, "ml.evaluation", table.assign(full_stack_version=version, evaluated_at=stamp))
     groups = pd.concat(
         [valid.groups.assign(split="valid"), test.groups.assign(split="test")], ignore_index=True
     )
-    training.write_frame(con, "ml.evaluation_groups", groups.assign(evaluated_at=stamp))
-    training.write_frame(con, "ml.eval_recommendations", test.recommendations.assign(evaluated_at=stamp))
+    write_frame(con, "ml.evaluation_groups", groups.assign(evaluated_at=stamp))
+    write_frame(con, "ml.eval_recommendations", test.recommendations.assign(evaluated_at=stamp))
 
 
 @dg.asset(
