@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
+import torch
 
 from models.data import warehouse
 from models.recdata import write_frame
@@ -30,7 +31,7 @@ TINY_MODELS = {
 
 
 @pytest.fixture
-def ml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def ml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
     """A RECGEN_HOME whose warehouse holds the synthetic marts (as dbt would have built them)."""
     home = tmp_path / "home"
     monkeypatch.setenv("RECGEN_HOME", str(home))
@@ -38,6 +39,9 @@ def ml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RECGEN_DUCKDB_PATH", str(home / "recgen.duckdb"))
     for key, value in TINY_MODELS.items():
         monkeypatch.setenv(key, value)
+    # the assets apply RECGEN_TORCH_THREADS to the whole process: give later tests their thread count back
+    threads = torch.get_num_threads()
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     frames, _ = make_synthetic_marts()
     with warehouse.connect(home / "recgen.duckdb") as con:
         for name, frame in frames.items():
