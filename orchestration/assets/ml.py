@@ -8,6 +8,7 @@ No ``from __future__ import annotations`` here: Dagster reads the context annota
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -61,6 +62,26 @@ def _latest(registry: ModelRegistry, name: str) -> ArtifactVersion:
     if found is None:
         raise dg.Failure(f"no registered {name!r}: materialize the {name} asset first")
     return found
+
+
+@dataclass
+class _Inputs:
+    """What the model assets start from: settings, data, its snapshot id, the registry and the newest profile model."""
+
+    settings: Settings
+    data: RecData
+    snapshot: str
+    registry: ModelRegistry
+    profile: ArtifactVersion
+    encoder: ProfileEncoder
+
+
+def _inputs_with_profile_model(recgen: RecgenResource) -> _Inputs:
+    settings, data, snapshot = _read_data(recgen)
+    registry = ModelRegistry.from_settings(settings)
+    profile = _latest(registry, "profile_model")
+    encoder = ProfileEncoder.load(profile.path, settings.resolved_device)
+    return _Inputs(settings, data, snapshot, registry, profile, encoder)
 
 
 def _version_metadata(artifact: ArtifactVersion, promoted: bool) -> dict[str, Any]:
@@ -160,9 +181,8 @@ def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
 )
 def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
-    settings, data, _ = _read_data(recgen)
-    artifact = _latest(ModelRegistry.from_settings(settings), "profile_model")
-    encoder = ProfileEncoder.load(artifact.path, settings.resolved_device)
+    inputs = _inputs_with_profile_model(recgen)
+    settings, data, artifact, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     users = data.users["user_id"].tolist()
     profiles = build_interest_profiles(data, users, top_k=5, n_keywords=settings.profile.top_keywords)
     two_tower = TwoTowerRecommender(encoder, settings.profile.cold_start_interest_weight).fit(data)
@@ -209,10 +229,9 @@ def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
 )
 def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
-    settings, data, snapshot = _read_data(recgen)
-    registry = ModelRegistry.from_settings(settings)
-    profile = _latest(registry, "profile_model")
-    encoder = ProfileEncoder.load(profile.path, settings.resolved_device)
+    inputs = _inputs_with_profile_model(recgen)
+    settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
+    profile, encoder = inputs.profile, inputs.encoder
     started = time.perf_counter()
     index = training.build_retrieval(settings, data, encoder)
     build_seconds = time.perf_counter() - started
@@ -253,10 +272,9 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
 )
 def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
-    settings, data, snapshot = _read_data(recgen)
-    registry = ModelRegistry.from_settings(settings)
-    profile = _latest(registry, "profile_model")
-    encoder = ProfileEncoder.load(profile.path, settings.resolved_device)
+    inputs = _inputs_with_profile_model(recgen)
+    settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
+    profile, encoder = inputs.profile, inputs.encoder
     started = time.perf_counter()
     model, epochs = training.fit_ranker(settings, data, encoder)
     seconds = time.perf_counter() - started
@@ -347,11 +365,10 @@ def _write_evaluation(
 )
 def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
-    settings, data, snapshot = _read_data(recgen)
-    registry = ModelRegistry.from_settings(settings)
-    profile = _latest(registry, "profile_model")
+    inputs = _inputs_with_profile_model(recgen)
+    settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
+    profile, encoder = inputs.profile, inputs.encoder
     ranker_version = _latest(registry, "ranker")
-    encoder = ProfileEncoder.load(profile.path, settings.resolved_device)
     model = Ranker.load(ranker_version.path, settings.resolved_device)
     weight, grid = training.tune_retrieval_weight(settings, data, encoder, model)
     valid = training.run_evaluation(settings, data, encoder, model, weight, "valid")
