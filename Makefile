@@ -11,6 +11,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
+# One intra-op thread per torch process: dagster runs two steps at once on a 2-core machine.
+export RECGEN_TORCH_THREADS ?= 1
 export RECGEN_DUCKDB_PATH ?= $(CURDIR)/data/recgen.duckdb
 
 .PHONY: help setup run test test-fast lint format dbt-parse materialize bento dev serve bench clean browser

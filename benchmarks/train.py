@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--eval-users", type=int, default=300)
     args = parser.parse_args()
-    limit_cpu_threads()  # RECGEN_TORCH_THREADS=1 on a CPU shared with other busy processes
+    limit_cpu_threads(get_settings().torch_threads)  # RECGEN_TORCH_THREADS=1 on a shared CPU
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices: {', '.join(devices)}")
     header = f"{'device':>6} {'items':>8} {'ann':>4} {'train samples':>13} {'ranker samples/s':>17} {'two-tower users/s':>18} {'full-stack users/s':>19}"

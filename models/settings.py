@@ -173,6 +173,12 @@ class GenerationSettings(BaseModel):
     do_sample: bool = False
     temperature: float = Field(0.8, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    constrain_to_prompt: bool = Field(
+        True, description="decode only tokens found in the prompt (item text, interests) or the templates"
+    )
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, description="block repeated token n-grams while decoding (0 = off: loops are trimmed after)"
+    )
     top_n_items: int = Field(3, ge=1, description="recommendations per user that get generated copy")
     max_users: int = Field(100, ge=1, description="active users per day that get generated copy")
     max_fact_words: int = Field(60, ge=5, description="words of an item's body quoted into a prompt")
@@ -189,6 +195,9 @@ class GenerationSettings(BaseModel):
     # guardrails
     max_words: int = Field(60, ge=1, description="longest accepted output, in words")
     min_words: int = Field(3, ge=1, description="shortest accepted output (titles: 1)")
+    min_content_words: int = Field(
+        4, ge=0, description="fewest words beyond function and template words in an accepted output (titles: 1)"
+    )
     max_repeated_ngrams: int = Field(2, ge=0, description="repeated 3-grams tolerated in one output")
     grounding_content_words: bool = Field(
         True, description="also check plain content words (not only names and numbers) against the sources"
@@ -284,6 +293,9 @@ class Settings(BaseSettings):
     dataset: DatasetKind = "simulator"
     dataset_path: Path | None = Field(None, description="folder of a MovieLens or MIND dataset")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (None: torch's choice); 1 on a CPU shared with busy jobs"
+    )
     seed: int = 42
 
     simulator: SimulatorSettings = SimulatorSettings()

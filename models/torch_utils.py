@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from collections.abc import Iterator
 
@@ -42,14 +41,13 @@ def grad_scaler(device: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
 
 
-def limit_cpu_threads(default: int | None = None) -> int:
-    """Set torch's intra-op threads from RECGEN_TORCH_THREADS (else ``default``, else leave torch's choice).
+def limit_cpu_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads to ``threads`` (``settings.torch_threads``; None leaves torch's choice).
 
     On a CPU shared with other busy processes, torch's thread pool waits on cores it does not get: small ops
     then take milliseconds instead of microseconds (measured here: one full-stack evaluation 12x slower with 2
     threads than with 1 on a loaded 2-core machine). Entry points (assets, benchmarks, tests) call this once.
     """
-    threads = os.environ.get("RECGEN_TORCH_THREADS") or default
     if threads:
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()

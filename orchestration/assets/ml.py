@@ -101,8 +101,8 @@ def _version_metadata(artifact: ArtifactVersion, promoted: bool) -> dict[str, An
     description="ml.item_embeddings: one text embedding per item (title. body), re-encoded only when its content changed",
 )
 def item_embeddings(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings = recgen.settings()
+    limit_cpu_threads(settings.torch_threads)
     with recgen.connect() as con:
         items = con.execute("select item_id, title, body, content_hash from marts.item_features").df()
         cache = training.read_item_embeddings(con)
@@ -140,8 +140,8 @@ def item_embeddings(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     "registered as 'profile_model'",
 )
 def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings, data, snapshot = _read_data(recgen)
+    limit_cpu_threads(settings.torch_threads)
     started = time.perf_counter()
     encoder, epochs = training.fit_profile_model(settings, data)
     seconds = time.perf_counter() - started
@@ -180,8 +180,8 @@ def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
     description="ml.user_profiles: each user's readable InterestProfile (JSON) and profile-model vector, as of now",
 )
 def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     inputs = _inputs_with_profile_model(recgen)
+    limit_cpu_threads(inputs.settings.torch_threads)
     settings, data, artifact, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     users = data.users["user_id"].tolist()
     profiles = build_interest_profiles(data, users, top_k=5, n_keywords=settings.profile.top_keywords)
@@ -228,8 +228,8 @@ def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
     "registered as 'retrieval_index'",
 )
 def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     inputs = _inputs_with_profile_model(recgen)
+    limit_cpu_threads(inputs.settings.torch_threads)
     settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
     profile, encoder = inputs.profile, inputs.encoder
     started = time.perf_counter()
@@ -271,8 +271,8 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     "trained on marts.training_samples with early stopping on valid; registered as 'ranker'",
 )
 def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     inputs = _inputs_with_profile_model(recgen)
+    limit_cpu_threads(inputs.settings.torch_threads)
     settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
     profile, encoder = inputs.profile, inputs.encoder
     started = time.perf_counter()
@@ -320,8 +320,8 @@ def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.Mate
     "registered under their names",
 )
 def baselines(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     settings, data, snapshot = _read_data(recgen)
+    limit_cpu_threads(settings.torch_threads)
     view = data.as_of(data.split_start("valid"))
     models = training.fit_baselines(settings, view)
     valid = training.evaluate_models(settings, data, models, "valid")
@@ -364,8 +364,8 @@ def _write_evaluation(
     "ml.eval_recommendations, reports/evaluation.csv); registers and maybe promotes 'full_stack'",
 )
 def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    limit_cpu_threads()  # RECGEN_TORCH_THREADS, when set (see models/torch_utils.py)
     inputs = _inputs_with_profile_model(recgen)
+    limit_cpu_threads(inputs.settings.torch_threads)
     settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
     profile, encoder = inputs.profile, inputs.encoder
     ranker_version = _latest(registry, "ranker")
