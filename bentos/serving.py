@@ -13,12 +13,10 @@ writes the warehouse, which belongs to the pipeline's one writer).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -26,7 +24,8 @@ import torch
 
 from models.data import warehouse
 from models.generation import cache
-from models.generation.generator import MARKER_FILE, Generator
+from models.generation.artifacts import load_generator
+from models.generation.generator import Generator
 from models.generation.prompts import TASKS
 from models.generation.service import (
     GenerationRequest,
@@ -43,7 +42,6 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 RECOMMENDER_NAME = "full_stack"  # the registry name of the served recommender
-GENERATOR_NAME = "generator"  # the registry name of the generator trained by the pipeline
 
 
 @dataclass(frozen=True)
@@ -98,14 +96,14 @@ class ServingModels:
         model = FullStackModel.load(artifact.path, settings.resolved_device)
         recommender = Recommender(model, settings.serving.max_history_items)
         log.info("loaded %s %s from %s", RECOMMENDER_NAME, artifact.version, artifact.path)
-        generator_dir = find_generator(settings, registry)
         generator = cache_con = None
-        if generator_dir is None:
-            log.warning("no generator found (run the generation assets): copy is not available")
+        try:
+            generator = load_generator(settings)
+        except FileNotFoundError as exc:
+            log.warning("copy is not available: %s", exc)
         else:
-            generator = Generator.from_settings(settings, model_dir=generator_dir)
             cache_con = load_cache(settings, generator.version)
-            log.info("loaded generator %s from %s", generator.version, generator_dir)
+            log.info("loaded generator %s", generator.version)
         return cls(settings, recommender, f"{RECOMMENDER_NAME}:{artifact.version}", generator, cache_con)
 
     # --- lookups ----------------------------------------------------------------------------------------------
@@ -238,29 +236,6 @@ class ServingModels:
         return out
 
 
-def find_generator(settings: Settings, registry: ModelRegistry) -> Path | None:
-    """The generator model dir: the registry champion, else a configured model used as is (no fine-tuning).
-
-    A registry version dir holds the registry's own ``config.json``; the model sits in it or in a ``model/``
-    subfolder, recognised by recgen's marker file or a Hugging Face config with a ``model_type``.
-    """
-    champion = registry.champion(GENERATOR_NAME)
-    if champion is not None:
-        candidates = [champion.path / "model", champion.path]
-        for candidate in candidates:
-            if (candidate / MARKER_FILE).exists():
-                return candidate
-        for candidate in candidates:
-            config = candidate / "config.json"
-            if config.exists() and "model_type" in json.loads(config.read_text()):
-                return candidate
-        log.warning("generator champion %s holds no model", champion.path)
-    configured = settings.generation.model_name_or_path
-    if configured and not settings.generation.fine_tune:
-        return Path(configured)
-    return None
-
-
 def load_cache(settings: Settings, model_version: str) -> duckdb.DuckDBPyConnection:
     """An in-memory copy of the warehouse cache rows of ``model_version`` (empty when unreachable or absent)."""
     mem = duckdb.connect(":memory:")
@@ -280,9 +255,6 @@ def load_cache(settings: Settings, model_version: str) -> duckdb.DuckDBPyConnect
             "warehouse busy for %s s: serving without the content cache", settings.serving.warehouse_timeout_s
         )
         return mem
-    if len(rows):
-        mem.register("_cache_rows", rows)
-        mem.execute(f"insert into {cache.CACHE_TABLE} by name select * from _cache_rows")
-        mem.unregister("_cache_rows")
+    cache.write_frame(mem, rows)
     log.info("content cache: %d rows of %s", len(rows), model_version)
     return mem

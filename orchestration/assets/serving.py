@@ -1,6 +1,5 @@
 """Serving: the BentoML bento of the recgen service, built for the current champion models."""
 
-
 import dagster as dg
 
 from bentos.build import build_bento
@@ -9,8 +8,10 @@ from orchestration.resources import RecgenResource
 
 RECOMMENDER = "full_stack"  # registry name of the served recommender (bentos/serving.py loads the same)
 
-# Upstream assets whose outputs the service loads at start; filled in from the model and generation assets.
-UPSTREAM: list[dg.AssetKey] = []
+# What the service loads at start: the champion recommender (registered and promoted by `evaluation`) and the
+# champion generator (`content_generator`). The content cache is optional at start, so the day-partitioned
+# `generated_content` is not a dependency (an unpartitioned asset after it would wait for every day).
+UPSTREAM = [dg.AssetKey("evaluation"), dg.AssetKey("content_generator")]
 
 
 @dg.asset(
@@ -25,9 +26,12 @@ UPSTREAM: list[dg.AssetKey] = []
 def recgen_bento(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     """Build the bento with the venv's bentoml CLI and record its tag and store path."""
     settings = recgen.settings()
-    champion = ModelRegistry.from_settings(settings).load_champion(RECOMMENDER)
+    registry = ModelRegistry.from_settings(settings)
+    champion = registry.load_champion(RECOMMENDER)
+    generator = registry.champion("generator")
     labels = {
         "recommender_version": champion.version,
+        "generator_version": generator.version if generator is not None else "none",
         "data_snapshot_id": champion.data_snapshot_id or "none",
     }
     built = build_bento(labels=labels)
@@ -37,9 +41,11 @@ def recgen_bento(context: dg.AssetExecutionContext, recgen: RecgenResource) -> d
             "bento_tag": dg.MetadataValue.text(built.tag),
             "path": dg.MetadataValue.path(str(built.path)),
             "recommender_version": dg.MetadataValue.text(champion.version),
+            "generator_version": dg.MetadataValue.text(labels["generator_version"]),
             "build_seconds": dg.MetadataValue.float(built.seconds),
             "serve_command": dg.MetadataValue.text(
-                f"RECGEN_HOME={settings.home.resolve()} bentoml serve {built.tag} --host 127.0.0.1 --port 3001"
+                f"RECGEN_HOME={settings.home.resolve()} RECGEN_DUCKDB_PATH={settings.database.resolve()} "
+                f"bentoml serve {built.tag} --host 127.0.0.1 --port 3001"
             ),
         }
     )
