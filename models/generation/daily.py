@@ -1,14 +1,16 @@
 """Inputs and output of the daily copy run: active users, their recommendations and profiles, the stored rows.
 
 Recommendations come from ``ml.recommendations`` when that table exists (rows on or before the day, the latest
-per user), else from the champion :class:`models.recommender.Recommender` (the caller passes it), else from a
-popularity fallback within the user's top category. Profiles come from the champion recommender when given,
-else from :func:`profiles_from_marts` (categories and tags of the user's engagements up to the day).
+per user), else from the champion :class:`models.recommender.Recommender` (the caller loads it), else from a
+popularity fallback within the user's top category. Profiles come from ``ml.user_profiles`` (the user_profiles
+asset), else from the champion recommender, else from :func:`profiles_from_marts` (categories and tags of the
+user's engagements up to the day).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Sequence
 
@@ -20,6 +22,9 @@ from models.generation.service import GeneratedContent
 from models.interests import InterestProfile
 
 RECOMMENDATIONS_TABLE = "ml.recommendations"
+PROFILES_TABLE = (
+    "ml.user_profiles"  # written by the user_profiles asset: user_id, profile (InterestProfile JSON)
+)
 CONTENT_TABLE = "generation.generated_content"
 # Column names a producer of ml.recommendations may use for the day the list was made, in order of preference.
 RECOMMENDATION_DAY_COLUMNS = ("generated_day", "generated_date", "generated_at", "day", "date", "as_of")
@@ -61,6 +66,19 @@ def stored_recommendations(
     order = "rank" if "rank" in recs.columns else "score"
     recs = recs.sort_values(["user_id", order], ascending=[True, order == "rank"])
     return recs.groupby("user_id").head(top_n)[["user_id", "item_id"]].reset_index(drop=True)
+
+
+def stored_profiles(
+    con: duckdb.DuckDBPyConnection, users: Sequence[str]
+) -> dict[str, InterestProfile] | None:
+    """The users' profiles from ``ml.user_profiles`` (None when the table is absent)."""
+    if not table_exists(con, PROFILES_TABLE):
+        return None
+    rows = con.execute(
+        f"select user_id, profile from {PROFILES_TABLE} where user_id in (select unnest(?::varchar[]))",
+        [list(users)],
+    ).fetchall()
+    return {str(u): InterestProfile.from_dict(json.loads(p)) for u, p in rows if p}
 
 
 def profiles_from_marts(

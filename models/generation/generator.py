@@ -36,13 +36,21 @@ class DecodingConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     seed: int = 42
+    constrain_to_prompt: bool = False
+    no_repeat_ngram_size: int = 0
 
     @property
     def signature(self) -> str:
         """A short key that changes whenever the decoding would give different text (part of the cache key)."""
         if not self.do_sample:
-            return f"greedy-{self.max_new_tokens}"
-        return f"sample-t{self.temperature:g}-p{self.top_p:g}-s{self.seed}-{self.max_new_tokens}"
+            out = f"greedy-{self.max_new_tokens}"
+        else:
+            out = f"sample-t{self.temperature:g}-p{self.top_p:g}-s{self.seed}-{self.max_new_tokens}"
+        if self.constrain_to_prompt:
+            out += "-copy"
+        if self.no_repeat_ngram_size:
+            out += f"-nr{self.no_repeat_ngram_size}"
+        return out
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class Generation:
     n_tokens: int
     latency_ms: float
     token_ids: tuple[int, ...] = ()
+    finished: bool = True  # False when the max_new_tokens budget cut the text before EOS
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -127,6 +136,8 @@ class Generator:
         self.generation_seconds = 0.0
         # The own LM may never emit a control token (a task, style or field marker) in its answer.
         self.suppressed_ids = self._control_token_ids() if prompt_format == "control" else []
+        self._token_kinds: Any = None
+        self._template_words: set[tuple[int, ...]] = set()
 
     def _control_token_ids(self) -> list[int]:
         from models.generation.prompts import SPECIAL_TOKENS
@@ -172,6 +183,8 @@ class Generator:
             temperature=gen.temperature,
             top_p=gen.top_p,
             seed=settings.seed,
+            constrain_to_prompt=gen.constrain_to_prompt,
+            no_repeat_ngram_size=gen.no_repeat_ngram_size,
         )
         return cls.load(source, decoding=decoding, batch_size=gen.batch_size, device=settings.resolved_device)
 
@@ -209,9 +222,32 @@ class Generator:
         }
         if self.decoding.do_sample:
             kwargs.update(temperature=self.decoding.temperature, top_p=self.decoding.top_p, top_k=0)
+        if self.decoding.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = self.decoding.no_repeat_ngram_size
         if self.suppressed_ids:
             kwargs["suppress_tokens"] = self.suppressed_ids
         return kwargs
+
+    def _word_constraint(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        """One word trie per prompt: the prompt's words plus the template words (see ``constraints``)."""
+        from models.generation import constraints
+        from models.generation.prompts import BLURB_TEMPLATE, STYLE_TEMPLATES
+
+        if self._token_kinds is None:
+            self._token_kinds = constraints.TokenKinds.of(self.tokenizer)
+            texts = [t.format(text="", interest="") for t in [*STYLE_TEMPLATES.values(), BLURB_TEMPLATE]]
+            texts += [".", ",", ":", "!", "?", "-", "'", "(", ")"]
+            self._template_words = constraints.template_words(self.tokenizer, self._token_kinds, texts)
+        kinds = self._token_kinds
+        special = set(self.tokenizer.all_special_ids) | set(self.suppressed_ids)
+        end_ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        tries = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+            kept = [t for t, m in zip(ids, mask, strict=True) if m and t not in special]
+            words = set(constraints.split_words(kept, kinds)) | self._template_words
+            tries.append(constraints.WordTrie(words, kinds, end_ids))
+        offset = 1 if self.is_encoder_decoder else input_ids.shape[1]
+        return constraints.PromptWordsProcessor(tries, kinds, offset, self.tokenizer.eos_token_id)
 
     def _count_new_tokens(self, new_tokens: torch.Tensor) -> list[int]:
         # Tokens up to and including the first EOS; padding after it is not generated text.
@@ -239,7 +275,13 @@ class Generator:
         # Start from the model's own generation config (decoder start, forced tokens ...) and override decoding.
         config = copy.deepcopy(self.model.generation_config)
         config.update(**self._generation_kwargs(max_new_tokens))
-        out = self.model.generate(**enc, generation_config=config)
+        extra: dict[str, Any] = {}
+        if self.decoding.constrain_to_prompt:
+            from transformers import LogitsProcessorList
+
+            constraint = self._word_constraint(enc["input_ids"], enc["attention_mask"])
+            extra["logits_processor"] = LogitsProcessorList([constraint])
+        out = self.model.generate(**enc, generation_config=config, **extra)
         # Seq2seq outputs start with the decoder start token; decoder-only outputs repeat the prompt.
         new_tokens = out[:, 1:] if self.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
@@ -249,8 +291,9 @@ class Generator:
         self.n_generated_tokens += sum(counts)
         self.generation_seconds += elapsed
         rows = new_tokens.tolist()
+        eos = self.tokenizer.eos_token_id
         return [
-            Generation(" ".join(t.split()), n, elapsed * 1000.0, tuple(row[:n]))
+            Generation(" ".join(t.split()), n, elapsed * 1000.0, tuple(row[:n]), eos in row[:n])
             for t, n, row in zip(texts, counts, rows, strict=True)
         ]
 

@@ -1,9 +1,12 @@
 """Checks every generated text must pass before it is published, and the extractive fallback when it fails.
 
-Order: scrub PII (always, never a reason to reject), then reject on emptiness, length, repeated n-grams,
-blocklisted phrases, and ungrounded terms. Grounding: every number, every capitalized name and (optionally)
-every content word of the output must occur in the item's text or the user's interests; words the templates
-themselves add and common function words are allowed. A rejected output is replaced by
+Order: scrub PII (always, never a reason to reject), then reject on emptiness, length (in words, and in
+content words: an output of only template and function words says nothing), repeated n-grams, blocklisted
+phrases, and ungrounded terms. Grounding: every number, every capitalized name and (optionally) every content
+word of the output must occur in the item's text or the user's interests (words the templates themselves add
+and common function words are allowed); a number must keep a word that follows it in the sources ("42.7
+percent", not "42.7 months"), and a multi-word name must occur as written ("Lorenzo Bianchi", not "Lorenzo
+Tanaka"). A rejected output is replaced by
 :func:`prompts.reference_output`, built from the item's own sentences, with the reasons recorded.
 """
 
@@ -58,6 +61,7 @@ class GuardrailConfig:
     ngram: int = 3
     blocklist: tuple[str, ...] = ()
     content_words: bool = True
+    min_content_words: int = 4
 
     @classmethod
     def from_settings(cls, settings: object) -> GuardrailConfig:
@@ -68,6 +72,7 @@ class GuardrailConfig:
             max_repeated_ngrams=settings.max_repeated_ngrams,  # type: ignore[attr-defined]
             blocklist=tuple(settings.blocklist),  # type: ignore[attr-defined]
             content_words=settings.grounding_content_words,  # type: ignore[attr-defined]
+            min_content_words=settings.min_content_words,  # type: ignore[attr-defined]
         )
 
 
@@ -116,6 +121,64 @@ def ungrounded_terms(output: str, sources: Iterable[str], content_words: bool = 
     return out
 
 
+def _tokens(text: str) -> list[str]:
+    # Words and numbers in order, punctuation dropped ("4,200" stays one number).
+    return re.findall(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z'-]*", text)
+
+
+def _number_contexts(text: str) -> list[tuple[str, str, str]]:
+    # (number as written, number without separators, next word in the same clause or "")
+    out = []
+    for clause in re.split(r"[;:!?]|\.(?!\d)|,(?!\d)", text):
+        tokens = _tokens(clause)
+        for i, token in enumerate(tokens):
+            if token[0].isdigit():
+                nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
+                out.append((token, token.replace(",", ""), nxt))
+    return out
+
+
+def misplaced_numbers(output: str, sources: Iterable[str]) -> list[str]:
+    """Numbers whose next word differs from every occurrence of the number in the sources ("42.7 months").
+
+    A number that is grounded on its own can still be attached to the wrong thing; the word after it (its unit
+    or noun) must be one the sources use after that number. Numbers at the end of a clause are not checked.
+    """
+    contexts: dict[str, set[str]] = {}
+    for source in sources:
+        for _, key, nxt in _number_contexts(source or ""):
+            contexts.setdefault(key, set()).add(nxt)
+    return [
+        f"{written} {nxt}"
+        for written, key, nxt in _number_contexts(output)
+        if nxt and key in contexts and nxt not in contexts[key]
+    ]
+
+
+def broken_names(output: str, sources: Iterable[str], allowed: set[str]) -> list[str]:
+    """Runs of two or more capitalized words in ``output`` that occur in none of the sources as written.
+
+    Each name word may be grounded alone ("Lorenzo", "Tanaka") while the pair is invented ("Lorenzo Tanaka").
+    Leading function or template words ("The", "For") are not part of a name.
+    """
+    text = " ".join(s for s in sources if s)
+    source_runs = " " + " ".join(re.findall(r"[A-Za-z0-9'-]+|[^\sA-Za-z0-9'-]", text)) + " "
+    out = []
+    for run in re.findall(r"(?:\b[A-Z][A-Za-z'-]*(?:\s+|$))+", output):
+        words = run.split()
+        while words and words[0].lower() in allowed:
+            words = words[1:]
+        if len(words) >= 2 and f" {' '.join(words)} " not in source_runs:
+            out.append(" ".join(words))
+    return out
+
+
+def content_words(text: str) -> int:
+    """Words that are neither function words nor template words (what the output actually says)."""
+    allowed = allowed_words()
+    return sum(1 for w in words_of(text) if w not in allowed)
+
+
 def repeated_ngrams(text: str, n: int = 3) -> int:
     """How many n-gram occurrences repeat an earlier one (0 for a text without repeats)."""
     words = words_of(text)
@@ -146,6 +209,10 @@ def check_output(
         reasons.append("empty")
     elif n_words < min_words:
         reasons.append(f"too_short: {n_words} words < {min_words}")
+    n_content = content_words(scrubbed)
+    min_content = 1 if task == "title" else config.min_content_words
+    if n_words and n_content < min_content:
+        reasons.append(f"no_content: {n_content} content words < {min_content}")
     if n_words > config.max_words:
         reasons.append(f"too_long: {n_words} words > {config.max_words}")
     repeats = repeated_ngrams(scrubbed, config.ngram)
@@ -154,7 +221,13 @@ def check_output(
     blocked = blocked_terms(scrubbed, config.blocklist)
     if blocked:
         reasons.append("blocklist: " + ", ".join(blocked))
-    invented = ungrounded_terms(scrubbed, [*item_texts, *profile_terms], config.content_words)
+    sources = [*item_texts, *profile_terms]
+    invented = ungrounded_terms(scrubbed, sources, config.content_words)
+    # a name made of invented words is already reported word by word
+    names = [
+        n for n in broken_names(scrubbed, sources, allowed_words()) if not set(n.split()) & set(invented)
+    ]
+    invented += misplaced_numbers(scrubbed, sources) + names
     if invented:
         reasons.append("ungrounded: " + ", ".join(invented[:10]))
     return GuardrailResult(text=scrubbed, passed=not reasons, reasons=reasons, ungrounded=invented)

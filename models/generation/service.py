@@ -155,8 +155,34 @@ class Checked:
     reason: str | None
 
 
-def finalize_text(raw: str, fields: PromptFields, item: ItemText, settings: GenerationSettings) -> Checked:
+def trim_unfinished(text: str) -> str:
+    """Cut a text the token budget stopped mid-way back to its last complete sentence (if it has one)."""
+    ends = [text.rfind(mark) for mark in (". ", "! ", "? ")] + [len(text) - 1 if text[-1:] in ".!?" else -1]
+    cut = max(ends)
+    return text[: cut + 1] if cut > 0 else text
+
+
+def trim_repetition(text: str, n: int = 3) -> str:
+    """Cut a text where it starts repeating itself (the first word n-gram seen before), at a sentence end if any."""
+    words = text.split()
+    seen: set[tuple[str, ...]] = set()
+    for j in range(len(words) - n + 1):
+        gram = tuple(w.lower().strip(".,:;!?") for w in words[j : j + n])
+        if gram in seen:
+            head = " ".join(words[:j])
+            return trim_unfinished(head) if head[-1:] not in ".!?" else head
+        seen.add(gram)
+    return text
+
+
+def finalize_text(
+    raw: str, fields: PromptFields, item: ItemText, settings: GenerationSettings, finished: bool = True
+) -> Checked:
     """Run the guardrails on a raw model output; a rejected one is replaced by the item's own sentences."""
+    # A small model stops by running out of budget or by looping: keep what it wrote before either happened.
+    raw = trim_repetition(raw)
+    if not finished:
+        raw = trim_unfinished(raw)
     result = check_output(
         raw, fields.task, item.sources, list(fields.interests), GuardrailConfig.from_settings(settings)
     )
@@ -176,7 +202,7 @@ def _written(
     written: dict[cache.CacheKey, cache.CacheEntry] = {}
     for (key, fields, item), out in zip(pending, outputs, strict=True):
         started = time.perf_counter()
-        checked = finalize_text(out.text, fields, item, settings)
+        checked = finalize_text(out.text, fields, item, settings, out.finished)
         latency = out.latency_ms + (time.perf_counter() - started) * 1000.0
         written[key] = cache.CacheEntry(
             key, checked.text, checked.passed, checked.reason, out.n_tokens, latency

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 ITEM_DEPS = [dg.AssetKey("item_features")]
 DAILY_DEPS = [dg.AssetKey("interactions"), dg.AssetKey("user_features"), dg.AssetKey("user_histories")]
+# Profiles (ml.user_profiles) and the champion recommender (registered by the evaluation asset).
+ML_DEPS = [dg.AssetKey("user_profiles"), dg.AssetKey("evaluation")]
 generation_partitions = dg.DailyPartitionsDefinition(start_date=get_settings().simulator.start_date)
 
 
@@ -126,7 +128,7 @@ def _champion_recommender(settings: Settings) -> "Recommender | None":
 
 @dg.asset(
     group_name="generation",
-    deps=[content_generator, *ITEM_DEPS, *DAILY_DEPS],
+    deps=[content_generator, *ITEM_DEPS, *DAILY_DEPS, *ML_DEPS],
     partitions_def=generation_partitions,
     kinds={"transformers", "duckdb"},
     pool="duckdb",
@@ -144,19 +146,25 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
         items = daily.read_items(con)
         recs = daily.stored_recommendations(con, users, day, gen.top_n_items)
         cached = cache.read_frame(con, generator.version)
+        stored_profiles = daily.stored_profiles(con, users)
         marts_profiles = daily.profiles_from_marts(con, users, day)
     rec_source = daily.RECOMMENDATIONS_TABLE
-    recommender = _champion_recommender(settings) if users else None
-    if recommender is not None:
+    recommender = _champion_recommender(settings) if users and recs is None else None
+    if stored_profiles is not None:
+        # users missing from ml.user_profiles (newer than it) get the marts profile
+        profiles = {**marts_profiles, **stored_profiles}
+        profile_source = daily.PROFILES_TABLE
+    elif recommender is not None:
         profiles = {
-            u: recommender.profile(u) if recommender.known_user(u) else marts_profiles.get(u) for u in users
+            u: recommender.profile(u) if recommender.known_user(u) else marts_profiles[u]
+            for u in marts_profiles
         }
-        profiles = {u: p for u, p in profiles.items() if p is not None}
         profile_source = "champion recommender"
     else:
         profiles, profile_source = marts_profiles, "marts (engagement categories and tags)"
     if recs is None and recommender is not None:
-        pairs = [(u, r.item_id) for u in users for r in recommender.recommend(u, k=gen.top_n_items)]
+        known = [u for u in users if recommender.known_user(u)]
+        pairs = [(u, r.item_id) for u in known for r in recommender.recommend(u, k=gen.top_n_items)]
         recs, rec_source = pd.DataFrame(pairs, columns=["user_id", "item_id"]), "champion recommender"
     if recs is None:
         with recgen.connect() as con:

@@ -45,9 +45,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, catalog: pd.DataFrame) 
 @pytest.fixture
 def generator(tiny_model: TrainResult) -> Generator:
     """A fresh generator (counters at zero) loaded from the tiny model's dir."""
-    return Generator.load(
-        tiny_model.path, DecodingConfig(max_new_tokens=TINY.max_new_tokens), batch_size=8, device="cpu"
-    )
+    return Generator.load(tiny_model.path, decoding(), batch_size=8, device="cpu")
+
+
+def decoding(**overrides: object) -> DecodingConfig:
+    """The decoding the settings ask for (prompt-constrained greedy), with overrides."""
+    fields = {
+        "max_new_tokens": TINY.max_new_tokens,
+        "constrain_to_prompt": TINY.constrain_to_prompt,
+        "no_repeat_ngram_size": TINY.no_repeat_ngram_size,
+        **overrides,
+    }
+    return DecodingConfig(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture

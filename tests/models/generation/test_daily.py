@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import duckdb
 
 from models.generation import daily
+from models.generation.samples import sample_profile
 from models.generation.service import GeneratedContent
 from tests.models.generation.warehouse import DAY, build_warehouse
 
@@ -51,3 +53,17 @@ def test_store_content_replaces_the_day(tmp_path: Path) -> None:
     assert daily.rows_without_reason(con) == 0
     con.execute(f"update {daily.CONTENT_TABLE} set fallback_reason = null where not passed_guardrails")
     assert daily.rows_without_reason(con) == 1
+
+
+def test_profiles_from_the_user_profiles_table(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    assert daily.stored_profiles(con, ["u1"]) is None  # no table yet: the caller falls back
+    stored = sample_profile("u1", ["travel", "food"], "enthusiastic")
+    con.execute("create schema ml")
+    con.execute("create table ml.user_profiles (user_id varchar, profile varchar)")
+    con.execute(
+        "insert into ml.user_profiles values (?, ?), ('u9', null)", ["u1", json.dumps(stored.to_dict())]
+    )
+    found = daily.stored_profiles(con, ["u1", "u2"])
+    # the JSON round-trips to the same profile (tuples come back as tuples via from_dict)
+    assert found == {"u1": stored}

@@ -31,7 +31,8 @@ def test_loads_own_model_from_local_path(tiny_model: TrainResult, generator: Gen
     assert not generator.is_encoder_decoder
     assert generator.model_version == tiny_model.version and generator.prompt_format == "control"
     assert generator.tokenizer.padding_side == "left" and generator.tokenizer.pad_token == "<pad>"
-    assert generator.version == f"{tiny_model.version}|greedy-16"
+    # greedy, 16 new tokens, prompt-constrained ("copy"): the settings' decoding
+    assert generator.version == f"{tiny_model.version}|greedy-16-copy"
     assert (Path(tiny_model.path) / "model.safetensors").exists()
 
 
@@ -60,8 +61,8 @@ def test_right_padding_would_break_batching(generator: Generator, catalog) -> No
 
 
 def test_sampling_is_seeded(tiny_model: TrainResult, catalog) -> None:  # noqa: ANN001
-    decoding = DecodingConfig(max_new_tokens=12, do_sample=True, temperature=1.5, top_p=1.0, seed=7)
-    gen = Generator.load(tiny_model.path, decoding, device="cpu")
+    sampling = DecodingConfig(max_new_tokens=12, do_sample=True, temperature=1.5, top_p=1.0, seed=7)
+    gen = Generator.load(tiny_model.path, sampling, device="cpu")
     prompts = _prompts(catalog, 4)
     first = [g.token_ids for g in gen.generate(prompts)]
     again = [g.token_ids for g in gen.generate(prompts)]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from models.generation.guardrails import (
     GuardrailConfig,
+    allowed_words,
     blocked_terms,
+    broken_names,
     check_output,
     extractive_fallback,
+    misplaced_numbers,
     repeated_ngrams,
     ungrounded_terms,
 )
 from models.generation.prompts import PromptFields
-from models.generation.service import ItemText, finalize_text
+from models.generation.service import ItemText, finalize_text, trim_repetition, trim_unfinished
 from models.generation.text import scrub_pii
 from models.settings import GenerationSettings
 
@@ -43,6 +46,26 @@ def test_grounded_output_passes_with_profile_terms_and_template_words() -> None:
     assert result.passed, result.reasons
 
 
+def test_numbers_keep_their_noun_and_names_their_form() -> None:
+    # every word below exists in the item, but 4,200 were runners (not marathons) and nobody is "Lena Lisbon"
+    assert misplaced_numbers("About 4,200 marathons followed.", ITEM.sources) == ["4,200 marathons"]
+    assert misplaced_numbers("About 4,200 runners followed in 2025.", ITEM.sources) == []
+    assert broken_names("Lena Lisbon wins.", ITEM.sources, allowed_words()) == ["Lena Lisbon"]
+    # a leading function word is not part of a name; the real name passes
+    assert broken_names("The Lena Fischer marathon.", ITEM.sources, allowed_words()) == []
+    result = check_output(
+        "Lena Lisbon wins the marathon with 4,200 marathons.", "summary", ITEM.sources, [], CONFIG
+    )
+    assert result.reason == "ungrounded: 4,200 marathons, Lena Lisbon"
+
+
+def test_output_of_only_template_and_function_words_is_rejected() -> None:
+    # "For fans of sports" is the blurb template plus the user's interest: it says nothing about the item
+    result = check_output("For fans of sports: the following.", "blurb", ITEM.sources, ["sports"], CONFIG)
+    # only "sports" counts: "following" is a template word ("This article reports the following.")
+    assert result.reasons == ["no_content: 1 content words < 4"]
+
+
 def test_content_words_are_checked_only_when_asked() -> None:
     out = "Lena Fischer dazzles spectators."
     assert ungrounded_terms(out, ITEM.sources) == ["dazzles", "spectators"]
@@ -54,10 +77,9 @@ def test_pii_is_scrubbed() -> None:
     scrubbed = scrub_pii(text)
     assert scrubbed == "Mail [email], call [phone] or visit [url]. Race in 2025, 4,200 runners."
     # scrubbing is not a rejection: the placeholders count as grounded
-    result = check_output(
-        "Lena Fischer: lena@example.org, 555-123-4567.", "summary", ITEM.sources, [], CONFIG
-    )
-    assert result.text == "Lena Fischer: [email], [phone]." and result.passed
+    out = "Lena Fischer wins the Lisbon marathon: lena@example.org, 555-123-4567."
+    result = check_output(out, "summary", ITEM.sources, [], CONFIG)
+    assert result.text == "Lena Fischer wins the Lisbon marathon: [email], [phone]." and result.passed
 
 
 def test_repetition_blocklist_and_length() -> None:
@@ -104,3 +126,16 @@ def test_fallback_for_every_task_is_grounded() -> None:
         summary
         == "Lena Fischer wins the Lisbon marathon after a bold 2025 season. About 4,200 runners followed the race."
     )
+
+
+def test_loops_and_budget_cuts_are_trimmed_before_checking() -> None:
+    # the model's text is kept up to where it starts repeating itself ...
+    looping = "Lena Fischer wins the Lisbon marathon. Lena Fischer wins the Lisbon marathon again"
+    assert trim_repetition(looping) == "Lena Fischer wins the Lisbon marathon."
+    # ... or, when the token budget cut it, up to its last complete sentence
+    assert trim_unfinished("About 4,200 runners followed the race. Fans of running will fi") == (
+        "About 4,200 runners followed the race."
+    )
+    fields = PromptFields("summary", "concise", ITEM.title, ITEM.body)
+    checked = finalize_text(looping, fields, ITEM, GenerationSettings())
+    assert checked.passed and checked.text == "Lena Fischer wins the Lisbon marathon."
