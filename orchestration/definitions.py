@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from models.settings import get_settings
 from orchestration.assets.dbt import recgen_dbt_models
 from orchestration.assets.generation import content_generator, generated_content
 from orchestration.assets.ingest import raw_tables
@@ -18,6 +19,8 @@ from orchestration.resources import RecgenResource, dbt_resource
 from orchestration.schedules import daily_content_schedule, daily_refresh_schedule
 from orchestration.sensors import inbox_sensor
 
+EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+
 defs = dg.Definitions(
     assets=[
         raw_tables,
@@ -33,4 +36,5 @@ defs = dg.Definitions(
     schedules=[daily_refresh_schedule, daily_content_schedule],
     sensors=[inbox_sensor, build_drift_sensor(retrain_job)],
     resources={"recgen": RecgenResource(), "dbt": dbt_resource()},
+    executor=EXECUTORS[get_settings().dagster_executor],
 )

@@ -110,7 +110,8 @@ def _drift_result(day: str, share_of_ten: int) -> DriftResult:
     )
 
 
-def test_drift_sensor_requests_retraining_once_per_result(tmp_path: Path) -> None:
+def test_drift_sensor_requests_retraining_once_per_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECGEN_MONITORING__DRIFT_SHARE_THRESHOLD", "0.3")  # the sensor reads it from settings
     db = tmp_path / "recgen.duckdb"
     recgen = RecgenResource(home=str(tmp_path), duckdb_path=str(db))
     job = dg.define_asset_job("retrain", selection=dg.AssetSelection.all())
