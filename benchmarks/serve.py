@@ -94,7 +94,9 @@ def sample_users(n: int = 200) -> list[str]:
     """Users of the served champion (from its artifact, so no warehouse lock is needed)."""
     import pandas as pd
 
-    champion = ModelRegistry.from_settings(get_settings()).load_champion("full_stack")
+    champion = ModelRegistry.from_settings(get_settings()).champion("full_stack")
+    if champion is None:
+        raise SystemExit("no champion recommender under the settings' RECGEN_HOME: run `make run` first")
     users = pd.read_parquet(champion.path / "users.parquet", columns=["user_id"])["user_id"].astype(str)
     return users.head(n).tolist()
 
