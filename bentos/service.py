@@ -4,12 +4,14 @@ Serve it from the repository root (settings and models come from ``RECGEN_*`` / 
 
     bentoml serve bentos.service:RecgenService --host 127.0.0.1 --port 3001
 
-Models load once per worker in ``__init__`` (CUDA when available, else CPU). Endpoints are ``async``: input
-validation runs on the event loop, model work runs in threads, one recommender call at a time (the models
-are not shared between threads), and on-demand copy goes through a micro-batcher so concurrent requests share
-one ``generate`` call. Client errors are 4xx with a message that names the field (pydantic's 400 for bad
-JSON, wrong types and unknown fields; 404 for unknown users and items; 413 for oversized requests); the
-answer never carries a stack trace. Feedback is on disk (fsync) before it is acknowledged.
+Models load once per worker in ``__init__`` (CUDA when available, else CPU). Each endpoint takes its pydantic
+request model as a positional-only argument, so the JSON body is the model itself (``{"user_id": ..., "k":
+5}``) and the docs show the model's example. Endpoints are ``async``: validation runs on the event loop, model
+work in threads, and ranking and copy go through micro-batchers (``bentos/batching.py``), so concurrent
+requests share one ranker forward pass and one ``generate`` call. Client errors are 4xx with a message that
+names the field (pydantic's 400 for bad JSON, wrong types and unknown fields; 404 for unknown users and
+items; 413 for oversized requests); the answer never carries a stack trace. Feedback is on disk (fsync)
+before it is acknowledged.
 """
 
 from __future__ import annotations
