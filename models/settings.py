@@ -271,7 +271,9 @@ class ServingSettings(BaseModel):
         50, ge=1, description="positive feedback items per user kept in memory as the freshest history"
     )
     request_timeout_s: float = Field(60.0, gt=0, description="BentoML traffic timeout of one request")
-    max_batch_size: int = Field(32, ge=2, description="adaptive batching: most requests scored together")
+    max_batch_size: int = Field(
+        32, ge=1, description="adaptive batching: most jobs run together (1 = no batching)"
+    )
     max_latency_ms: int = Field(
         0, ge=0, description="adaptive batching: extra wait for jobs after the first (0: batch what queued)"
     )
