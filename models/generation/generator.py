@@ -195,8 +195,10 @@ class Generator:
 
     @property
     def version(self) -> str:
-        """Model version plus decoding signature: the generator part of every cache key."""
-        return f"{self.model_version}|{self.decoding.signature}"
+        """Model version, prompt template version and decoding signature: the generator part of every cache key."""
+        from models.generation.prompts import PROMPT_VERSION
+
+        return f"{self.model_version}|p{PROMPT_VERSION}|{self.decoding.signature}"
 
     @property
     def max_prompt_tokens(self) -> int:

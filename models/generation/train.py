@@ -213,6 +213,12 @@ def _mean_loss(model: Any, batches: list[dict[str, torch.Tensor]], device: str) 
     return total / max(n, 1)
 
 
+def _length(example: Any) -> int:
+    # causal: (ids, prompt_length); seq2seq: (source ids, target ids)
+    first, second = example
+    return len(first) + (len(second) if isinstance(second, list) else 0)
+
+
 def _train_loop(
     model: Any,
     make_batch: Any,
@@ -241,9 +247,12 @@ def _train_loop(
     rng = random.Random(seed)
     use_amp = device.startswith("cuda")
     amp_dtype = model_dtype(device) if use_amp else torch.float32
+    # Batches of neighbours in length order (from a random start) waste little compute on padding.
+    by_length = sorted(range(len(encoded)), key=lambda i: (_length(encoded[i]), i))
     model.train()
     for _ in range(steps):
-        batch = make_batch([encoded[rng.randrange(len(encoded))] for _ in range(batch_size)])
+        start = rng.randrange(max(1, len(by_length) - batch_size + 1))
+        batch = make_batch([encoded[i] for i in by_length[start : start + batch_size]])
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
             loss = model(**batch).loss
