@@ -2,7 +2,9 @@
 
 A fixed number of requests per scenario at concurrency 1, 4 and 16 (bounded load: no open-ended soak);
 prints requests/s, p50/p95/p99 latency, errors (any non-200 or transport error), and for the copy scenario
-the share of copy served from the cache. Starts `bentoml serve bentos.service:RecgenService` on a free
+the share of copy served from the cache. Each scenario asks for users no earlier one used (as long as the
+catalog has enough), so copy comes from the pipeline's cache or is written on demand, not from an earlier
+scenario; users of one segment still share cached copy, as in production. Starts `bentoml serve bentos.service:RecgenService` on a free
 loopback port for the run (models from the settings: RECGEN_HOME, default ./data, after `make run`), or
 measures a server already running with --url. Usage:
 
@@ -90,7 +92,7 @@ def serve(port: int, log_path: Path, ready_timeout_s: float = 180.0) -> Iterator
                 proc.wait()
 
 
-def sample_users(n: int = 200) -> list[str]:
+def sample_users(n: int = 5000) -> list[str]:
     """Users of the served champion (from its artifact, so no warehouse lock is needed)."""
     import pandas as pd
 
@@ -104,7 +106,7 @@ def sample_users(n: int = 200) -> list[str]:
 def run_scenario(
     url: str, users: list[str], n_requests: int, concurrency: int, with_content: bool, k: int
 ) -> dict[str, float]:
-    """``n_requests`` recommend calls, ``concurrency`` at a time; latency per call as the client sees it."""
+    """``n_requests`` recommend calls, ``concurrency`` at a time, for ``users`` in turn; client-side latency."""
     client = httpx.Client(base_url=url, timeout=120.0, limits=httpx.Limits(max_connections=concurrency))
     latencies: list[float] = []
     errors = 0
@@ -163,6 +165,14 @@ def main() -> None:
 
     users = sample_users()
     figures: list[dict[str, float]] = []
+    offset = 0
+
+    def next_users(n: int) -> list[str]:
+        """A slice of users no earlier scenario used (while there are enough), so copy is not all cached."""
+        nonlocal offset
+        start = offset % len(users)
+        offset += n
+        return (users[start:] + users[:start])[:n] if n <= len(users) else users
 
     def measure(url: str) -> None:
         health = httpx.post(f"{url}/health", timeout=30).json()
@@ -170,9 +180,9 @@ def main() -> None:
         for with_content in (False, True):
             n = args.requests if not with_content else (args.content_requests or args.requests)
             # a few calls first, so one-off costs (first torch call, lazy imports) are not in the figures
-            run_scenario(url, users, min(8, n), 1, with_content, args.k)
+            run_scenario(url, next_users(8), min(8, n), 1, with_content, args.k)
             for concurrency in args.concurrency:
-                figures.append(run_scenario(url, users, n, concurrency, with_content, args.k))
+                figures.append(run_scenario(url, next_users(n), n, concurrency, with_content, args.k))
                 f = figures[-1]
                 print(
                     f"{f['scenario']:<18} c={concurrency:<3} n={n:<5} errors={f['errors']:<4} "
