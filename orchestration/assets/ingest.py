@@ -4,9 +4,9 @@ import shutil
 from collections.abc import Iterator
 
 import dagster as dg
-from models.data.sources import write_raw_snapshot
 
 from models.data.ingest import IngestReport, ingest_inbox, ingest_snapshot, pending_inbox_files
+from models.data.sources import write_raw_snapshot
 from orchestration.resources import RecgenResource
 
 RAW_TABLE_KEYS = {name: dg.AssetKey(["raw", name]) for name in ("users", "items", "events")}
