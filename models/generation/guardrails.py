@@ -126,33 +126,44 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z'-]*", text)
 
 
-def _number_contexts(text: str) -> list[tuple[str, str, str]]:
-    # (number as written, number without separators, next word in the same clause or "")
+def _number_contexts(text: str) -> list[tuple[str, str, str, str]]:
+    # (number as written, number without separators, word before, word after) within a clause ("" at its edges)
     out = []
     for clause in re.split(r"[;:!?]|\.(?!\d)|,(?!\d)", text):
         tokens = _tokens(clause)
         for i, token in enumerate(tokens):
             if token[0].isdigit():
-                nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
-                out.append((token, token.replace(",", ""), nxt))
+                before = tokens[i - 1].lower() if i > 0 else ""
+                after = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
+                out.append((token, token.replace(",", ""), before, after))
     return out
 
 
 def misplaced_numbers(output: str, sources: Iterable[str]) -> list[str]:
-    """Numbers whose next word differs from every occurrence of the number in the sources ("42.7 months").
+    """Numbers whose neighbours differ from every occurrence of the number in the sources ("42.7 months").
 
-    A number that is grounded on its own can still be attached to the wrong thing; the word after it (its unit
-    or noun) must be one the sources use after that number. Numbers at the end of a clause are not checked.
+    A number that is grounded on its own can still be attached to the wrong thing: the word after it (its unit
+    or noun) and the word before it must be ones the sources use around that number, and a number may end a
+    clause only where the sources end one with it.
     """
-    contexts: dict[str, set[str]] = {}
+    before: dict[str, set[str]] = {}
+    after: dict[str, set[str]] = {}
     for source in sources:
-        for _, key, nxt in _number_contexts(source or ""):
-            contexts.setdefault(key, set()).add(nxt)
-    return [
-        f"{written} {nxt}"
-        for written, key, nxt in _number_contexts(output)
-        if nxt and key in contexts and nxt not in contexts[key]
-    ]
+        for _, key, prev, nxt in _number_contexts(source or ""):
+            before.setdefault(key, set()).add(prev)
+            after.setdefault(key, set()).add(nxt)
+    out = []
+    for written, key, prev, nxt in _number_contexts(output):
+        if key not in after:
+            continue  # an unknown number is reported by ungrounded_terms
+        if nxt not in after[key]:
+            out.append(f"{written} {nxt}".strip())
+        elif prev not in before[key]:
+            out.append(f"{prev} {written}".strip())
+    return out
+
+
+MALFORMED = re.compile(r"[,;:]\s*[,;:.!?]|[.!?]\s*[,;:]")
 
 
 def broken_names(output: str, sources: Iterable[str], allowed: set[str]) -> list[str]:
@@ -218,6 +229,9 @@ def check_output(
     repeats = repeated_ngrams(scrubbed, config.ngram)
     if repeats > config.max_repeated_ngrams:
         reasons.append(f"repetition: {repeats} repeated {config.ngram}-grams")
+    malformed = MALFORMED.search(scrubbed)
+    if malformed:
+        reasons.append(f"malformed: {malformed.group(0)!r}")
     blocked = blocked_terms(scrubbed, config.blocklist)
     if blocked:
         reasons.append("blocklist: " + ", ".join(blocked))

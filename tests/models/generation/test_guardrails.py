@@ -49,7 +49,10 @@ def test_grounded_output_passes_with_profile_terms_and_template_words() -> None:
 def test_numbers_keep_their_noun_and_names_their_form() -> None:
     # every word below exists in the item, but 4,200 were runners (not marathons) and nobody is "Lena Lisbon"
     assert misplaced_numbers("About 4,200 marathons followed.", ITEM.sources) == ["4,200 marathons"]
-    assert misplaced_numbers("About 4,200 runners followed in 2025.", ITEM.sources) == []
+    assert misplaced_numbers("About 4,200 runners followed after a bold 2025 season.", ITEM.sources) == []
+    # the word before counts too, and a number may end a clause only where the item ends one with it
+    assert misplaced_numbers("Lena won in 2025 season.", ITEM.sources) == ["in 2025"]
+    assert misplaced_numbers("The race drew 4,200.", ITEM.sources) == ["4,200"]
     assert broken_names("Lena Lisbon wins.", ITEM.sources, allowed_words()) == ["Lena Lisbon"]
     # a leading function word is not part of a name; the real name passes
     assert broken_names("The Lena Fischer marathon.", ITEM.sources, allowed_words()) == []
@@ -57,6 +60,13 @@ def test_numbers_keep_their_noun_and_names_their_form() -> None:
         "Lena Lisbon wins the marathon with 4,200 marathons.", "summary", ITEM.sources, [], CONFIG
     )
     assert result.reason == "ungrounded: 4,200 marathons, Lena Lisbon"
+
+
+def test_malformed_punctuation_is_rejected() -> None:
+    result = check_output(
+        "About 4,200 runners followed the race,,, the marathon.", "summary", ITEM.sources, [], CONFIG
+    )
+    assert result.reasons == ["malformed: ',,'"]
 
 
 def test_output_of_only_template_and_function_words_is_rejected() -> None:
