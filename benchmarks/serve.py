@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -83,6 +84,9 @@ def serve(port: int, log_path: Path, ready_timeout_s: float = 180.0) -> Iterator
             time.sleep(0.25)
         yield url
     finally:
+        # BentoML's workers run in sessions of their own: SIGTERM lets the arbiter stop them; if it hangs,
+        # they are killed one by one (a signal to the arbiter's group would not reach them).
+        workers = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -90,6 +94,8 @@ def serve(port: int, log_path: Path, ready_timeout_s: float = 180.0) -> Iterator
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for worker in psutil.wait_procs(workers, timeout=30)[1]:
+            worker.kill()
 
 
 def sample_users(n: int = 5000) -> list[str]:

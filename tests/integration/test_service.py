@@ -8,6 +8,7 @@ test kills one with SIGKILL right after it acknowledged feedback and checks the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -125,14 +126,34 @@ def start_server(env: dict[str, str], log: Path, ready_timeout_s: float = 240.0)
 
 
 def stop_server(server: Server, sig: signal.Signals = signal.SIGTERM) -> int:
-    """Signal the server's whole process group (supervisor and workers) and wait for it."""
+    """Signal the server and wait; returns the exit code of `bentoml serve` (BentoML's arbiter).
+
+    BentoML starts its workers in sessions of their own, so a signal to the arbiter's process group does not
+    reach them: with SIGKILL every worker is killed too (right after the arbiter, which can then not start
+    new ones); with SIGTERM the arbiter must stop its workers itself, and a worker left running is an error.
+    """
+    import psutil
+
+    try:
+        workers = psutil.Process(server.proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
     if server.proc.poll() is None:
         os.killpg(server.proc.pid, sig)
+    if sig == signal.SIGKILL:
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
     try:
-        return server.proc.wait(timeout=60)
+        code = server.proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(server.proc.pid, signal.SIGKILL)
-        return server.proc.wait()
+        code = server.proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    for worker in alive:
+        worker.kill()
+    assert not alive, f"{len(alive)} worker(s) still running after {sig.name}:\n{server.log_tail()}"
+    return code
 
 
 @pytest.fixture(scope="session")
