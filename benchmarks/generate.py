@@ -111,13 +111,7 @@ def main() -> None:
         model_path, how = generator_source(settings, items, Path(tmp))
         print(f"generator: {how}")
         gen_settings = settings.generation
-        decoding = DecodingConfig(
-            max_new_tokens=gen_settings.max_new_tokens,
-            do_sample=gen_settings.do_sample,
-            temperature=gen_settings.temperature,
-            top_p=gen_settings.top_p,
-            seed=settings.seed,
-        )
+        decoding = DecodingConfig.from_settings(settings)
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         results = []
         for device in devices:

@@ -183,7 +183,7 @@ class GenerationSettings(BaseModel):
     max_users: int = Field(100, ge=1, description="active users per day that get generated copy")
     max_fact_words: int = Field(40, ge=5, description="words of an item's body quoted into a prompt")
     # The own LM, trained from scratch on the catalog's texts: about a minute on 2 idle CPU cores for the
-    # simulator's 800 items (300 steps took 21 s; at 300 steps 9 in 10 outputs still fall back, at 800 1 in 4).
+    # simulator's 800 items (300 steps took 21 s; at 300 steps 9 in 10 outputs fall back, at 800 about 1 in 3).
     train_steps: int = Field(800, ge=1)
     train_batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(3e-3, gt=0, description="from-scratch training of the own LM")

@@ -39,6 +39,20 @@ class DecodingConfig:
     constrain_to_prompt: bool = False
     no_repeat_ngram_size: int = 0
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> DecodingConfig:
+        """The decoding ``settings.generation`` asks for (seeded by ``settings.seed``)."""
+        gen = settings.generation
+        return cls(
+            max_new_tokens=gen.max_new_tokens,
+            do_sample=gen.do_sample,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            seed=settings.seed,
+            constrain_to_prompt=gen.constrain_to_prompt,
+            no_repeat_ngram_size=gen.no_repeat_ngram_size,
+        )
+
     @property
     def signature(self) -> str:
         """A short key that changes whenever the decoding would give different text (part of the cache key)."""
@@ -177,15 +191,7 @@ class Generator:
                 "no generator model: train one (models.generation.train.train_default_lm) and pass its dir, "
                 "or set generation.model_name_or_path"
             )
-        decoding = DecodingConfig(
-            max_new_tokens=gen.max_new_tokens,
-            do_sample=gen.do_sample,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            seed=settings.seed,
-            constrain_to_prompt=gen.constrain_to_prompt,
-            no_repeat_ngram_size=gen.no_repeat_ngram_size,
-        )
+        decoding = DecodingConfig.from_settings(settings)
         return cls.load(source, decoding=decoding, batch_size=gen.batch_size, device=settings.resolved_device)
 
     @property
