@@ -49,8 +49,8 @@ materialize: setup
 bento: setup
 	cd bentos && ../$(BIN)/bentoml build -f bentofile.yaml ..
 
+# The bento is built by the `recgen_bento` asset inside `materialize`.
 run: materialize
-	@if [ -f bentos/bentofile.yaml ]; then $(MAKE) --no-print-directory bento; fi
 	$(BIN)/python -m orchestration.summary
 
 # Chromium renders the HTML reports in the report tests (Debian package; needs root, as on CI).
