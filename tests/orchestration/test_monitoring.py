@@ -69,7 +69,8 @@ def test_report_assets_and_checks(warehouse) -> None:
     drift_check, fairness_check = checks["drift_within_threshold"], checks["fairness_within_threshold"]
     assert not drift_check.passed
     share = drift_meta["drift_share"].value
-    assert f"drift share {share:.3f} > threshold 0.300" in drift_check.description
+    threshold = drift_meta["drift_share_threshold"].value  # settings.monitoring.drift_share_threshold
+    assert f"drift share {share:.3f} > threshold {threshold:.3f}" in drift_check.description
     assert "label_clicked" in drift_check.description
     assert not fairness_check.passed
     assert fairness_check.description == fairness_meta["message"].value
