@@ -31,8 +31,8 @@ def main() -> None:
     con = duckdb.connect(str(db), read_only=True)
     try:
         tables = con.execute(
-            "select table_schema, table_name, estimated_size from duckdb_tables() "
-            "where table_schema in ('raw', 'marts', 'ml', 'generation', 'monitoring') order by 1, 2"
+            "select schema_name, table_name, estimated_size from duckdb_tables() "
+            "where schema_name in ('raw', 'marts', 'ml', 'generation', 'monitoring') order by 1, 2"
         ).fetchall()
         for schema, name, size in tables:
             print(f"    {schema}.{name:<28} ~{size} rows")
@@ -47,7 +47,10 @@ def main() -> None:
         print(f"  generation {generation.resolve()}")
         print("    " + json.dumps(json.loads(generation.read_text())))
     for kind in ("drift", "quality", "fairness"):
-        reports = sorted((settings.reports_dir / kind).glob("*.html"))
+        # The fairness report keeps Evidently's item-bias page beside it; name the main page.
+        reports = sorted(
+            p for p in (settings.reports_dir / kind).glob("*.html") if not p.stem.endswith("_evidently")
+        )
         if reports:
             print(f"  {kind:<10} {reports[-1].resolve()}")
     if settings.artifacts_dir.exists():
