@@ -46,8 +46,12 @@ def _markdown(frame: pd.DataFrame) -> dg.MetadataValue:
 
 
 def _read_data(recgen: RecgenResource) -> tuple[Settings, RecData, str]:
-    """Settings, the marts + embeddings as RecData, and the data snapshot id; the lock is released on return."""
+    """Settings, the marts + embeddings as RecData, and the data snapshot id; the lock is released on return.
+
+    Every training asset starts here, so this is also where torch's thread count is set from the settings.
+    """
     settings = recgen.settings()
+    limit_cpu_threads(settings.torch_threads)
     with recgen.connect() as con:
         frames = training.read_marts(con)
         embeddings = training.read_item_embeddings(con)
@@ -141,7 +145,6 @@ def item_embeddings(context: dg.AssetExecutionContext, recgen: RecgenResource) -
 )
 def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     settings, data, snapshot = _read_data(recgen)
-    limit_cpu_threads(settings.torch_threads)
     started = time.perf_counter()
     encoder, epochs = training.fit_profile_model(settings, data)
     seconds = time.perf_counter() - started
@@ -181,7 +184,6 @@ def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
 )
 def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
-    limit_cpu_threads(inputs.settings.torch_threads)
     settings, data, artifact, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     users = data.users["user_id"].tolist()
     profiles = build_interest_profiles(data, users, top_k=5, n_keywords=settings.profile.top_keywords)
@@ -229,7 +231,6 @@ def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
 )
 def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
-    limit_cpu_threads(inputs.settings.torch_threads)
     settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
     profile, encoder = inputs.profile, inputs.encoder
     started = time.perf_counter()
@@ -272,7 +273,6 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
 )
 def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
-    limit_cpu_threads(inputs.settings.torch_threads)
     settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
     profile, encoder = inputs.profile, inputs.encoder
     started = time.perf_counter()
@@ -321,7 +321,6 @@ def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.Mate
 )
 def baselines(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     settings, data, snapshot = _read_data(recgen)
-    limit_cpu_threads(settings.torch_threads)
     view = data.as_of(data.split_start("valid"))
     models = training.fit_baselines(settings, view)
     valid = training.evaluate_models(settings, data, models, "valid")
@@ -365,7 +364,6 @@ def _write_evaluation(
 )
 def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
-    limit_cpu_threads(inputs.settings.torch_threads)
     settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
     profile, encoder = inputs.profile, inputs.encoder
     ranker_version = _latest(registry, "ranker")
