@@ -88,18 +88,24 @@ OVERLAPPING_RUN = textwrap.dedent(
 def test_two_overlapping_runs_both_succeed(recgen_home):
     """Two processes materialize the same DuckDB file at once; the warehouse lock serializes them."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", OVERLAPPING_RUN],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    # Output goes to files, not pipes: a child blocked on a full pipe while holding the warehouse lock would
+    # deadlock the other child (and this test) waiting for that lock.
+    logs = [recgen_home.parent / f"run{i}.log" for i in range(2)]
+    procs = []
+    for log in logs:
+        with log.open("w") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", OVERLAPPING_RUN],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    for proc in procs:
+        proc.wait(timeout=600)
+    outputs = [log.read_text() for log in logs]
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
         assert "RUN_OK True" in out
