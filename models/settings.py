@@ -306,6 +306,11 @@ class Settings(BaseSettings):
         None, ge=1, description="torch intra-op threads (None: torch's choice); 1 on a CPU shared with busy jobs"
     )
     seed: int = 42
+    partitions_start_date: str | None = Field(
+        None,
+        description="first day of the daily partitions (events, scores, drift, copy); defaults to "
+        "simulator.start_date. Set it to the first day of a real dataset (MovieLens 100k: 1997-09-20)",
+    )
 
     simulator: SimulatorSettings = SimulatorSettings()
     split: SplitSettings = SplitSettings()
@@ -324,6 +329,11 @@ class Settings(BaseSettings):
         if self.dataset != "simulator" and self.dataset_path is None:
             raise ValueError(f"dataset={self.dataset!r} needs dataset_path (RECGEN_DATASET_PATH)")
         return self
+
+    @property
+    def first_partition_day(self) -> str:
+        """ISO date of the first daily partition."""
+        return self.partitions_start_date or self.simulator.start_date
 
     @property
     def database(self) -> Path:
