@@ -281,6 +281,18 @@ class ServingSettings(BaseModel):
     warehouse_timeout_s: float = Field(
         30.0, ge=0, description="how long start-up waits for the DuckDB lock before serving without cache"
     )
+    max_concurrency: int | None = Field(
+        64,
+        ge=1,
+        description="BentoML traffic.max_concurrency: requests in flight past this get an immediate 429 "
+        "instead of queueing (None = no limit); /readyz and /livez are not counted",
+    )
+    fairness_rerank_depth: int = Field(
+        2,
+        ge=1,
+        description="with monitoring.fairness_rerank, the served top k is re-ranked from the model's top "
+        "depth * k (the fairness report re-ranks the evaluation's top 20 into a top 10)",
+    )
     bento_name: str = "recgen"
 
 
@@ -294,6 +306,14 @@ class Settings(BaseSettings):
     home: Path = Field(Path("data"), description="root of every file the pipeline writes")
     reports_dir: Path = Path("reports")
     duckdb_path: Path | None = Field(None, description="defaults to <home>/recgen.duckdb")
+    duckdb_memory_limit: str | None = Field(
+        None,
+        description="DuckDB memory_limit for ingest, the pipeline's connections and dbt (e.g. '4GB'); "
+        "None or empty: DuckDB's default, 80% of RAM. Past it DuckDB spills to duckdb_temp_directory",
+    )
+    duckdb_temp_directory: str | None = Field(
+        None, description="where DuckDB spills; None or empty: DuckDB's default, <duckdb file>.tmp"
+    )
     dataset: DatasetKind = "simulator"
     dataset_path: Path | None = Field(None, description="folder of a MovieLens or MIND dataset")
     device: Literal["auto", "cpu", "cuda"] = "auto"
