@@ -8,7 +8,9 @@ No ``from __future__ import annotations`` here: Dagster reads the context annota
 
 import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -88,13 +90,57 @@ def _inputs_with_profile_model(recgen: RecgenResource) -> _Inputs:
     return _Inputs(settings, data, snapshot, registry, profile, encoder)
 
 
-def _version_metadata(artifact: ArtifactVersion, promoted: bool) -> dict[str, Any]:
-    return {
+def _register(
+    registry: ModelRegistry,
+    snapshot: str,
+    name: str,
+    save: Callable[[Path], None],
+    *,
+    metrics: Mapping[str, object],
+    config: Mapping[str, object],
+    feature_schema: Mapping[str, object] | None = None,
+    promote: bool = True,
+) -> tuple[ArtifactVersion, bool]:
+    """Register a new version of ``name`` trained on data ``snapshot``; promote it if it beats the champion.
+
+    Returns the version and whether it is the champion now (False when ``promote`` is off).
+    """
+    artifact = registry.register(
+        name, save, metrics=metrics, config=config, feature_schema=feature_schema, data_snapshot_id=snapshot
+    )
+    promoted = registry.promote_if_better(name, artifact.version) if promote else False
+    return artifact, promoted
+
+
+def _model_metadata(
+    artifact: ArtifactVersion,
+    promoted: bool,
+    fields: Mapping[str, Any],
+    *,
+    training: tuple[float, pd.DataFrame, str] | None = None,
+) -> dict[str, Any]:
+    """The Dagster metadata of an asset that registered a model version, then the asset's own ``fields``.
+
+    ``training`` is ``(seconds, epochs, rate_column)`` for a trained model: its wall time, the median of the
+    per-epoch throughput column and the per-epoch table.
+    """
+    metadata: dict[str, Any] = {
         "version": artifact.version,
         "path": dg.MetadataValue.path(str(artifact.path)),
         "promoted_to_champion": promoted,
         "data_snapshot_id": artifact.data_snapshot_id,
     }
+    if training is not None:
+        seconds, epochs, rate_column = training
+        metadata["train_seconds"] = round(seconds, 1)
+        metadata[rate_column] = float(epochs[rate_column].median()) if len(epochs) else 0.0
+        metadata["epochs"] = _markdown(epochs)
+    return {**metadata, **fields}
+
+
+def _model_row(result: training.EvaluationResult, model: str) -> dict[str, Any]:
+    """One model's row of an evaluation table, as {metric: value}."""
+    return result.table.set_index("model").loc[model].to_dict()
 
 
 @dg.asset(
@@ -149,8 +195,9 @@ def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
     encoder, epochs = training.fit_profile_model(settings, data)
     seconds = time.perf_counter() - started
     valid = evaluate_retrieval(encoder, data, "valid", max_users=settings.evaluation.max_users)
-    registry = ModelRegistry.from_settings(settings)
-    artifact = registry.register(
+    artifact, promoted = _register(
+        ModelRegistry.from_settings(settings),
+        snapshot,
         "profile_model",
         encoder.save,
         metrics={"ndcg@10": valid["ndcg@10"], "recall@20": valid["recall@20"], "train_seconds": seconds},
@@ -159,19 +206,14 @@ def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
             "history": "item id, projected text embedding, category; dwell, rating, recency bucket, position",
             "item_text_dim": int(data.item_text.shape[1]),
         },
-        data_snapshot_id=snapshot,
     )
-    promoted = registry.promote_if_better("profile_model", artifact.version)
+    fields = {
+        "valid_ndcg@10": valid["ndcg@10"],
+        "valid_recall@20": valid["recall@20"],
+        "device": settings.resolved_device,
+    }
     return dg.MaterializeResult(
-        metadata={
-            **_version_metadata(artifact, promoted),
-            "valid_ndcg@10": valid["ndcg@10"],
-            "valid_recall@20": valid["recall@20"],
-            "train_seconds": round(seconds, 1),
-            "examples_per_s": float(epochs["examples_per_s"].median()) if len(epochs) else 0.0,
-            "epochs": _markdown(epochs),
-            "device": settings.resolved_device,
-        }
+        metadata=_model_metadata(artifact, promoted, fields, training=(seconds, epochs, "examples_per_s"))
     )
 
 
@@ -231,8 +273,7 @@ def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
 )
 def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
-    settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
-    profile, encoder = inputs.profile, inputs.encoder
+    settings, data, profile, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     started = time.perf_counter()
     index = training.build_retrieval(settings, data, encoder)
     build_seconds = time.perf_counter() - started
@@ -242,25 +283,25 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     vectors = two_tower.user_vectors(users)
     index.search(vectors, settings.retrieval.n_candidates, data.exclusions(users))
     search_seconds = time.perf_counter() - started
-    artifact = registry.register(
+    artifact, promoted = _register(
+        inputs.registry,
+        inputs.snapshot,
         "retrieval_index",
         index.save,
         metrics={"users_per_s": len(users) / search_seconds if search_seconds > 0 else float("nan")},
         config={"profile_model_version": profile.version, "retrieval": settings.retrieval.model_dump()},
         feature_schema={"item_vectors": "profile-model item tower, unit norm", "bias": "per-item logit bias"},
-        data_snapshot_id=snapshot,
+        promote=False,
     )
-    return dg.MaterializeResult(
-        metadata={
-            **_version_metadata(artifact, False),
-            "n_items": index.n_items,
-            "dim": int(index.space.vecs.shape[1]),
-            "ann": index.ann is not None,
-            "build_seconds": round(build_seconds, 3),
-            "search_users_per_s": round(len(users) / search_seconds, 1) if search_seconds > 0 else 0.0,
-            "profile_model_version": profile.version,
-        }
-    )
+    fields = {
+        "n_items": index.n_items,
+        "dim": int(index.space.vecs.shape[1]),
+        "ann": index.ann is not None,
+        "build_seconds": round(build_seconds, 3),
+        "search_users_per_s": round(len(users) / search_seconds, 1) if search_seconds > 0 else 0.0,
+        "profile_model_version": profile.version,
+    }
+    return dg.MaterializeResult(metadata=_model_metadata(artifact, promoted, fields))
 
 
 @dg.asset(
@@ -273,41 +314,35 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
 )
 def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
-    settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
-    profile, encoder = inputs.profile, inputs.encoder
+    settings, data, profile, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     started = time.perf_counter()
     model, epochs = training.fit_ranker(settings, data, encoder)
     seconds = time.perf_counter() - started
+    # request-level NDCG@10 of the valid impressions (the early-stopping figure) and impression AUC, best epoch
     best = epochs.sort_values("valid_ndcg@10", ascending=False).iloc[0] if len(epochs) else None
-    artifact = registry.register(
+    valid_ndcg = float(best["valid_ndcg@10"]) if best is not None else float("nan")
+    valid_auc = float(best["valid_auc"]) if best is not None else float("nan")
+    artifact, promoted = _register(
+        inputs.registry,
+        inputs.snapshot,
         "ranker",
         model.save,
-        metrics={
-            # request-level NDCG@10 of the valid impressions (the early-stopping figure) and impression AUC
-            "ndcg@10": float(best["valid_ndcg@10"]) if best is not None else float("nan"),
-            "auc": float(best["valid_auc"]) if best is not None else float("nan"),
-            "train_seconds": seconds,
-        },
+        metrics={"ndcg@10": valid_ndcg, "auc": valid_auc, "train_seconds": seconds},
         config={
             "ranker": settings.ranker.model_dump(),
             "profile_model_version": profile.version,
             "device": settings.resolved_device,
         },
         feature_schema=feature_schema(),
-        data_snapshot_id=snapshot,
     )
-    promoted = registry.promote_if_better("ranker", artifact.version)
+    fields = {
+        "valid_auc": valid_auc,
+        "valid_request_ndcg@10": valid_ndcg,
+        "epochs_run": len(epochs),
+        "profile_model_version": profile.version,
+    }
     return dg.MaterializeResult(
-        metadata={
-            **_version_metadata(artifact, promoted),
-            "valid_auc": float(best["valid_auc"]) if best is not None else float("nan"),
-            "valid_request_ndcg@10": float(best["valid_ndcg@10"]) if best is not None else float("nan"),
-            "epochs_run": len(epochs),
-            "train_seconds": round(seconds, 1),
-            "samples_per_s": float(epochs["samples_per_s"].median()) if len(epochs) else 0.0,
-            "epochs": _markdown(epochs),
-            "profile_model_version": profile.version,
-        }
+        metadata=_model_metadata(artifact, promoted, fields, training=(seconds, epochs, "samples_per_s"))
     )
 
 
@@ -327,11 +362,14 @@ def baselines(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.M
     registry = ModelRegistry.from_settings(settings)
     versions: dict[str, str] = {}
     for name, model in models.items():
-        row = valid.table.set_index("model").loc[name].to_dict()
-        artifact = registry.register(
-            name, model.save, metrics=row, config={"fitted_before": str(view.now)}, data_snapshot_id=snapshot
+        artifact, _ = _register(
+            registry,
+            snapshot,
+            name,
+            model.save,
+            metrics=_model_row(valid, name),
+            config={"fitted_before": str(view.now)},
         )
-        registry.promote_if_better(name, artifact.version)
         versions[name] = artifact.version
     return dg.MaterializeResult(
         metadata={"valid": _markdown(valid.table), "versions": dg.MetadataValue.json(versions)}
@@ -364,7 +402,7 @@ def _write_evaluation(
 )
 def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
-    settings, data, snapshot, registry = inputs.settings, inputs.data, inputs.snapshot, inputs.registry
+    settings, data, registry = inputs.settings, inputs.data, inputs.registry
     profile, encoder = inputs.profile, inputs.encoder
     ranker_version = _latest(registry, "ranker")
     model = Ranker.load(ranker_version.path, settings.resolved_device)
@@ -375,9 +413,11 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
     training.write_report(test.groups, settings.reports_dir, "evaluation_groups.csv")
     # the served model: the same weights, indexed on everything up to now
     served = training.full_stack(settings, encoder, model, weight).fit(data)
-    valid_row = valid.table.set_index("model").loc["full_stack"].to_dict()
-    test_row = test.table.set_index("model").loc["full_stack"].to_dict()
-    artifact = registry.register(
+    valid_row = _model_row(valid, "full_stack")
+    test_row = _model_row(test, "full_stack")
+    artifact, promoted = _register(
+        inputs.registry,
+        inputs.snapshot,
         "full_stack",
         served.save,
         metrics={**valid_row, **{f"test_{k}": v for k, v in test_row.items()}},
@@ -388,15 +428,12 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
             "mmr_lambda": settings.ranker.mmr_lambda,
         },
         feature_schema=feature_schema(),
-        data_snapshot_id=snapshot,
     )
-    promoted = registry.promote_if_better("full_stack", artifact.version)
     with recgen.connect() as con:
         _write_evaluation(con, valid, test, artifact.version)
     wins, message = training.full_stack_wins(test.table)
     context.log.info(message)
-    metadata: dict[str, Any] = {
-        **_version_metadata(artifact, promoted),
+    fields: dict[str, Any] = {
         "test": _markdown(test.table),
         "valid": _markdown(valid.table),
         "retrieval_weight_grid": _markdown(grid),
@@ -407,11 +444,11 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
         "n_test_users": int(test.timings.get("n_users", 0)),
     }
     for column in training.TABLE_COLUMNS[1:]:
-        metadata[f"full_stack_{column}"] = float(test_row[column])
+        fields[f"full_stack_{column}"] = float(test_row[column])
     for key, value in test.timings.items():
         if key.endswith("users_per_s"):
-            metadata[key] = round(value, 1)
-    return dg.MaterializeResult(metadata=metadata)
+            fields[key] = round(value, 1)
+    return dg.MaterializeResult(metadata=_model_metadata(artifact, promoted, fields))
 
 
 ml_assets = [item_embeddings, profile_model, user_profiles, retrieval_index, ranker, baselines, evaluation]
