@@ -5,6 +5,11 @@ DuckDB file, so the growth of cost with size is visible. Usage:
 
     .venv/bin/python benchmarks/pipeline.py                 # 10k, 100k, 1M users
     .venv/bin/python benchmarks/pipeline.py --users 10000 100000
+    .venv/bin/python benchmarks/pipeline.py --users 100000 --memory-limit 4GB   # DuckDB memory_limit
+
+``--memory-limit`` sets ``RECGEN_DUCKDB_MEMORY_LIMIT`` (settings.duckdb_memory_limit) for the ingest connection
+and for dbt's profile; DuckDB spills past it to ``<db>.tmp`` (or ``--temp-directory``). "sim RSS" is the
+Python process's peak after simulating, so a larger "py RSS" was reached in ingest.
 """
 
 from __future__ import annotations
@@ -31,28 +36,33 @@ from models.data import warehouse
 s = get_settings()
 s.ensure_dirs()
 t0 = time.perf_counter(); files = write_raw_snapshot(s); t1 = time.perf_counter()
-with warehouse.connect(s.database) as con:
+sim_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with warehouse.connect(s.database, config=warehouse.duckdb_config(s)) as con:
     report = ingest_snapshot(con, files, source="simulator")
 t2 = time.perf_counter()
 dbt = Path(sys.prefix) / "bin" / "dbt"
 vars_ = json.dumps({"valid_days": s.split.valid_days, "test_days": s.split.test_days})
 subprocess.run([str(dbt), "build", "--quiet", "--vars", vars_, "--profiles-dir", ".", "--project-dir", "."],
-               cwd=Path.cwd() / "dbt_project", check=True, env={**os.environ, "RECGEN_DUCKDB_PATH": str(s.database.resolve())})
+               cwd=Path.cwd() / "dbt_project", check=True, env={**os.environ, **warehouse.dbt_env(s)})
 t3 = time.perf_counter()
 self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print("RESULT " + json.dumps({
     "events": report.tables["events"].rows_clean, "simulate_s": t1 - t0, "ingest_s": t2 - t1, "dbt_s": t3 - t2,
-    "peak_rss_mb_python": self_rss, "peak_rss_mb_dbt": child_rss,
+    "peak_rss_mb_simulate": sim_rss, "peak_rss_mb_python": self_rss, "peak_rss_mb_dbt": child_rss,
     "db_mb": s.database.stat().st_size / 2**20}))
 """
 
 
-def run_size(n_users: int, n_items: int, n_days: int) -> dict[str, float]:
+def run_size(
+    n_users: int, n_items: int, n_days: int, memory_limit: str = "", temp_directory: str = ""
+) -> dict[str, float]:
     """Run the data layer for one size in a fresh process and home; return its figures."""
     with tempfile.TemporaryDirectory(prefix="recgen-bench-") as home:
         env = {
             **os.environ,
+            "RECGEN_DUCKDB_MEMORY_LIMIT": memory_limit,
+            "RECGEN_DUCKDB_TEMP_DIRECTORY": temp_directory,
             "RECGEN_HOME": home,
             "RECGEN_DUCKDB_PATH": f"{home}/recgen.duckdb",
             "RECGEN_SIMULATOR__N_USERS": str(n_users),
@@ -80,17 +90,23 @@ def main() -> None:
     )
     parser.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--days", type=int, default=21)
+    parser.add_argument(
+        "--memory-limit", default="", help="DuckDB memory_limit, e.g. 4GB (default: DuckDB's, 80%% of RAM)"
+    )
+    parser.add_argument("--temp-directory", default="", help="where DuckDB spills (default: <db>.tmp)")
     args = parser.parse_args()
+    print(f"DuckDB memory_limit: {args.memory_limit or 'default (80% of RAM)'}")
     print(
         f"{'users':>9} {'items':>7} {'events':>11} {'simulate s':>10} {'ingest s':>9} {'dbt s':>8} "
-        f"{'total s':>8} {'py RSS MB':>9} {'dbt RSS MB':>10} {'db MB':>7}"
+        f"{'total s':>8} {'sim RSS MB':>10} {'py RSS MB':>9} {'dbt RSS MB':>10} {'db MB':>7}"
     )
     for n_users in args.users:
         n_items = max(500, n_users // 10)
-        f = run_size(n_users, n_items, args.days)
+        f = run_size(n_users, n_items, args.days, args.memory_limit, args.temp_directory)
         print(
             f"{n_users:>9} {n_items:>7} {f['events']:>11} {f['simulate_s']:>10.1f} {f['ingest_s']:>9.1f} "
-            f"{f['dbt_s']:>8.1f} {f['total_s']:>8.1f} {f['peak_rss_mb_python']:>9.0f} "
+            f"{f['dbt_s']:>8.1f} {f['total_s']:>8.1f} {f['peak_rss_mb_simulate']:>10.0f} "
+            f"{f['peak_rss_mb_python']:>9.0f} "
             f"{f['peak_rss_mb_dbt']:>10.0f} {f['db_mb']:>7.0f}",
             flush=True,
         )

@@ -6,6 +6,11 @@ exclusive OS lock (``<db>.lock``) for the life of the connection: overlapping Da
 sensor-started and manual) queue on the lock instead of failing with DuckDB's "Could not set lock" error.
 Dagster's run queue (``dagster.yaml``: tag concurrency on ``recgen/duckdb``) serializes whole runs where the
 daemon is running; this lock covers the CLI and in-process runs that bypass the queue.
+
+DuckDB's memory grows with the data (ingest and ``dbt build`` of 14.8M events peaked at 6 and 12 GB):
+``settings.duckdb_memory_limit`` (and ``duckdb_temp_directory``, where it spills past the limit) apply to the
+connections opened with :func:`duckdb_config` and, through the environment of :func:`dbt_env`, to dbt's
+(``dbt_project/profiles.yml``). Unset or empty, DuckDB's defaults hold (80% of RAM, ``<file>.tmp``).
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
+
+if TYPE_CHECKING:
+    from models.settings import Settings
 
 
 class WarehouseLockTimeout(TimeoutError):
@@ -49,12 +58,42 @@ def exclusive_lock(database: Path, timeout_s: float = 1800.0) -> Iterator[None]:
         os.close(fd)
 
 
+def duckdb_config(settings: Settings) -> dict[str, str]:
+    """The DuckDB settings of ``settings`` for :func:`connect` (only those set: empty means DuckDB's default)."""
+    config = {}
+    if settings.duckdb_memory_limit:
+        config["memory_limit"] = settings.duckdb_memory_limit
+    if settings.duckdb_temp_directory:
+        config["temp_directory"] = str(Path(settings.duckdb_temp_directory).resolve())
+    return config
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """Environment variables ``dbt_project/profiles.yml`` reads: the DuckDB file and its memory settings.
+
+    Absolute paths, since dbt runs in ``dbt_project/``; an empty value keeps DuckDB's default there too.
+    """
+    config = duckdb_config(settings)
+    return {
+        "RECGEN_DUCKDB_PATH": str(settings.database.resolve()),
+        "RECGEN_DUCKDB_MEMORY_LIMIT": config.get("memory_limit", ""),
+        "RECGEN_DUCKDB_TEMP_DIRECTORY": config.get("temp_directory", ""),
+    }
+
+
 @contextmanager
-def connect(database: Path, timeout_s: float = 1800.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection to ``database``, holding its cross-process lock while open."""
+def connect(
+    database: Path, timeout_s: float = 1800.0, config: Mapping[str, str] | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to ``database``, holding its cross-process lock while open.
+
+    ``config`` (from :func:`duckdb_config`) is applied with ``SET`` on the new connection.
+    """
     with exclusive_lock(database, timeout_s):
         con = duckdb.connect(str(database))
         try:
+            for key, value in (config or {}).items():
+                con.execute(f"SET {key} = '{str(value).replace(chr(39), chr(39) * 2)}'")
             yield con
         finally:
             con.close()
