@@ -38,8 +38,13 @@ class RecgenResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with warehouse.connect(self.settings().database) as con:
+        settings = self.settings()
+        with warehouse.connect(settings.database, config=warehouse.duckdb_config(settings)) as con:
             yield con
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment for the dbt CLI: the DuckDB file and its memory settings (``dbt_project/profiles.yml``)."""
+        return warehouse.dbt_env(self.settings())
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
