@@ -3,8 +3,8 @@
 Every model — these and the full stack in ``models.recommender`` — exposes ``fit(view)``, ``score(user_ids,
 item_ids)`` and ``recommend(user_ids, k, exclude_seen)``, so ``models.training.evaluate`` runs one loop over all.
 ``fit`` takes a :class:`RecData` view (``data.as_of(cutoff)``): the model learns from the view's engagements and
-recommends as of its cutoff, never returning an item the user engaged with in the view (``exclude_seen``) or an
-item not yet published at the cutoff (always).
+recommends as of its cutoff, never returning an item the user engaged with or rated in the view (``exclude_seen``)
+or an item not yet published at the cutoff (always).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class BaseRecommender:
         self.view = view
         self.item_ids = view.items["item_id"].to_numpy()
         self._history = view.history_idx()
+        self._seen = view.seen_idx()
         self._unpublished = view.unpublished()
         self.popularity = view.item_popularity()
         self._fit(view)
@@ -62,8 +63,8 @@ class BaseRecommender:
         )
 
     def exclusions(self, user_ids: list[str], exclude_seen: bool = True) -> list[np.ndarray]:
-        """Items not to recommend per user: unpublished ones always, engaged-with ones when ``exclude_seen``."""
-        return exclusion_lists(self._history if exclude_seen else {}, self._unpublished, user_ids)
+        """Items not to recommend per user: unpublished ones always, engaged with or rated when ``exclude_seen``."""
+        return exclusion_lists(self._seen if exclude_seen else {}, self._unpublished, user_ids)
 
     def recommend(
         self, user_ids: list[str], k: int, exclude_seen: bool = True, batch_size: int | None = None

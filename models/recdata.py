@@ -56,6 +56,13 @@ def exclusion_lists(
     return [np.union1d(history.get(u, empty), unpublished).astype(np.int64) for u in user_ids]
 
 
+def merge_item_sets(*sets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per user, the union of the catalog positions in every mapping."""
+    empty = np.zeros(0, dtype=np.int64)
+    users = dict.fromkeys(u for m in sets for u in m)
+    return {u: np.unique(np.concatenate([m.get(u, empty) for m in sets])).astype(np.int64) for u in users}
+
+
 @dataclass
 class RecData:
     """The marts plus item text embeddings on one catalog index, optionally cut at ``cutoff``."""
@@ -156,23 +163,47 @@ class RecData:
             user: idx[rows] for user, rows in self.histories.groupby("user_id", sort=False).indices.items()
         }
 
+    def rated_idx(self) -> dict[str, np.ndarray]:
+        """Each user's rated items as catalog positions, clicked or not.
+
+        A rating says the user consumed the item even without a click: MovieLens ratings below the click
+        threshold are impressions without a click, and recommending such a movie back would be a repeat.
+        """
+        rated = self.interactions[self.interactions["rating"].notna()]
+        idx = self.item_idx(rated["item_id"])
+        return {
+            user: np.unique(idx[rows]) for user, rows in rated.groupby("user_id", sort=False).indices.items()
+        }
+
+    def seen_idx(self) -> dict[str, np.ndarray]:
+        """Per user, the items never recommended back: engaged with or rated in this view."""
+        return merge_item_sets(self.history_idx(), self.rated_idx())
+
     def unpublished(self) -> np.ndarray:
         """Catalog positions of items published at or after ``now``: no model may recommend them yet."""
         published = self.items["published_at"]
         return np.flatnonzero((published >= self.now).fillna(False).to_numpy())
 
     def exclusions(self, user_ids: list[str]) -> list[np.ndarray]:
-        """Per user, the items never to recommend: engaged with in this view, or not yet published."""
-        return exclusion_lists(self.history_idx(), self.unpublished(), user_ids)
+        """Per user, the items never to recommend: engaged with or rated in this view, or not yet published."""
+        return exclusion_lists(self.seen_idx(), self.unpublished(), user_ids)
 
     def relevant(self, split: str) -> dict[str, set[int]]:
         """Items each user engaged with in ``split`` that a model could recommend at its start.
 
-        Left out: items the user engaged with before the split (never recommended back) and items published
-        during the split (not in the catalog yet when the recommendations are made).
+        Left out: items the user engaged with or rated before the split (never recommended back) and items
+        published during the split (not in the catalog yet when the recommendations are made).
         """
         start = self.split_start(split)
-        before = self.histories[self.histories["event_ts"] < start]
+        before = pd.concat(
+            [
+                self.histories.loc[self.histories["event_ts"] < start, ["user_id", "item_id"]],
+                self.interactions.loc[
+                    (self.interactions["event_ts"] < start) & self.interactions["rating"].notna(),
+                    ["user_id", "item_id"],
+                ],
+            ]
+        )
         seen: dict[str, set[str]] = before.groupby("user_id")["item_id"].agg(set).to_dict()
         published = self.items.set_index("item_id")["published_at"]
         not_yet = set(published.index[(published >= start).fillna(False).to_numpy()])
