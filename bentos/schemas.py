@@ -97,6 +97,11 @@ class RecommendResponse(BaseModel):
     profile: ProfileSummary
     explanation: str = Field(description="one line on what the slate is based on")
     model_version: str
+    fairness_rerank_strength: float | None = Field(
+        None,
+        description="strength of the exposure-aware re-ranking across creator groups applied to this slate "
+        "(monitoring.fairness_rerank, monitoring.rerank_strength); null when off",
+    )
     latency_ms: float
 
 
@@ -190,6 +195,10 @@ class HealthResponse(BaseModel):
     status: Literal["ok"]
     device: str
     model_versions: dict[str, str]
+    fairness_rerank_strength: float | None = Field(
+        None,
+        description="exposure re-ranking strength of served slates (monitoring.fairness_rerank); null: off",
+    )
     counts: dict[str, int]
     started_at: datetime
     uptime_s: float

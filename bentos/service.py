@@ -82,10 +82,22 @@ def slate_explanation(profile: InterestProfile) -> str:
     return f"Based on your interest in {listed} ({profile.n_events} recent engagements)."
 
 
+def _traffic(settings: Settings) -> dict[str, Any]:
+    """BentoML traffic config: the request timeout, and ``serving.max_concurrency`` when set.
+
+    Requests in flight past ``max_concurrency`` are refused at once (BentoML 1.4 answers 429 ``{"error": "Too
+    many requests"}``) instead of queueing behind a saturated worker; ``/readyz`` and ``/livez`` are not counted.
+    """
+    traffic: dict[str, Any] = {"timeout": settings.serving.request_timeout_s}
+    if settings.serving.max_concurrency is not None:
+        traffic["max_concurrency"] = settings.serving.max_concurrency
+    return traffic
+
+
 @bentoml.service(
     name="recgen",
     resources={"gpu": 1},
-    traffic={"timeout": _SETTINGS.serving.request_timeout_s},
+    traffic=_traffic(_SETTINGS),
     workers=1,  # the freshest history lives in memory: one worker per replica keeps it consistent
 )
 class RecgenService:
@@ -176,6 +188,7 @@ class RecgenService:
             profile=_profile_summary(profile),
             explanation=slate_explanation(profile),
             model_version=self.models.versions()["recommender"],
+            fairness_rerank_strength=self.models.fairness_rerank_strength,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
@@ -256,6 +269,7 @@ class RecgenService:
             status="ok",
             device=self.models.device,
             model_versions=self.models.versions(),
+            fairness_rerank_strength=self.models.fairness_rerank_strength,
             counts=counts,
             started_at=self.started_at,
             uptime_s=round((datetime.now(UTC) - self.started_at).total_seconds(), 3),

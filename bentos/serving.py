@@ -94,7 +94,7 @@ class ServingModels:
         registry = ModelRegistry.from_settings(settings)
         artifact = registry.load_champion(RECOMMENDER_NAME)
         model = FullStackModel.load(artifact.path, settings.resolved_device)
-        recommender = Recommender(model, settings.serving.max_history_items)
+        recommender = Recommender.from_settings(model, settings)
         log.info("loaded %s %s from %s", RECOMMENDER_NAME, artifact.version, artifact.path)
         generator = cache_con = None
         try:
@@ -121,6 +121,12 @@ class ServingModels:
         if self.generator is not None:
             out["generator"] = self.generator.version
         return out
+
+    @property
+    def fairness_rerank_strength(self) -> float | None:
+        """Strength of the exposure re-ranking applied to served lists (None: off)."""
+        fairness = self.recommender.fairness
+        return None if fairness is None else fairness.strength
 
     def counts(self) -> dict[str, int]:
         """Sizes of what is loaded."""
@@ -161,7 +167,7 @@ class ServingModels:
         self, model: FullStackModel, candidates: Any, job: RankJob, profile: InterestProfile
     ) -> list[ScoredItem]:
         """The same top-k and reasons as ``Recommender.recommend`` gives, from already-scored candidates."""
-        items, scores, sources = model.finalize(candidates, job.k)
+        items, scores, sources = self.recommender.top_k(candidates, job.k)
         style = job.style or profile.preferred_style
         out = []
         for item, score, source in zip(items, scores, sources, strict=True):

@@ -24,6 +24,8 @@ import torch
 from models.baselines import BaseRecommender
 from models.history import HistoryStore, to_hours
 from models.interests import InterestProfile
+from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
+from models.monitoring.rerank import catalog_shares, rerank_list
 from models.profile import ColdStart, ProfileEncoder, build_interest_profile, compute_idf, user_vectors_at
 from models.ranking import TWO_TOWER_FEATURE, PairContext, Ranker, build_pair_inputs, mmr_rerank
 from models.recdata import RecData, exclusion_lists, split_list
@@ -356,12 +358,56 @@ _REASON_TEMPLATES = {
 }  # fmt: skip
 
 
-class Recommender:
-    """Serving facade over a fitted :class:`FullStackModel` (see the module docstring)."""
+@dataclass(frozen=True)
+class FairnessRerank:
+    """Exposure-aware re-ranking of served lists across creator groups (``models/monitoring/rerank.py``).
 
-    def __init__(self, model: FullStackModel, max_history_items: int = 500) -> None:
+    With ``monitoring.fairness_rerank`` the top ``depth * k`` of the model's list (after MMR) is re-ranked into
+    the served top k with the fairness report's function and ``strength``, towards the groups' catalog shares;
+    each list on its own (:func:`~models.monitoring.rerank.rerank_list`).
+    """
+
+    strength: float
+    depth: int
+    groups: np.ndarray  # creator group of each catalog row of the model
+    target_shares: dict[str, float]
+
+    @classmethod
+    def for_model(cls, model: FullStackModel, strength: float, depth: int = 2) -> FairnessRerank:
+        """Targets are the catalog shares of ``model.items`` (the fairness report's default)."""
+        if CREATOR_ATTRIBUTE in model.items:
+            groups = model.items[CREATOR_ATTRIBUTE].fillna(UNKNOWN).astype(str).to_numpy(dtype=object)
+        else:
+            groups = np.full(len(model.items), UNKNOWN, dtype=object)
+        shares = catalog_shares(pd.DataFrame({"item_id": model.item_ids, CREATOR_ATTRIBUTE: groups}))
+        return cls(float(strength), int(depth), groups, shares)
+
+    @classmethod
+    def from_settings(cls, model: FullStackModel, settings: Settings) -> FairnessRerank | None:
+        """``monitoring.rerank_strength`` over ``serving.fairness_rerank_depth``; None when the setting is off."""
+        if not settings.monitoring.fairness_rerank:
+            return None
+        return cls.for_model(
+            model, settings.monitoring.rerank_strength, settings.serving.fairness_rerank_depth
+        )
+
+    def top_k(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        """Positions in the model-ordered ``items`` of the re-ranked top k."""
+        return rerank_list(self.groups[items], scores, k, self.strength, self.target_shares)
+
+
+class Recommender:
+    """Serving facade over a fitted :class:`FullStackModel` (see the module docstring).
+
+    ``fairness`` (from ``monitoring.fairness_rerank``) re-ranks every served top k across creator groups.
+    """
+
+    def __init__(
+        self, model: FullStackModel, max_history_items: int = 500, fairness: FairnessRerank | None = None
+    ) -> None:
         self.model = model
         self.max_history_items = max_history_items
+        self.fairness = fairness
         self.idf = compute_idf(model.items)
         self._items = model.items.set_index("item_id", drop=False)
         self._user_rows = model.users.set_index("user_id", drop=False)
@@ -373,9 +419,20 @@ class Recommender:
         from models.registry import ModelRegistry
 
         artifact = ModelRegistry.from_settings(settings).load_champion("full_stack")
-        return cls(
-            FullStackModel.load(artifact.path, settings.resolved_device), settings.serving.max_history_items
-        )
+        return cls.from_settings(FullStackModel.load(artifact.path, settings.resolved_device), settings)
+
+    @classmethod
+    def from_settings(cls, model: FullStackModel, settings: Settings) -> Recommender:
+        """The facade over ``model`` with the serving limits and fairness re-ranking of ``settings``."""
+        return cls(model, settings.serving.max_history_items, FairnessRerank.from_settings(model, settings))
+
+    def top_k(self, ranked: RankedCandidates, k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The served top k (items, scores, sources): the model's, re-ranked for exposure when ``fairness`` is set."""
+        if self.fairness is None:
+            return self.model.finalize(ranked, k)
+        items, scores, sources = self.model.finalize(ranked, k * self.fairness.depth)
+        pick = self.fairness.top_k(items, scores, k)
+        return items[pick], scores[pick], [sources[i] for i in pick]
 
     def known_user(self, user_id: str) -> bool:
         """Whether the user is in the snapshot's user table."""
@@ -424,7 +481,7 @@ class Recommender:
             extra = [self.model.item_index[i] for i in exclude if i in self.model.item_index]
             excluded = np.union1d(excluded, np.asarray(extra, dtype=np.int64)).astype(np.int64)
         ranked = self.model.rank_candidates([key], store, [excluded])[0]
-        items, scores, sources = self.model.finalize(ranked, k)
+        items, scores, sources = self.top_k(ranked, k)
         profile = self.profile(user_id, history_item_ids)
         style = style or profile.preferred_style
         out = []

@@ -188,3 +188,30 @@ def compare_mitigation(
             )
         )
     return out
+
+
+def rerank_list(
+    groups: Sequence[str],
+    scores: Sequence[float],
+    k: int,
+    strength: float,
+    target_shares: Mapping[str, float],
+) -> np.ndarray:
+    """The re-ranked top k of one model-ordered list, as positions into it: :func:`exposure_rerank` on one user.
+
+    What the service does with ``monitoring.fairness_rerank``: each list is re-ranked on its own, so exposure is
+    counted over that list's slots (its first slot is the model's, later ones lean towards the groups the list
+    has under-exposed so far) and an answer does not depend on which other requests were served with it.
+    """
+    n = len(groups)
+    recs = pd.DataFrame(
+        {
+            "user_id": "_",
+            "item_id": np.arange(n),
+            "rank": np.arange(1, n + 1),
+            "score": np.asarray(scores, float),
+        }
+    )
+    items = pd.DataFrame({"item_id": np.arange(n), CREATOR_ATTRIBUTE: list(groups)})
+    out = exposure_rerank(recs, items, k, strength, target_shares)
+    return out["original_rank"].to_numpy(dtype=np.int64) - 1
