@@ -65,33 +65,23 @@ user_moments as (
 
 user_prior as (
 
-    select
-        user_id,
-        happened_at,
-        coalesce(sum(n_impressions) over earlier_moments, 0) as user_prior_impressions,
-        coalesce(sum(n_clicks) over earlier_moments, 0) as user_prior_clicks,
-        max(happened_at) over earlier_moments as user_features_as_of
-
-    from user_moments
-    window earlier_moments as (
-        partition by user_id order by happened_at rows between unbounded preceding and 1 preceding
-    )
+    -- the user's earlier moments, i.e. strictly earlier events
+    {{ prior_totals(
+        'user_moments', 'user_id', 'happened_at',
+        sums={'user_prior_impressions': 'n_impressions', 'user_prior_clicks': 'n_clicks'},
+        latest={'user_features_as_of': 'happened_at'},
+    ) }}
 
 ),
 
 item_prior as (
 
-    select
-        item_id,
-        event_date,
-        coalesce(sum(impressions) over earlier_days, 0) as item_prior_impressions,
-        coalesce(sum(clicks) over earlier_days, 0) as item_prior_clicks,
-        max(last_event_ts) over earlier_days as item_features_as_of
-
-    from item_daily
-    window earlier_days as (
-        partition by item_id order by event_date rows between unbounded preceding and 1 preceding
-    )
+    -- the item's earlier days
+    {{ prior_totals(
+        'item_daily', 'item_id', 'event_date',
+        sums={'item_prior_impressions': 'impressions', 'item_prior_clicks': 'clicks'},
+        latest={'item_features_as_of': 'last_event_ts'},
+    ) }}
 
 ),
 
@@ -144,18 +134,10 @@ final as (
         sampled.split,
         coalesce(user_prior.user_prior_impressions, 0) as user_prior_impressions,
         coalesce(user_prior.user_prior_clicks, 0) as user_prior_clicks,
-        case
-            when user_prior.user_prior_impressions > 0
-                then cast(user_prior.user_prior_clicks as double) / user_prior.user_prior_impressions
-            else 0
-        end as user_prior_ctr,
+        {{ rate_or_zero('user_prior.user_prior_clicks', 'user_prior.user_prior_impressions') }} as user_prior_ctr,
         coalesce(item_prior.item_prior_impressions, 0) as item_prior_impressions,
         coalesce(item_prior.item_prior_clicks, 0) as item_prior_clicks,
-        case
-            when item_prior.item_prior_impressions > 0
-                then cast(item_prior.item_prior_clicks as double) / item_prior.item_prior_impressions
-            else 0
-        end as item_prior_ctr,
+        {{ rate_or_zero('item_prior.item_prior_clicks', 'item_prior.item_prior_impressions') }} as item_prior_ctr,
         -- a publication time after the impression is a data error, not a negative age
         greatest(
             cast({{ dbt.datediff('items.published_at', 'sampled.event_ts', 'second') }} as double) / 3600, 0

@@ -78,10 +78,7 @@ final as (
         users.declared_interests,
         coalesce(engagement.n_impressions, 0) as n_impressions,
         coalesce(engagement.n_clicks, 0) as n_clicks,
-        case
-            when engagement.n_impressions > 0 then cast(engagement.n_clicks as double) / engagement.n_impressions
-            else 0
-        end as ctr,
+        {{ rate_or_zero('engagement.n_clicks', 'engagement.n_impressions') }} as ctr,
         coalesce(engagement.avg_dwell_seconds, 0) as avg_dwell_seconds,
         coalesce(engagement.n_ratings, 0) as n_ratings,
         engagement.avg_rating,
