@@ -115,13 +115,7 @@ def store(con: duckdb.DuckDBPyConnection, entries: Iterable[CacheEntry]) -> int:
     ]
     if not rows:
         return 0
-    frame = pd.DataFrame(rows).drop_duplicates(subset=list(KEY_COLUMNS), keep="last")
-    con.register("_new_cache_rows", frame)
-    try:
-        con.execute(f"insert or replace into {CACHE_TABLE} by name select * from _new_cache_rows")
-    finally:
-        con.unregister("_new_cache_rows")
-    return len(frame)
+    return write_frame(con, pd.DataFrame(rows).drop_duplicates(subset=list(KEY_COLUMNS), keep="last"))
 
 
 def cache_size(con: duckdb.DuckDBPyConnection, model_version: str | None = None) -> int:

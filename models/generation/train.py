@@ -176,30 +176,31 @@ def _encode_seq2seq(
     return out
 
 
+def _padded(rows: list[list[int]], value: int) -> torch.Tensor:
+    """The rows as one long tensor, each right-padded with ``value`` to the longest."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def _batch(inputs: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, their attention mask, and labels padded with -100 (no loss)."""
+    return {
+        "input_ids": _padded(inputs, pad_id),
+        "attention_mask": _padded([[1] * len(ids) for ids in inputs], 0),
+        "labels": _padded(labels, -100),
+    }
+
+
 def _causal_batch(encoded: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(encoded), width), dtype=torch.long)
-    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
-    for i, (ids, n_prompt) in enumerate(encoded):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        # Loss on the answer only: the prompt is given, the model must learn to produce the target.
-        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    # Loss on the answer only: the prompt is given, the model must learn to produce the target.
+    labels = [[-100] * n_prompt + ids[n_prompt:] for ids, n_prompt in encoded]
+    return _batch([ids for ids, _ in encoded], labels, pad_id)
 
 
 def _seq2seq_batch(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    src_w = max(len(s) for s, _ in encoded)
-    tgt_w = max(len(t) for _, t in encoded)
-    input_ids = torch.full((len(encoded), src_w), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(encoded), src_w), dtype=torch.long)
-    labels = torch.full((len(encoded), tgt_w), -100, dtype=torch.long)
-    for i, (src, tgt) in enumerate(encoded):
-        input_ids[i, : len(src)] = torch.tensor(src)
-        attention[i, : len(src)] = 1
-        labels[i, : len(tgt)] = torch.tensor(tgt)
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    return _batch([src for src, _ in encoded], [tgt for _, tgt in encoded], pad_id)
 
 
 def _mean_loss(model: Any, batches: list[dict[str, torch.Tensor]], device: str) -> float:
