@@ -224,7 +224,6 @@ def _train_loop(
     model: Any,
     make_batch: Any,
     encoded: list[Any],
-    eval_batches: list[dict[str, torch.Tensor]],
     *,
     steps: int,
     batch_size: int,
@@ -232,7 +231,12 @@ def _train_loop(
     device: str,
     seed: int,
 ) -> tuple[float, float]:
-    """AdamW with linear warm-up and cosine decay; returns the eval loss before and after."""
+    """AdamW with linear warm-up and cosine decay; returns the eval loss before and after.
+
+    The eval loss is the mean over EVAL_EXAMPLES of ``encoded`` drawn with ``seed + 1``, in batches of 16.
+    """
+    eval_set = random.Random(seed + 1).sample(encoded, k=min(EVAL_EXAMPLES, len(encoded)))
+    eval_batches = [make_batch(eval_set[i : i + 16]) for i in range(0, len(eval_set), 16)]
     loss_before = _mean_loss(model, eval_batches, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
@@ -381,14 +385,10 @@ def train_default_lm(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id
-    eval_rng = random.Random(seed + 1)
-    eval_set = eval_rng.sample(encoded, k=min(EVAL_EXAMPLES, len(encoded)))
-    eval_batches = [_causal_batch(eval_set[i : i + 16], pad) for i in range(0, len(eval_set), 16)]
     loss_before, loss_after = _train_loop(
         model,
         lambda b: _causal_batch(b, pad),
         encoded,
-        eval_batches,
         steps=settings.train_steps,
         batch_size=settings.train_batch_size,
         learning_rate=settings.learning_rate,
@@ -494,13 +494,10 @@ def fine_tune(
             task_type="SEQ_2_SEQ_LM" if is_seq2seq else "CAUSAL_LM",
         )
         model = peft.get_peft_model(model, lora)
-    eval_set = random.Random(seed + 1).sample(encoded, k=min(EVAL_EXAMPLES, len(encoded)))
-    eval_batches = [make_batch(eval_set[i : i + 16]) for i in range(0, len(eval_set), 16)]
     loss_before, loss_after = _train_loop(
         model,
         make_batch,
         encoded,
-        eval_batches,
         steps=settings.train_steps,
         batch_size=settings.train_batch_size,
         learning_rate=settings.fine_tune_learning_rate,
