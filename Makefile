@@ -39,12 +39,13 @@ setup: $(STAMP) dbt-parse
 dbt-parse: $(STAMP)
 	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir . --project-dir .
 
-# The unpartitioned graph as one job, then the day-partitioned copy for the last day in the data
-# (`dagster asset materialize --select '*'` refuses a selection that mixes partitioned and unpartitioned assets).
+# recgen_all builds one day partition of the daily assets (marts, scores, drift, copy) and everything else
+# whole. Its partition is the last day in the data, which is known once the data has landed: data_refresh
+# (ingest + dbt) first, then recgen_all for that day (its ingest and dbt steps rebuild the same data again, idempotently).
 materialize: setup
-	$(BIN)/dagster job execute -m orchestration.definitions -j recgen_all
-	$(BIN)/dagster asset materialize -m orchestration.definitions --select generated_content \
-		--partition "$$($(BIN)/python -m orchestration.summary --latest-day)"
+	$(BIN)/dagster job execute -m orchestration.definitions -j data_refresh
+	$(BIN)/dagster job execute -m orchestration.definitions -j recgen_all \
+		--tags "{\"dagster/partition\": \"$$($(BIN)/python -m orchestration.summary --latest-day)\"}"
 
 bento: setup
 	cd bentos && ../$(BIN)/bentoml build -f bentofile.yaml ..

@@ -1,18 +1,34 @@
-"""Jobs: the whole graph, the data refresh the inbox sensor starts, the retrain the drift sensor starts, and
-the daily content job over the day-partitioned generation asset."""
+"""Jobs: one day of the whole graph, the data refresh the inbox sensor starts, the retrain the drift sensor
+starts, and the day-partitioned assets alone (for backfills of past days).
+
+A run of a day-partitioned job rebuilds the unpartitioned assets whole (ingest, features, models, the
+quality and fairness reports, the bento) and the selected day's partition of the daily ones.
+"""
 
 import dagster as dg
 
-from orchestration.assets.dbt import recgen_dbt_models
+from orchestration.assets.dbt import recgen_daily_dbt_models, recgen_dbt_models
 from orchestration.assets.generation import generated_content
+from orchestration.assets.monitoring import daily_scores, drift_report
+from orchestration.partitions import daily_partitions
 
-# A job runs one partitions definition: the day-partitioned content has a job (and schedule) of its own.
-partitioned = dg.AssetSelection.assets(generated_content)
+# Every asset built one day at a time: the daily dbt marts, the champion's scores, drift, the copy.
+daily = dg.AssetSelection.assets(recgen_daily_dbt_models, daily_scores, drift_report, generated_content)
 
 all_assets_job = dg.define_asset_job(
     "recgen_all",
-    selection=dg.AssetSelection.all() - partitioned,
-    description="Materialize every unpartitioned asset: ingest, dbt, models, reports, bento.",
+    selection=dg.AssetSelection.all(),
+    partitions_def=daily_partitions,
+    description="Everything for one day: ingest, dbt, models, evaluation, reports and bento, plus the day's "
+    "partition of the daily marts, scores, drift report and personalized copy.",
+)
+
+daily_job = dg.define_asset_job(
+    "daily",
+    selection=daily,
+    partitions_def=daily_partitions,
+    description="Only the day-partitioned assets (daily marts, scores, drift report, copy): backfill past days "
+    "against the current models.",
 )
 
 data_refresh_job = dg.define_asset_job(
@@ -23,13 +39,6 @@ data_refresh_job = dg.define_asset_job(
 
 retrain_job = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.groups("models").downstream() - partitioned,
+    selection=dg.AssetSelection.groups("models").downstream() - daily,
     description="Retrain every model on the current marts, re-evaluate, re-report and rebuild the bento.",
-)
-
-daily_content_job = dg.define_asset_job(
-    "daily_content",
-    selection=partitioned,
-    partitions_def=generated_content.partitions_def,
-    description="Personalized copy for the day's active users and their top recommendations.",
 )

@@ -1,21 +1,15 @@
-"""Schedules: the daily refresh of the whole graph, then the day's generated content."""
+"""Schedules: each day at 03:00 UTC, the whole graph for the day that just ended."""
 
 import dagster as dg
 
-from orchestration.jobs import all_assets_job, daily_content_job
+from orchestration.jobs import all_assets_job
 
-daily_refresh_schedule = dg.ScheduleDefinition(
+# One run per new day partition: refresh ingest and features, retrain, evaluate, score and report the day,
+# write its copy, rebuild the bento. The drift sensor retrains in between when the day's drift says so.
+daily_refresh_schedule = dg.build_schedule_from_partitioned_job(
+    all_assets_job,
     name="daily_refresh",
-    job=all_assets_job,
-    cron_schedule="0 3 * * *",
-    execution_timezone="UTC",
-    description="Every day at 03:00 UTC: ingest, rebuild features, retrain, evaluate, report, rebuild the bento.",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-
-# One run per new day partition (the day that just ended), an hour after the refresh.
-daily_content_schedule = dg.build_schedule_from_partitioned_job(
-    daily_content_job,
-    hour_of_day=4,
+    hour_of_day=3,
+    description="Every day at 03:00 UTC: recgen_all for the day that just ended.",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )

@@ -207,6 +207,7 @@ def _usable_columns(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[lis
     usable, skipped = [], []
     for column in DRIFT_COLUMNS:
         if column not in reference or column not in current:
+            skipped.append(column)  # no values at all in a window (e.g. no model scores yet)
             continue
         if min(reference[column].notna().sum(), current[column].notna().sum()) < MIN_VALUES_PER_COLUMN:
             skipped.append(column)
@@ -237,7 +238,11 @@ def run_drift_report(
     html_path: Path | None = None,
     seed: int = 0,
 ) -> DriftResult:
-    """Evidently ``DataDriftPreset`` of the train window against one day; saves the HTML when a path is given."""
+    """Evidently ``DataDriftPreset`` of the train window against one day; saves the HTML when a path is given.
+
+    ``reference_scores`` / ``current_scores`` feed the ``model_score`` column (see ``models.monitoring.scores``
+    for why its reference is the validation window); without both, the column is listed as skipped.
+    """
     ref, cur, day, ref_rows, cur_rows = build_drift_frames(
         interactions,
         user_features,
@@ -376,8 +381,8 @@ class DriftRun:
         return self.drift_share > threshold
 
 
-def latest_drift_run(con: duckdb.DuckDBPyConnection) -> DriftRun | None:
-    """The stored drift result of the latest day (None when the table is missing or empty)."""
+def latest_drift_run(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> DriftRun | None:
+    """The latest stored drift result of ``day`` (default: of the latest day); None when there is none."""
     exists = con.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
         [MONITORING_SCHEMA, "drift_results"],
@@ -389,11 +394,12 @@ def latest_drift_run(con: duckdb.DuckDBPyConnection) -> DriftRun | None:
         select run_id, run_date, any_value(drift_share), any_value(drift_share_threshold), count(*),
                list(column_name order by column_name) filter (where drifted)
         from {DRIFT_TABLE}
-        where run_date = (select max(run_date) from {DRIFT_TABLE})
+        where run_date = coalesce(cast(? as date), (select max(run_date) from {DRIFT_TABLE}))
         group by run_id, run_date
         order by max(created_at) desc
         limit 1
-        """
+        """,
+        [day],
     ).fetchone()
     if row is None:
         return None

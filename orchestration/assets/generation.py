@@ -25,7 +25,8 @@ from models.generation.evaluation import evaluate, write_summary
 from models.generation.service import build_requests, generate_content, items_by_id
 from models.generation.train import fine_tune, lm_version, train_default_lm
 from models.registry import ModelRegistry, data_snapshot_id, marts_snapshot_stats
-from models.settings import Settings, get_settings
+from models.settings import Settings
+from orchestration.partitions import daily_partitions
 from orchestration.resources import RecgenResource
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ ITEM_DEPS = [dg.AssetKey("item_features")]
 DAILY_DEPS = [dg.AssetKey("interactions"), dg.AssetKey("user_features"), dg.AssetKey("user_histories")]
 # Profiles (ml.user_profiles) and the champion recommender (registered by the evaluation asset).
 ML_DEPS = [dg.AssetKey("user_profiles"), dg.AssetKey("evaluation")]
-generation_partitions = dg.DailyPartitionsDefinition(start_date=get_settings().simulator.start_date)
 
 
 def _snapshot_id(con: duckdb.DuckDBPyConnection) -> str:
@@ -129,7 +129,8 @@ def _champion_recommender(settings: Settings) -> "Recommender | None":
 @dg.asset(
     group_name="generation",
     deps=[content_generator, *ITEM_DEPS, *DAILY_DEPS, *ML_DEPS],
-    partitions_def=generation_partitions,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
     kinds={"transformers", "duckdb"},
     pool="duckdb",
     description="Personalized copy (generation.tasks) for the top generation.top_n_items recommendations of the "

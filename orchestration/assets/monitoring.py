@@ -17,19 +17,24 @@ from models.monitoring.common import mean_ndcg, relevant_pairs
 from models.monitoring.drift import run_drift_report, save_drift_result
 from models.monitoring.fairness_report import run_fairness_report, save_fairness_metrics, summary_figures
 from models.monitoring.quality import run_quality_report
+from models.monitoring.scores import (
+    IMPRESSION_COLUMNS,
+    has_reference,
+    read_score_windows,
+    reference_sample,
+    save_day_scores,
+    save_reference,
+    score_impressions,
+)
+from models.registry import ModelRegistry
 from models.settings import Settings
+from orchestration.partitions import daily_partitions
 from orchestration.resources import RecgenResource
 
 MART_DEPS = [dg.AssetKey("interactions"), dg.AssetKey("user_features"), dg.AssetKey("item_features")]
 EVALUATION_DEP = dg.AssetKey("evaluation")
 RECOMMENDATIONS_TABLE = "ml.eval_recommendations"
 log = logging.getLogger(__name__)
-
-
-class DriftReportConfig(dg.Config):
-    """Which day to compare with the train window (ISO date; empty = the latest day in marts.interactions)."""
-
-    current_date: str | None = None
 
 
 def _read(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
@@ -98,23 +103,86 @@ def _latest_day(interactions: pd.DataFrame) -> dt.date:
 
 @dg.asset(
     group_name="reports",
-    deps=MART_DEPS,
+    deps=[dg.AssetKey("interactions"), EVALUATION_DEP],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
+    kinds={"pytorch", "duckdb"},
+    pool="duckdb",
+    description="The champion full_stack model's score of every impression of the day "
+    "(monitoring.daily_scores), and once per model version its scores on a sample of the validation window "
+    "(monitoring.score_reference): the model_score column of the drift report.",
+)
+def daily_scores(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings = recgen.settings()
+    day = dt.date.fromisoformat(context.partition_key)
+    champion = ModelRegistry.from_settings(settings).champion("full_stack")
+    if champion is None:
+        raise dg.Failure(
+            "no champion full_stack model in the registry: materialize the evaluation asset first"
+        )
+    columns = ", ".join(IMPRESSION_COLUMNS)
+    with recgen.connect() as con:
+        impressions = con.execute(
+            f"select {columns} from marts.interactions where cast(event_date as date) = ?", [day]
+        ).df()
+        reference = None
+        if not has_reference(con, champion.version):
+            interactions = _read(
+                con, f"select {columns}, split from marts.interactions where split = 'valid'"
+            )
+            reference = reference_sample(
+                interactions, settings.monitoring.drift_reference_max_rows, settings.seed
+            )
+    if impressions.empty:
+        raise dg.Failure(f"no impressions on {day} in marts.interactions: nothing to score")
+    from models.recommender import FullStackModel  # torch: imported when the asset runs, not at load
+
+    model = FullStackModel.load(champion.path, settings.resolved_device)
+    scored = score_impressions(model, impressions)
+    reference_scored = score_impressions(model, reference) if reference is not None else None
+    with recgen.connect() as con:
+        rows = save_day_scores(con, day, champion.version, scored)
+        if reference_scored is not None:
+            save_reference(con, champion.version, reference_scored)
+    by_click = scored.groupby("clicked")["score"].mean()
+    metadata: dict[str, dg.MetadataValue] = {
+        "rows": dg.MetadataValue.int(rows),
+        "model_version": dg.MetadataValue.text(champion.version),
+        "mean_score": dg.MetadataValue.float(float(scored["score"].mean())),
+        "unscored_rows": dg.MetadataValue.int(int(scored["score"].isna().sum())),
+        "ctr": dg.MetadataValue.float(float(scored["clicked"].mean())),
+        "reference_rows_written": dg.MetadataValue.int(
+            0 if reference_scored is None else len(reference_scored)
+        ),
+    }
+    if {0, 1} <= set(by_click.index):
+        metadata["mean_score_clicked_minus_not"] = dg.MetadataValue.float(float(by_click[1] - by_click[0]))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name="reports",
+    deps=[dg.AssetKey("daily_scores"), *MART_DEPS],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
     kinds={"evidently", "duckdb"},
     pool="duckdb",
-    description="Evidently data drift of the train window against one day (user-day, impression, item-day "
-    "columns); HTML in reports/drift/<date>.html, per-column results in monitoring.drift_results.",
+    description="Evidently data drift of the train window against the partition's day (user-day, impression, "
+    "item-day columns, and the champion's scores against its validation-window scores); HTML in "
+    "reports/drift/<date>.html, per-column results in monitoring.drift_results.",
 )
-def drift_report(
-    context: dg.AssetExecutionContext, config: DriftReportConfig, recgen: RecgenResource
-) -> dg.MaterializeResult:
+def drift_report(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     settings = recgen.settings()
+    day = dt.date.fromisoformat(context.partition_key)
     with recgen.connect() as con:
         marts = _read_marts(con)
-    day = (
-        dt.date.fromisoformat(config.current_date)
-        if config.current_date
-        else _latest_day(marts["interactions"])
-    )
+        reference_scores, current_scores, score_version = read_score_windows(con, day)
+    days = pd.to_datetime(marts["interactions"]["event_date"]).dt.date
+    if not days.eq(day).any():
+        raise dg.Failure(
+            f"no interactions on {day} in marts.interactions (its days run {days.min()} .. {days.max()}): "
+            "nothing to compare with the train window"
+        )
     path = _report_path(settings, "drift", day)
     result = run_drift_report(
         marts["interactions"],
@@ -122,6 +190,8 @@ def drift_report(
         marts["item_features"],
         settings.monitoring,
         current_date=day,
+        reference_scores=reference_scores,
+        current_scores=current_scores,
         html_path=path,
         seed=settings.seed,
     )
@@ -138,6 +208,7 @@ def drift_report(
             "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
             "columns": dg.MetadataValue.md(result.to_frame().to_markdown(index=False, floatfmt=".4f")),
             "skipped_columns": dg.MetadataValue.json(result.skipped_columns),
+            "score_model_version": dg.MetadataValue.text(score_version or "none"),
             "reference_rows": dg.MetadataValue.json(result.reference_rows),
             "current_rows": dg.MetadataValue.json(result.current_rows),
             "rows_written": dg.MetadataValue.int(rows),
@@ -233,4 +304,4 @@ def fairness_report(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     return dg.MaterializeResult(metadata=metadata)
 
 
-monitoring_assets = [drift_report, quality_report, fairness_report]
+monitoring_assets = [daily_scores, drift_report, quality_report, fairness_report]

@@ -5,7 +5,7 @@ so a check always judges the figures of the report it sits beside. Neither block
 through the drift sensor, and a fairness failure is for people to read, not a reason to stop the pipeline.
 """
 
-from __future__ import annotations
+import datetime as dt
 
 import dagster as dg
 
@@ -20,13 +20,16 @@ from orchestration.resources import RecgenResource
     description="Share of drifted columns <= settings.monitoring.drift_share_threshold.",
     pool="duckdb",
 )
-def drift_within_threshold(recgen: RecgenResource) -> dg.AssetCheckResult:
+def drift_within_threshold(
+    context: dg.AssetCheckExecutionContext, recgen: RecgenResource
+) -> dg.AssetCheckResult:
     threshold = recgen.settings().monitoring.drift_share_threshold
+    day = dt.date.fromisoformat(context.partition_key) if context.has_partition_key else None
     with recgen.connect() as con:
-        run = latest_drift_run(con)
+        run = latest_drift_run(con, day)
     if run is None:
         return dg.AssetCheckResult(
-            passed=False, description="no drift result stored in monitoring.drift_results"
+            passed=False, description=f"no drift result for {day or 'any day'} in monitoring.drift_results"
         )
     passed = not run.passes(threshold)
     verdict = "<=" if passed else ">"

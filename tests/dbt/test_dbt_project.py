@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.dbt.conftest import DBT_PROJECT_DIR, EVENTS, ITEMS, USERS, BuiltWarehouse, run_dbt
@@ -21,6 +23,8 @@ MARTS = (
     "user_features",
     "item_features",
     "training_samples",
+    "daily_impressions",
+    "daily_item_metrics",
 )
 
 
@@ -38,7 +42,7 @@ def test_dbt_build_passes_with_every_test(built_warehouse: BuiltWarehouse) -> No
         statuses[result["unique_id"].split(".")[0]].append(result["status"])
     # Every model built, every data and unit test ran and passed: no warning (the source relationship
     # tests warn on orphan events, and the fixture has none), nothing skipped.
-    assert set(statuses["model"]) == {"success"} and len(statuses["model"]) == 14
+    assert set(statuses["model"]) == {"success"} and len(statuses["model"]) == 16
     assert set(statuses["test"]) == {"pass"} and len(statuses["test"]) > 100
     assert set(statuses["unit_test"]) == {"pass"} and len(statuses["unit_test"]) >= 5
 
@@ -181,3 +185,37 @@ def test_dbt_parse_writes_the_manifest_dagster_reads(tmp_path: Path) -> None:
     # Dagster keys each model by its bare name (AssetKey("training_samples")), not schema/name.
     for model in models:
         assert model["config"]["meta"]["dagster"]["asset_key"] == [model["name"]]
+
+
+def test_daily_models_rebuild_only_the_days_window(built_warehouse: BuiltWarehouse, tmp_path: Path) -> None:
+    # What the daily Dagster partition does: dbt gets [min_date, max_date) and replaces only that day's rows.
+    database = tmp_path / "recgen.duckdb"
+    shutil.copy(built_warehouse.database, database)
+    days = [row[0] for row in built_warehouse.query("select distinct event_date from marts.interactions")]
+    day, other = max(days), min(days)
+    expected = built_warehouse.query("select count(*) from marts.interactions where event_date = ?", [day])[
+        0
+    ][0]
+    con = duckdb.connect(str(database))
+    con.execute("delete from marts.daily_impressions where event_date = ?", [day])
+    # a sentinel on another day: it survives only if that day is left alone
+    con.execute("update marts.daily_impressions set dwell_seconds = 9999 where event_date = ?", [other])
+    con.close()
+    window = json.dumps({"min_date": day.isoformat(), "max_date": (day + timedelta(days=1)).isoformat()})
+    for _ in range(2):  # a re-run of the same day replaces its rows: no duplicates
+        run = run_dbt(["run", "--select", "tag:daily", "--vars", window], DBT_PROJECT_DIR, database, tmp_path)
+        assert run.returncode == 0, run.output[-3000:]
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        rebuilt = con.execute("select count(*) from marts.daily_impressions where event_date = ?", [day])
+        assert rebuilt.fetchone()[0] == expected
+        sentinel = con.execute(
+            "select min(dwell_seconds) from marts.daily_impressions where event_date = ?", [other]
+        )
+        assert sentinel.fetchone()[0] == 9999
+        metrics = con.execute(
+            "select sum(impressions) from marts.daily_item_metrics where event_date = ?", [day]
+        )
+        assert metrics.fetchone()[0] == expected
+    finally:
+        con.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -43,6 +44,32 @@ def test_definitions_load_with_every_stage():
     check_names = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert "gx_raw_events" in check_names and "gx_training_samples" in check_names
     assert defs.get_schedule_def("daily_refresh") and defs.get_sensor_def("inbox_sensor")
+
+
+def test_daily_schedule_runs_the_whole_graph_for_the_day_that_ended():
+    from orchestration.definitions import defs
+
+    schedule = defs.get_schedule_def("daily_refresh")
+    tick = schedule.evaluate_tick(
+        dg.build_schedule_context(
+            repository_def=defs.get_repository_def(),
+            scheduled_execution_time=dt.datetime(2026, 10, 22, 3, 0, tzinfo=dt.UTC),
+        )
+    )
+    (request,) = tick.run_requests
+    assert schedule.job_name == "recgen_all" and request.partition_key == "2026-10-21"
+    # the day partition covers the daily marts, scores, drift and copy; the rest of the graph runs whole
+    job = defs.resolve_job_def("recgen_all")
+    keys = set(job.asset_layer.selected_asset_keys)
+    assert {dg.AssetKey(["raw", "events"]), dg.AssetKey("evaluation"), dg.AssetKey("recgen_bento")} <= keys
+    daily = set(defs.resolve_job_def("daily").asset_layer.selected_asset_keys)
+    assert {k.to_user_string() for k in daily} == {
+        "daily_impressions", "daily_item_metrics", "daily_scores", "drift_report", "generated_content",
+    }  # fmt: skip
+    assert daily <= keys
+    graph = defs.resolve_asset_graph()
+    assert all(graph.get(key).is_partitioned for key in daily)
+    assert not any(graph.get(key).is_partitioned for key in keys - daily)
 
 
 def test_data_layer_materializes_marts_and_passes_checks(recgen_home):

@@ -123,3 +123,64 @@ def test_second_run_reuses_cached_embeddings(ml_home: Path) -> None:
     # nothing changed in the catalog: every embedding comes from ml.item_embeddings
     assert _metadata(second, "item_embeddings")["n_encoded"] == 0
     assert _metadata(second, "item_embeddings")["n_reused_from_cache"] == 80
+
+
+def test_daily_scores_feed_the_drift_reports_model_score(ml_home: Path) -> None:
+    from orchestration.assets.monitoring import daily_scores, drift_report
+    from orchestration.resources import RecgenResource
+
+    assert _materialize().get_asset_materialization_events()  # the champion full_stack model
+    con = duckdb.connect(str(ml_home / "recgen.duckdb"), read_only=True)
+    try:
+        day, impressions = con.execute(
+            "select cast(event_date as date), count(*) from marts.interactions group by 1 order by 1 desc limit 1"
+        ).fetchone()
+        n_valid = con.execute("select count(*) from marts.interactions where split = 'valid'").fetchone()[0]
+    finally:
+        con.close()
+    result = dg.materialize(
+        [daily_scores, drift_report], resources={"recgen": RecgenResource()}, partition_key=day.isoformat()
+    )
+    assert result.success
+    scores_meta, drift_meta = _metadata(result, "daily_scores"), _metadata(result, "drift_report")
+
+    con = duckdb.connect(str(ml_home / "recgen.duckdb"), read_only=True)
+    try:
+        stored = con.execute(
+            "select count(*), count(score), any_value(model_version) from monitoring.daily_scores "
+            "where event_date = ?",
+            [day],
+        ).fetchone()
+        reference = con.execute(
+            "select count(*), any_value(split) from monitoring.score_reference where model_version = ?",
+            [stored[2]],
+        ).fetchone()
+        score_row = con.execute(
+            "select count(*) from monitoring.drift_results where run_date = ? and column_name = 'model_score'",
+            [day],
+        ).fetchone()
+        champion = con.execute(
+            "select version from ml.registry where name = 'full_stack' and is_champion"
+        ).fetchone()[0]
+    finally:
+        con.close()
+    # every impression of the day scored by the champion; its reference is the validation window
+    assert stored == (impressions, impressions, champion) and scores_meta["rows"] == impressions
+    assert reference == (n_valid, "valid")
+    # the score column is tested for drift, not skipped
+    assert score_row == (1,)
+    assert "model_score" not in drift_meta["skipped_columns"]
+    assert drift_meta["score_model_version"] == champion
+
+    # a second run of the same day replaces its rows and reuses the version's reference
+    again = dg.materialize(
+        [daily_scores], resources={"recgen": RecgenResource()}, partition_key=day.isoformat()
+    )
+    assert _metadata(again, "daily_scores")["reference_rows_written"] == 0
+    con = duckdb.connect(str(ml_home / "recgen.duckdb"), read_only=True)
+    try:
+        assert con.execute(
+            "select count(*) from monitoring.daily_scores where event_date = ?", [day]
+        ).fetchone() == (impressions,)
+    finally:
+        con.close()
