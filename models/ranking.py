@@ -426,8 +426,26 @@ def grouped_ndcg(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: 
     return metrics.mean_defined(values)
 
 
+def ranking_groups(pairs: pd.DataFrame) -> np.ndarray:
+    """The lists valid NDCG ranks: requests, except one-item requests, grouped per user and day instead.
+
+    Rating-only data (MovieLens) makes each rating its own one-item request; ranked alone, every such list has
+    NDCG 1 and early stopping would see no change. ``training_samples`` samples those rows within the user's
+    session, so the user's rated items of a day are ranked together (liked ones above disliked ones).
+    """
+    request = pairs["request_id"].astype(str)
+    single = request.map(request.value_counts()) == 1
+    user_day = (
+        "user|"
+        + pairs["user_id"].astype(str)
+        + "|"
+        + pd.to_datetime(pairs["event_ts"]).dt.strftime("%Y-%m-%d")
+    )
+    return request.where(~single, user_day).to_numpy()
+
+
 def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> tuple[Ranker, pd.DataFrame]:
-    """Fit on train-split samples; early-stop on valid request-level NDCG@10 (AUC logged); keep the best epoch."""
+    """Fit on train samples; early-stop on valid NDCG@10 over ``ranking_groups`` (AUC logged); keep the best epoch."""
     cfg = settings.ranker
     device = settings.resolved_device
     seed_everything(settings.seed + 1)
@@ -449,6 +467,7 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
     valid_pairs = pairs[pairs["split"] == "valid"].reset_index(drop=True)
     train = build_pair_inputs(train_pairs, ctx, ranker)
     valid = build_pair_inputs(valid_pairs, ctx, ranker)
+    valid_groups = ranking_groups(valid_pairs)
     model.dense_mean.copy_(torch.as_tensor(train.dense.mean(0)))
     model.dense_std.copy_(torch.as_tensor(train.dense.std(0) + 1e-6))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
@@ -481,7 +500,7 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "valid_auc": metrics.auc(valid.label, valid_scores),
-            "valid_ndcg@10": grouped_ndcg(valid_pairs["request_id"].to_numpy(), valid.label, valid_scores),
+            "valid_ndcg@10": grouped_ndcg(valid_groups, valid.label, valid_scores),
             "samples_per_s": len(train) / elapsed if elapsed > 0 else float("nan"),
         }
         rows.append(row)
