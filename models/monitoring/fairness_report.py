@@ -18,6 +18,7 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.datasets import Recsys
 from evidently.metrics import ItemBias
 
+from models.data.warehouse import table_exists
 from models.monitoring.common import (
     MONITORING_SCHEMA,
     ensure_schema,
@@ -289,11 +290,7 @@ class StoredFairness:
 
 def latest_fairness(con: duckdb.DuckDBPyConnection) -> StoredFairness | None:
     """The stored verdict of the latest run date (None when nothing is stored)."""
-    exists = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        [MONITORING_SCHEMA, "fairness_metrics"],
-    ).fetchone()
-    if not exists or not exists[0]:
+    if not table_exists(con, FAIRNESS_TABLE):
         return None
     row = con.execute(
         f"""
