@@ -86,7 +86,8 @@ def _traffic(settings: Settings) -> dict[str, Any]:
     """BentoML traffic config: the request timeout, and ``serving.max_concurrency`` when set.
 
     Requests in flight past ``max_concurrency`` are refused at once (BentoML 1.4 answers 429 ``{"error": "Too
-    many requests"}``) instead of queueing behind a saturated worker; ``/readyz`` and ``/livez`` are not counted.
+    many requests"}``) instead of queueing behind a saturated worker; ``/readyz``, ``/livez`` and ``/health``
+    (BentoML's default livez name) are not counted.
     """
     traffic: dict[str, Any] = {"timeout": settings.serving.request_timeout_s}
     if settings.serving.max_concurrency is not None:

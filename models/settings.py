@@ -285,7 +285,7 @@ class ServingSettings(BaseModel):
         64,
         ge=1,
         description="BentoML traffic.max_concurrency: requests in flight past this get an immediate 429 "
-        "instead of queueing (None = no limit); /readyz and /livez are not counted",
+        "instead of queueing (None = no limit); /readyz, /livez and /health are not counted",
     )
     fairness_rerank_depth: int = Field(
         2,
