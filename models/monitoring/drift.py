@@ -22,6 +22,7 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 
+from models.data.warehouse import table_exists
 from models.monitoring.common import MONITORING_SCHEMA, as_day, day_column, ensure_schema, fmt
 from models.settings import MonitoringSettings
 
@@ -383,11 +384,7 @@ class DriftRun:
 
 def latest_drift_run(con: duckdb.DuckDBPyConnection, day: dt.date | None = None) -> DriftRun | None:
     """The latest stored drift result of ``day`` (default: of the latest day); None when there is none."""
-    exists = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        [MONITORING_SCHEMA, "drift_results"],
-    ).fetchone()
-    if not exists or not exists[0]:
+    if not table_exists(con, DRIFT_TABLE):
         return None
     row = con.execute(
         f"""
