@@ -194,10 +194,21 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
+# The endpoint tests' server serves fairness re-ranked slates and refuses requests past a small concurrency limit
+# (the crash test's server runs with the defaults: no re-ranking, serving.max_concurrency 64).
+RERANK_STRENGTH = 2.0
+MAX_CONCURRENCY = 3
+SERVER_SETTINGS = {
+    "RECGEN_MONITORING__FAIRNESS_RERANK": "true",
+    "RECGEN_MONITORING__RERANK_STRENGTH": str(RERANK_STRENGTH),
+    "RECGEN_SERVING__MAX_CONCURRENCY": str(MAX_CONCURRENCY),
+}
+
+
 @pytest.fixture(scope="module")
 def server(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the endpoint tests; stopped with SIGTERM, which must end it cleanly."""
-    srv = start_server(service_env, tmp_path_factory.mktemp("serve") / "serve.log")
+    srv = start_server({**service_env, **SERVER_SETTINGS}, tmp_path_factory.mktemp("serve") / "serve.log")
     yield srv
     code = stop_server(srv)
     assert code == 0, f"exit code {code} on SIGTERM:\n{srv.log_tail()}"
@@ -234,6 +245,7 @@ def test_health_names_models_device_and_counts(server: Server, service_env: dict
     assert body["counts"]["users"] == len(users) and body["counts"]["items"] == len(items)
     # the day of copy the pipeline generated was copied into the service's cache at start
     assert body["counts"]["cached_copies"] > 0
+    assert body["fairness_rerank_strength"] == RERANK_STRENGTH
     assert httpx.get(f"{server.url}/livez").status_code == 200
 
 
@@ -249,6 +261,7 @@ def test_recommend_known_user(server: Server, service_env: dict[str, str]):
     assert all(it["explanation"] and it["content"] is None for it in body["items"])
     assert body["explanation"] and body["profile"]["preferred_style"]
     assert body["model_version"].startswith("full_stack:")
+    assert body["fairness_rerank_strength"] == RERANK_STRENGTH  # monitoring.fairness_rerank is on here
 
 
 def test_recommend_anonymous_history_excludes_what_was_read(server: Server, service_env: dict[str, str]):
@@ -423,6 +436,48 @@ def test_wrong_content_type_and_chunked_oversize_are_refused(server: Server, ser
         f"{server.url}/recommend", content=chunks(), headers={"content-type": "application/json"}, timeout=60
     )
     assert resp.status_code == 413 and "body" in resp.json()["error"]
+
+
+# --- overload ------------------------------------------------------------------------------------------------------
+
+
+def test_requests_past_max_concurrency_are_refused_not_queued(server: Server, service_env: dict[str, str]):
+    """With serving.max_concurrency requests in flight, the next one gets an immediate 429; health checks pass.
+
+    BentoML 1.4 exempts /readyz, /livez and /metrics from the limit, and /health (its default livez name).
+    """
+    users, _ = _users_items(service_env)
+    host, port = server.url.removeprefix("http://").split(":")
+    # requests in flight that never finish: headers announce a body that is not sent, so each holds its slot
+    head = (
+        f"POST /recommend HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 40\r\n\r\n"
+    ).encode()
+    held = [socket.create_connection((host, int(port)), timeout=30) for _ in range(MAX_CONCURRENCY)]
+    try:
+        for sock in held:
+            sock.sendall(head)
+        statuses = []
+        for _ in range(100):  # until the server has taken the held requests in (it reads them asynchronously)
+            resp = server.post("recommend", {"user_id": users[0], "k": 3})
+            statuses.append(resp.status_code)
+            if resp.status_code == 429:
+                break
+            time.sleep(0.1)
+        assert statuses[-1] == 429, statuses
+        assert resp.json() == {"error": "Too many requests"}
+        assert set(statuses[:-1]) <= {200}
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+        assert server.post("health").status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+    for _ in range(100):  # the closed connections free their slots
+        resp = server.post("recommend", {"user_id": users[0], "k": 3})
+        if resp.status_code != 429:
+            break
+        time.sleep(0.1)
+    assert resp.status_code == 200, resp.text
 
 
 # --- durability ----------------------------------------------------------------------------------------------------
