@@ -93,7 +93,10 @@ def connect(
         con = duckdb.connect(str(database))
         try:
             for key, value in (config or {}).items():
-                con.execute(f"SET {key} = '{str(value).replace(chr(39), chr(39) * 2)}'")
+                current = con.execute("select current_setting(?)", [key]).fetchone()[0]
+                # DuckDB refuses to switch temp_directory once it spilled there (even to the same path)
+                if key != "temp_directory" or current != str(value):
+                    con.execute(f"SET {key} = '{str(value).replace(chr(39), chr(39) * 2)}'")
             yield con
         finally:
             con.close()
