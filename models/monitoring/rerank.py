@@ -38,6 +38,41 @@ def _relevance(scores: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     return 1.0 - (ranks - ranks.min()) / max(n - 1, 1)
 
 
+def _fill_slots(
+    queues: list[list[list[int]]],
+    relevance: np.ndarray,
+    original_rank: np.ndarray,
+    target: np.ndarray,
+    strength: float,
+    k: int,
+) -> list[tuple[int, int, int]]:
+    """The greedy of the module docstring: (user number, row, 1-based slot) for each slot filled.
+
+    ``queues[user][group]`` holds the rows of the user's candidates of that group, next in model order last.
+    """
+    counts = np.zeros(len(target))
+    picked: list[tuple[int, int, int]] = []
+    for position in range(1, k + 1):
+        for user, user_queues in enumerate(queues):
+            heads = [(g, q[-1]) for g, q in enumerate(user_queues) if q]
+            if not heads:
+                continue
+            total = counts.sum()
+            shares = counts / total if total else target
+            best_g, best_i = max(
+                heads,
+                # ties go to the model's own order (lower original rank)
+                key=lambda h: (
+                    relevance[h[1]] + strength * (target[h[0]] - shares[h[0]]),
+                    -original_rank[h[1]],
+                ),
+            )
+            user_queues[best_g].pop()
+            counts[best_g] += 1
+            picked.append((user, best_i, position))
+    return picked
+
+
 def exposure_rerank(
     recs: pd.DataFrame,
     items: pd.DataFrame,
@@ -61,41 +96,19 @@ def exposure_rerank(
     target = np.array([targets.get(g, 0.0) for g in group_names])
 
     # Per user: per group, the candidates in the model's order (row indices into `data`) and their relevance.
-    users: list[str] = []
     queues: list[list[list[int]]] = []
     relevance = np.zeros(len(data))
     rows = data.reset_index(drop=True)
-    for user, block in rows.groupby("user_id", sort=True):
+    for _, block in rows.groupby("user_id", sort=True):
         idx = block.index.to_numpy()
         relevance[idx] = _relevance(block["score"].to_numpy(float), block["rank"].to_numpy(float))
         per_group: list[list[int]] = [[] for _ in group_names]
         for i, g in zip(idx, block["group"], strict=True):
             per_group[group_index[g]].append(int(i))
-        users.append(str(user))
         queues.append([list(reversed(q)) for q in per_group])  # pop() from the end = next in model order
 
     original_rank = rows["rank"].to_numpy(float)
-    counts = np.zeros(len(group_names))
-    picked: list[tuple[str, int, int]] = []
-    for position in range(1, k + 1):
-        for user, user_queues in zip(users, queues, strict=True):
-            heads = [(g, q[-1]) for g, q in enumerate(user_queues) if q]
-            if not heads:
-                continue
-            total = counts.sum()
-            shares = counts / total if total else target
-            best_g, best_i = max(
-                heads,
-                # ties go to the model's own order (lower original rank)
-                key=lambda h: (
-                    relevance[h[1]] + strength * (target[h[0]] - shares[h[0]]),
-                    -original_rank[h[1]],
-                ),
-            )
-            user_queues[best_g].pop()
-            counts[best_g] += 1
-            picked.append((user, best_i, position))
-
+    picked = _fill_slots(queues, relevance, original_rank, target, strength, k)
     out = rows.loc[[i for _, i, _ in picked], ["user_id", "item_id", "score", "rank"]].rename(
         columns={"rank": "original_rank"}
     )
@@ -197,21 +210,23 @@ def rerank_list(
     strength: float,
     target_shares: Mapping[str, float],
 ) -> np.ndarray:
-    """The re-ranked top k of one model-ordered list, as positions into it: :func:`exposure_rerank` on one user.
+    """The re-ranked top k of one model-ordered list, as positions into it: :func:`exposure_rerank` of one user.
 
     What the service does with ``monitoring.fairness_rerank``: each list is re-ranked on its own, so exposure is
     counted over that list's slots (its first slot is the model's, later ones lean towards the groups the list
     has under-exposed so far) and an answer does not depend on which other requests were served with it.
+    The same greedy as :func:`exposure_rerank` (``_fill_slots``) without its data frames (a list takes well
+    under a millisecond). ``groups`` has no missing values (the caller maps them to ``unknown``).
     """
-    n = len(groups)
-    recs = pd.DataFrame(
-        {
-            "user_id": "_",
-            "item_id": np.arange(n),
-            "rank": np.arange(1, n + 1),
-            "score": np.asarray(scores, float),
-        }
-    )
-    items = pd.DataFrame({"item_id": np.arange(n), CREATOR_ATTRIBUTE: list(groups)})
-    out = exposure_rerank(recs, items, k, strength, target_shares)
-    return out["original_rank"].to_numpy(dtype=np.int64) - 1
+    if len(groups) == 0:
+        return np.zeros(0, dtype=np.int64)
+    names = sorted(set(target_shares) | set(groups))
+    index = {g: i for i, g in enumerate(names)}
+    target = np.array([target_shares.get(g, 0.0) for g in names])
+    per_group: list[list[int]] = [[] for _ in names]
+    for i, g in enumerate(groups):
+        per_group[index[g]].append(i)
+    ranks = np.arange(1, len(groups) + 1, dtype=float)
+    relevance = _relevance(np.asarray(scores, dtype=float), ranks)
+    picked = _fill_slots([[list(reversed(q)) for q in per_group]], relevance, ranks, target, strength, k)
+    return np.asarray([i for _, i, _ in picked], dtype=np.int64)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from models.monitoring.fairness import exposure_by_group
-from models.monitoring.rerank import catalog_shares, rerank_list
+from models.monitoring.rerank import catalog_shares, exposure_rerank, rerank_list
 from models.recommender import FairnessRerank, Recommender
 from models.training import full_stack
 from tests.models.conftest import TinyStack, tiny_settings
@@ -65,6 +65,23 @@ def test_strength_zero_serves_the_model_order(world) -> None:
     served = _served_lists(recs, items, strength=0.0)
     plain = recs[recs["rank"] <= K].sort_values(["user_id", "rank"]).reset_index(drop=True)
     assert served[["user_id", "item_id", "rank"]].equals(plain[["user_id", "item_id", "rank"]])
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0, 4.0])
+def test_rerank_list_is_the_reports_rerank_of_one_user(strength: float) -> None:
+    rng = np.random.default_rng(int(strength * 10))
+    for trial in range(20):
+        n = int(rng.integers(1, 30))
+        groups = rng.choice(["large", "independent", "unknown"], n, p=[0.6, 0.3, 0.1]).tolist()
+        # scores in model order, except every third list where MMR made them disagree with the order
+        scores = np.sort(rng.normal(size=n))[::-1] if trial % 3 else rng.normal(size=n)
+        targets = {"large": 0.625, "independent": 0.375}
+        recs = pd.DataFrame(
+            {"user_id": "u", "item_id": np.arange(n), "rank": np.arange(1, n + 1), "score": scores}
+        )
+        items = pd.DataFrame({"item_id": np.arange(n), "creator_group": groups})
+        expected = exposure_rerank(recs, items, K, strength, targets)["original_rank"].to_numpy() - 1
+        assert rerank_list(groups, scores, K, strength, targets).tolist() == expected.tolist()
 
 
 # --- through the served recommender (the same FullStackModel the service loads) -----------------------------
