@@ -444,6 +444,103 @@ def ranking_groups(pairs: pd.DataFrame) -> np.ndarray:
     return request.where(~single, user_day).to_numpy()
 
 
+_DAY_KEY = 1_000_000  # item position * _DAY_KEY + day number: one sortable key per (item, day)
+
+
+def _day_numbers(ts: pd.Series) -> np.ndarray:
+    """Days since 1970-01-01 of each timestamp (the calendar day dbt's event_date holds)."""
+    return (pd.to_datetime(ts).to_numpy().astype("datetime64[D]").astype(np.int64)).astype(np.int64)
+
+
+def prior_item_counts(
+    interactions: pd.DataFrame, item_index: Mapping[str, int], items: np.ndarray, days: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Impressions and clicks of catalog ``items`` on the whole days before ``days`` (as training_samples has)."""
+    idx = np.asarray([item_index.get(i, -1) for i in interactions["item_id"]], dtype=np.int64)
+    daily = (
+        pd.DataFrame(
+            {
+                "key": idx * _DAY_KEY + _day_numbers(interactions["event_ts"]),
+                "imp": 1.0,
+                "clk": interactions["clicked"].fillna(0).to_numpy(float),
+            }
+        )[idx >= 0]
+        .groupby("key", sort=True)[["imp", "clk"]]
+        .sum()
+    )
+    keys = daily.index.to_numpy(np.int64)
+    cum = daily.groupby(keys // _DAY_KEY).cumsum()
+    pos = np.searchsorted(keys, items * _DAY_KEY + days, side="left") - 1
+    known = (pos >= 0) & (keys[np.clip(pos, 0, None)] // _DAY_KEY == items) if len(keys) else pos < -1
+    at = np.clip(pos, 0, None)
+    imp = np.where(known, cum["imp"].to_numpy()[at] if len(keys) else 0.0, 0.0)
+    clk = np.where(known, cum["clk"].to_numpy()[at] if len(keys) else 0.0, 0.0)
+    return imp, clk
+
+
+def unexposed_negatives(
+    pairs: pd.DataFrame, data: RecData, per_positive: int, seed: int, cutoff: pd.Timestamp
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Label-0 pairs of items the user was not shown before ``cutoff``, for positives of one-item requests.
+
+    Rating-only data (MovieLens) has no impressions that were not chosen: every negative in
+    ``training_samples`` is a movie the user watched and disliked, so a ranker trained on them alone learns
+    "liked, given watched" but never which movies a user picks, which full-catalog recommendation needs. Each
+    positive of a one-item request gets ``per_positive`` uniformly drawn items the user has no impression of
+    before ``cutoff`` (the end of the pairs' split: what the user does later must not pick the negatives, or
+    items rated in the test window would never be negatives) and that were published by then, at the
+    positive's time, with the same point-in-time counts the marts compute (user counts of the positive's row,
+    item counts of whole days before). Returns the pairs and, per pair, the row of its positive in ``pairs``.
+    Slate data (the simulator, MIND logs) has none.
+    """
+    request = pairs["request_id"].astype(str)
+    single = (request.map(request.value_counts()) == 1).to_numpy() & (pairs["label"].to_numpy() > 0)
+    rows = np.flatnonzero(single)
+    if per_positive <= 0 or not len(rows):
+        return pairs.iloc[:0].copy(), np.zeros(0, dtype=np.int64)
+    before = data.interactions[data.interactions["event_ts"] < cutoff]
+    shown = (
+        pd.Series(data.item_idx(before["item_id"])).groupby(before["user_id"].to_numpy()).agg(set).to_dict()
+    )
+    published = np.nan_to_num(to_hours(data.items["published_at"]), nan=-np.inf)
+    rng = np.random.default_rng(seed)
+    users = pairs["user_id"].to_numpy(dtype=object)
+    hours = pairs["hours"].to_numpy(np.float64)
+    picked_rows, picked_items = [], []
+    for r in rows:
+        draw = rng.integers(0, data.n_items, size=4 * per_positive)
+        seen = shown.get(users[r], set())
+        keep = [int(i) for i in dict.fromkeys(draw.tolist()) if i not in seen and published[i] <= hours[r]]
+        keep = keep[:per_positive]
+        picked_rows.extend([r] * len(keep))
+        picked_items.extend(keep)
+    source = np.asarray(picked_rows, dtype=np.int64)
+    items = np.asarray(picked_items, dtype=np.int64)
+    negatives = pairs.iloc[source].reset_index(drop=True).copy()
+    negatives["item_idx"] = items
+    negatives["item_id"] = data.items["item_id"].to_numpy()[items]
+    negatives["label"] = 0
+    negatives["dwell_seconds"] = 0.0
+    imp, clk = prior_item_counts(
+        data.interactions, data.item_index, items, _day_numbers(negatives["event_ts"])
+    )
+    negatives["item_prior_impressions"] = imp
+    negatives["item_prior_clicks"] = clk
+    return negatives, source
+
+
+def with_unexposed_negatives(
+    pairs: pd.DataFrame, data: RecData, per_positive: int, seed: int, cutoff: pd.Timestamp
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``pairs`` plus :func:`unexposed_negatives`, and the ``ranking_groups`` of every row (negatives join
+    their positive's list)."""
+    groups = ranking_groups(pairs)
+    negatives, source = unexposed_negatives(pairs, data, per_positive, seed, cutoff)
+    if not len(negatives):
+        return pairs, groups
+    return pd.concat([pairs, negatives], ignore_index=True), np.concatenate([groups, groups[source]])
+
+
 def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> tuple[Ranker, pd.DataFrame]:
     """Fit on train samples; early-stop on valid NDCG@10 over ``ranking_groups`` (AUC logged); keep the best epoch."""
     cfg = settings.ranker
@@ -463,11 +560,17 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
     ctx = pair_context(data, encoder, settings.profile.cold_start_interest_weight, popularity)
     ranker.set_catalog(data.items, ctx.space.vecs)
     pairs = samples_to_pairs(data.samples, data.item_index)
-    train_pairs = pairs[pairs["split"] == "train"].reset_index(drop=True)
-    valid_pairs = pairs[pairs["split"] == "valid"].reset_index(drop=True)
+    extra = settings.split.negatives_per_positive
+    train_pairs, _ = with_unexposed_negatives(
+        pairs[pairs["split"] == "train"].reset_index(drop=True),
+        data, extra, settings.seed + 2, data.split_end("train"),
+    )  # fmt: skip
+    valid_pairs, valid_groups = with_unexposed_negatives(
+        pairs[pairs["split"] == "valid"].reset_index(drop=True),
+        data, extra, settings.seed + 3, data.split_end("valid"),
+    )  # fmt: skip
     train = build_pair_inputs(train_pairs, ctx, ranker)
     valid = build_pair_inputs(valid_pairs, ctx, ranker)
-    valid_groups = ranking_groups(valid_pairs)
     model.dense_mean.copy_(torch.as_tensor(train.dense.mean(0)))
     model.dense_std.copy_(torch.as_tensor(train.dense.std(0) + 1e-6))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)

@@ -1,11 +1,13 @@
-"""Valid NDCG of the ranker ranks real lists also on rating-only data (one-item requests)."""
+"""The ranker on rating-only data (MovieLens: one-item requests): valid lists and unexposed negatives."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from models.ranking import grouped_ndcg, ranking_groups
+from models.history import to_hours
+from models.ranking import grouped_ndcg, prior_item_counts, ranking_groups, unexposed_negatives
+from models.recdata import RecData
 
 
 def test_one_item_requests_are_ranked_per_user_and_day() -> None:
@@ -37,3 +39,72 @@ def test_one_item_requests_are_ranked_per_user_and_day() -> None:
     # ranked per request, both orders look perfect: early stopping would see nothing
     per_request = pairs["request_id"].to_numpy()
     assert grouped_ndcg(per_request, labels, right) == grouped_ndcg(per_request, labels, wrong) == 1.0
+
+
+def _rating_only_data() -> RecData:
+    """Four movies; D is released after the ratings below. Impressions as marts.interactions holds them."""
+    ts = pd.to_datetime
+    items = pd.DataFrame(
+        {"item_id": ["A", "B", "C", "D"], "published_at": ts(["1990-01-01"] * 3 + ["1997-12-01"])}
+    )
+    interactions = pd.DataFrame(
+        {
+            "user_id": ["1", "2", "2", "1"],
+            "item_id": ["A", "B", "B", "B"],
+            # user 2 saw B twice on 10-01 (one click); user 1 rates B only after the cutoff
+            "event_ts": ts(["1997-10-02 20:00", "1997-10-01 10:00", "1997-10-01 11:00", "1997-10-20 20:00"]),
+            "clicked": [1, 1, 0, 1],
+        }
+    )
+    empty = pd.DataFrame()
+    return RecData(items, empty, empty, interactions, empty, empty, np.zeros((4, 2), dtype=np.float32))
+
+
+def test_unexposed_negatives_are_unseen_published_items_with_point_in_time_counts() -> None:
+    data = _rating_only_data()
+    pairs = pd.DataFrame(
+        {
+            # user 1 liked A (a one-item request); r2 is a two-item slate: its rows get nothing
+            "request_id": ["ml-1-A", "r2", "r2"],
+            "user_id": ["1", "2", "2"],
+            "item_id": ["A", "B", "C"],
+            "item_idx": [0, 1, 2],
+            "event_ts": pd.to_datetime(["1997-10-02 20:00"] * 3),
+            "label": [1, 1, 0],
+            "dwell_seconds": 0.0,
+            "user_prior_impressions": [0, 2, 2],
+            "user_prior_clicks": [0, 1, 1],
+            "item_prior_impressions": [0, 2, 0],
+            "item_prior_clicks": [0, 1, 0],
+            "split": "train",
+        }
+    )
+    pairs["hours"] = to_hours(pairs["event_ts"])
+    negatives, source = unexposed_negatives(
+        pairs, data, per_positive=3, seed=0, cutoff=pd.Timestamp("1997-10-10")
+    )
+    assert set(source) == {0}
+    # A was shown to user 1; D was not released yet. B is fine: user 1 only rates it after the cutoff.
+    assert sorted(negatives["item_id"]) == ["B", "C"]
+    assert (negatives["label"] == 0).all() and (negatives["user_id"] == "1").all()
+    assert (negatives["hours"] == pairs.loc[0, "hours"]).all()
+    counts = negatives.set_index("item_id")
+    # B: two impressions and one click on 1997-10-01, a whole day before the positive's day
+    assert counts.loc["B", ["item_prior_impressions", "item_prior_clicks"]].tolist() == [2.0, 1.0]
+    assert counts.loc["C", ["item_prior_impressions", "item_prior_clicks"]].tolist() == [0.0, 0.0]
+
+    # a later cutoff: user 1 had rated B by then, so only C is left
+    late, _ = unexposed_negatives(pairs, data, per_positive=3, seed=0, cutoff=pd.Timestamp("1998-01-01"))
+    assert sorted(late["item_id"]) == ["C"]
+    # slate data only: no negatives at all
+    slate, _ = unexposed_negatives(
+        pairs.iloc[1:], data, per_positive=3, seed=0, cutoff=pd.Timestamp("1998-01-01")
+    )
+    assert slate.empty
+
+
+def test_prior_item_counts_use_whole_days_before() -> None:
+    data = _rating_only_data()
+    days = np.array([np.datetime64("1997-10-01", "D"), np.datetime64("1997-10-02", "D")]).astype(np.int64)
+    imp, clk = prior_item_counts(data.interactions, data.item_index, np.array([1, 1]), days)
+    assert imp.tolist() == [0.0, 2.0] and clk.tolist() == [0.0, 1.0]  # the same day does not count
