@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
+from models.settings import get_settings
 from tests.fixtures.movielens import MovieLensFixture, write_movielens_fixture
 
 pytestmark = pytest.mark.integration
@@ -85,6 +86,8 @@ def test_movielens_folder_runs_the_pipeline_and_prints_the_evaluation_table(
     movielens_home: tuple[Path, MovieLensFixture], tmp_path: Path
 ) -> None:
     home, fixture = movielens_home
+    settings = get_settings()
+    assert (settings.dataset, settings.first_partition_day) == ("movielens", "1997-09-20")
     result = _materialize_through_evaluation()
 
     failed_steps = {e.step_key for e in result.all_events if e.is_step_failure}
