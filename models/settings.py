@@ -331,6 +331,11 @@ class Settings(BaseSettings):
         description="first day of the daily partitions (events, scores, drift, copy); defaults to "
         "simulator.start_date. Set it to the first day of a real dataset (MovieLens 100k: 1997-09-20)",
     )
+    retrain_cron: str = Field(
+        "0 4 * * 0",
+        description="cron (UTC) of the retrain schedule, default Sundays 04:00; the drift sensor retrains in "
+        "between when a day's drift passes monitoring.drift_share_threshold",
+    )
 
     simulator: SimulatorSettings = SimulatorSettings()
     split: SplitSettings = SplitSettings()
