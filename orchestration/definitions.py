@@ -14,9 +14,9 @@ from orchestration.checks.ml import ml_checks
 from orchestration.checks.monitoring import monitoring_checks
 from orchestration.checks.quality import gx_checks
 from orchestration.drift_sensor import build_drift_sensor
-from orchestration.jobs import all_assets_job, daily_job, data_refresh_job, retrain_job
+from orchestration.jobs import all_assets_job, daily_job, daily_refresh_job, data_refresh_job, retrain_job
 from orchestration.resources import RecgenResource, dbt_resource
-from orchestration.schedules import daily_refresh_schedule
+from orchestration.schedules import daily_refresh_schedule, retrain_schedule
 from orchestration.sensors import inbox_sensor
 
 EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
@@ -33,8 +33,8 @@ defs = dg.Definitions(
         recgen_bento,
     ],
     asset_checks=[*gx_checks, *ml_checks, *generation_checks, *monitoring_checks],
-    jobs=[all_assets_job, data_refresh_job, retrain_job, daily_job],
-    schedules=[daily_refresh_schedule],
+    jobs=[all_assets_job, daily_refresh_job, data_refresh_job, retrain_job, daily_job],
+    schedules=[daily_refresh_schedule, retrain_schedule],
     sensors=[inbox_sensor, build_drift_sensor(retrain_job)],
     resources={"recgen": RecgenResource(), "dbt": dbt_resource()},
     executor=EXECUTORS[get_settings().dagster_executor],

@@ -1,5 +1,6 @@
-"""Jobs: one day of the whole graph, the data refresh the inbox sensor starts, the retrain the drift sensor
-starts, and the day-partitioned assets alone (for backfills of past days).
+"""Jobs: one day of the whole graph (`make run`), the daily refresh (new data, scores, drift, copy), the data
+refresh the inbox sensor starts, the retrain that its schedule and the drift sensor start, and the
+day-partitioned assets alone (for backfills of past days).
 
 A run of a day-partitioned job rebuilds the unpartitioned assets whole (ingest, features, models, the
 quality and fairness reports, the bento) and the selected day's partition of the daily ones.
@@ -21,6 +22,14 @@ all_assets_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     description="Everything for one day: ingest, dbt, models, evaluation, reports and bento, plus the day's "
     "partition of the daily marts, scores, drift report and personalized copy.",
+)
+
+daily_refresh_job = dg.define_asset_job(
+    "daily_refresh",
+    selection=dg.AssetSelection.groups("ingest") | dg.AssetSelection.assets(recgen_dbt_models) | daily,
+    partitions_def=daily_partitions,
+    description="One day of new data against the current models: ingest and dbt, then the day's partition of "
+    "the daily marts, the champion's scores, the drift report and the personalized copy.",
 )
 
 daily_job = dg.define_asset_job(

@@ -13,6 +13,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from models.settings import get_settings
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +48,7 @@ def test_definitions_load_with_every_stage():
     assert defs.get_schedule_def("daily_refresh") and defs.get_sensor_def("inbox_sensor")
 
 
-def test_daily_schedule_runs_the_whole_graph_for_the_day_that_ended():
+def test_schedules_refresh_each_day_and_retrain_when_due():
     from orchestration.definitions import defs
 
     schedule = defs.get_schedule_def("daily_refresh")
@@ -57,19 +59,26 @@ def test_daily_schedule_runs_the_whole_graph_for_the_day_that_ended():
         )
     )
     (request,) = tick.run_requests
-    assert schedule.job_name == "recgen_all" and request.partition_key == "2026-10-21"
-    # the day partition covers the daily marts, scores, drift and copy; the rest of the graph runs whole
-    job = defs.resolve_job_def("recgen_all")
-    keys = set(job.asset_layer.selected_asset_keys)
-    assert {dg.AssetKey(["raw", "events"]), dg.AssetKey("evaluation"), dg.AssetKey("recgen_bento")} <= keys
+    assert schedule.job_name == "daily_refresh" and request.partition_key == "2026-10-21"
+    # the day's run: new data and its partition of the daily marts, scores, drift and copy; no training
+    graph = defs.resolve_asset_graph()
     daily = set(defs.resolve_job_def("daily").asset_layer.selected_asset_keys)
     assert {k.to_user_string() for k in daily} == {
         "daily_impressions", "daily_item_metrics", "daily_scores", "drift_report", "generated_content",
     }  # fmt: skip
-    assert daily <= keys
-    graph = defs.resolve_asset_graph()
     assert all(graph.get(key).is_partitioned for key in daily)
-    assert not any(graph.get(key).is_partitioned for key in keys - daily)
+    refresh = set(defs.resolve_job_def("daily_refresh").asset_layer.selected_asset_keys)
+    assert daily <= refresh and dg.AssetKey(["raw", "events"]) in refresh
+    assert dg.AssetKey("interactions") in refresh and dg.AssetKey("ranker") not in refresh
+    # retraining runs on its own cron (settings.retrain_cron) and rebuilds no day partition
+    retrain = defs.get_schedule_def("retrain_schedule")
+    assert retrain.job_name == "retrain" and retrain.cron_schedule == get_settings().retrain_cron
+    retrained = set(defs.resolve_job_def("retrain").asset_layer.selected_asset_keys)
+    assert dg.AssetKey("ranker") in retrained and not retrained & daily
+    # recgen_all (make run) is one day of everything; only the daily assets are partitioned
+    everything = set(defs.resolve_job_def("recgen_all").asset_layer.selected_asset_keys)
+    assert refresh | retrained <= everything
+    assert not any(graph.get(key).is_partitioned for key in everything - daily)
 
 
 def test_data_layer_materializes_marts_and_passes_checks(recgen_home):
