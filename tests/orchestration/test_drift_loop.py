@@ -4,7 +4,7 @@ knob off -> nothing flagged, no retrain. Real ingest, real dbt build, real Evide
 import dagster as dg
 import pytest
 
-from orchestration.assets.dbt import recgen_dbt_models
+from orchestration.assets.dbt import recgen_daily_dbt_models, recgen_dbt_models
 from orchestration.assets.ingest import raw_tables
 from orchestration.assets.monitoring import drift_report
 from orchestration.drift_sensor import build_drift_sensor
@@ -23,8 +23,20 @@ def _drift_run(monkeypatch: pytest.MonkeyPatch, strength: float) -> tuple[dict, 
     with RecgenResource().connect() as con:
         (last_day,) = con.execute("select max(event_date) from marts.interactions").fetchone()
     # the day partition of the last day, as the daily schedule would run it (no models: no score column)
-    result = dg.materialize([drift_report], resources=resources, partition_key=last_day.isoformat())
+    result = dg.materialize(
+        [recgen_daily_dbt_models, drift_report], resources=resources, partition_key=last_day.isoformat()
+    )
     assert result.success
+    # the daily dbt marts hold exactly that day, as one partition
+    daily = {e.asset_key.to_user_string(): e.partition for e in result.get_asset_materialization_events()}
+    assert daily["daily_impressions"] == daily["daily_item_metrics"] == last_day.isoformat()
+    with RecgenResource().connect() as con:
+        days = con.execute("select distinct event_date from marts.daily_impressions").fetchall()
+        rows = con.execute("select count(*) from marts.daily_impressions").fetchone()
+        expected = con.execute(
+            "select count(*) from marts.interactions where event_date = ?", [last_day]
+        ).fetchone()
+    assert days == [(last_day,)] and rows == expected
     metadata = result.asset_materializations_for_node("drift_report")[0].metadata
     assert metadata["run_date"].value == last_day.isoformat()
     assert "model_score" in metadata["skipped_columns"].value
