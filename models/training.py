@@ -63,9 +63,13 @@ class RecModel(Protocol):
 
 # --- reading the warehouse ---------------------------------------------------------------------------------
 def read_marts(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
-    """The six marts of the contract, with exactly the contract's columns."""
+    """The six marts of the contract, with exactly the contract's columns, in a fixed row order.
+
+    A table scan's row order is not fixed (parallel builds and scans), and the order reaches the sampling and
+    batching of training: sorting makes the same marts and seed give the same models.
+    """
     return {
-        name: con.execute(f"select {', '.join(cols)} from marts.{name}").df()
+        name: con.execute(f"select {', '.join(cols)} from marts.{name} order by all").df()
         for name, cols in MART_COLUMNS.items()
     }
 
@@ -77,7 +81,8 @@ def read_item_embeddings(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
     if not table_exists(con, "ml.item_embeddings"):
         return None
     return con.execute(
-        "select item_id, content_hash, embedding, encoder_name, encoder_version from ml.item_embeddings"
+        "select item_id, content_hash, embedding, encoder_name, encoder_version from ml.item_embeddings "
+        "order by item_id, content_hash"
     ).df()
 
 
