@@ -277,6 +277,34 @@ def ingest_snapshot(
     return IngestReport(batch_id, reports)
 
 
+SNAPSHOT_STATE_DDL = """
+create table if not exists raw.snapshot_state (
+    snapshot_key varchar not null,
+    batch_id varchar not null,
+    loaded_at timestamp not null
+)"""
+
+
+def loaded_snapshot_key(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The key of the snapshot the raw tables hold (``sources.snapshot_key``); None before the first load."""
+    create_raw_schema(con)
+    con.execute(SNAPSHOT_STATE_DDL)
+    row = con.execute(
+        "select snapshot_key from raw.snapshot_state order by loaded_at desc limit 1"
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def record_snapshot(con: duckdb.DuckDBPyConnection, key: str, batch_id: str) -> None:
+    """Remember that the raw tables now hold the snapshot ``key`` (loaded by batch ``batch_id``)."""
+    con.execute(SNAPSHOT_STATE_DDL)
+    con.execute("delete from raw.snapshot_state")
+    con.execute(
+        "insert into raw.snapshot_state values (?, ?, ?)",
+        [key, batch_id, datetime.now(UTC).replace(tzinfo=None)],
+    )
+
+
 def pending_inbox_files(inbox: Path) -> list[Path]:
     """Files waiting in ``inbox/<table>/`` (``inbox/processed/`` holds the ones already ingested)."""
     return sorted(p for p in inbox.glob("*/*") if p.is_file() and p.parent.name != "processed")

@@ -12,6 +12,7 @@ values formatted as text), so ingest can cast it and quarantine the rows that fa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -108,9 +109,26 @@ def write_raw_snapshot(settings: Settings) -> dict[str, list[Path]]:
     return {name: [target / p.relative_to(staging) for p in paths] for name, paths in files.items()}
 
 
+def snapshot_key(settings: Settings) -> str:
+    """What the snapshot is made of: the dataset, and the simulator's settings or the dataset files' names,
+    sizes and modification times. The same key means the same snapshot, so ingest can skip reloading it."""
+    parts: dict[str, object] = {"dataset": settings.dataset}
+    if settings.dataset == "simulator":
+        parts["simulator"] = settings.simulator.model_dump(mode="json")
+    else:
+        root = Path(settings.dataset_path or "").resolve()
+        parts["path"] = str(root)
+        parts["files"] = sorted(
+            (str(p.relative_to(root)), st.st_size, st.st_mtime_ns)
+            for p in root.rglob("*")
+            if p.is_file() and (st := p.stat())
+        )
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def read_manifest(settings: Settings) -> dict[str, object]:
     """The manifest of the current snapshot (dataset, row counts, creation time)."""
     return json.loads((Path(settings.raw_dir) / "manifest.json").read_text())
 
 
-__all__ = ["frame_to_arrow", "read_manifest", "write_dataset_parquet", "write_raw_snapshot"]
+__all__ = ["frame_to_arrow", "read_manifest", "snapshot_key", "write_dataset_parquet", "write_raw_snapshot"]
