@@ -41,7 +41,7 @@ dbt-parse: $(STAMP)
 
 # recgen_all builds one day partition of the daily assets (marts, scores, drift, copy) and everything else
 # whole. Its partition is the last day in the data, which is known once the data has landed: data_refresh
-# (ingest + dbt) first, then recgen_all for that day (its ingest and dbt steps rebuild the same data again, idempotently).
+# (ingest + dbt) first, then recgen_all for that day (its ingest finds that snapshot loaded and only looks at the inbox).
 materialize: setup
 	$(BIN)/dagster job execute -m orchestration.definitions -j data_refresh
 	$(BIN)/dagster job execute -m orchestration.definitions -j recgen_all \
