@@ -21,6 +21,7 @@ import torch
 
 from models.settings import get_settings
 from tests.fixtures.movielens import MovieLensFixture, write_movielens_fixture
+from tests.orchestration.test_ml_assets import TINY_MODELS
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +30,7 @@ EVALUATION_COLUMNS = ["model", "ndcg@10", "recall@20", "mrr@10", "hit@10", "cove
 BASELINES = ["popularity", "itemknn", "bpr"]
 # Small models and few epochs: the test checks that the pipeline runs on MovieLens data, not model quality.
 SMALL_MODELS = {
-    "RECGEN_PROFILE__EPOCHS": "2",
-    "RECGEN_PROFILE__HIDDEN_DIM": "32",
-    "RECGEN_PROFILE__N_HEADS": "2",
-    "RECGEN_RANKER__EPOCHS": "2",
-    "RECGEN_RANKER__HIDDEN_DIM": "32",
-    "RECGEN_RANKER__RETRIEVAL_WEIGHT_GRID": "[0.0, 1.0]",
-    "RECGEN_EVALUATION__BPR_EPOCHS": "5",
-    "RECGEN_TORCH_THREADS": "1",
+    **TINY_MODELS,
     "RECGEN_QUALITY__MIN_USERS": "10",
     "RECGEN_QUALITY__MIN_ITEMS": "10",
     "RECGEN_QUALITY__MIN_EVENTS": "100",
