@@ -128,7 +128,7 @@ def daily_scores(context: dg.AssetExecutionContext, recgen: RecgenResource) -> d
         reference = None
         if not has_reference(con, champion.version):
             interactions = _read(
-                con, f"select {columns}, split from marts.interactions where split = 'valid'"
+                con, f"select {columns}, split from marts.interactions where split = 'valid' order by all"
             )
             reference = reference_sample(
                 interactions, settings.monitoring.drift_reference_max_rows, settings.seed
