@@ -86,6 +86,6 @@ def recgen_daily_dbt_models(
 def _build(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, recgen: RecgenResource, dbt_vars: dict[str, Any]
 ) -> Iterator[Any]:
-    os.environ["RECGEN_DUCKDB_PATH"] = str(recgen.settings().database.resolve())
+    os.environ.update(recgen.dbt_env())  # the DuckDB file and memory settings profiles.yml reads
     with recgen.write_lock():
         yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
