@@ -42,7 +42,7 @@ def test_dbt_build_passes_with_every_test(built_warehouse: BuiltWarehouse) -> No
         statuses[result["unique_id"].split(".")[0]].append(result["status"])
     # Every model built, every data and unit test ran and passed: no warning (the source relationship
     # tests warn on orphan events, and the fixture has none), nothing skipped.
-    assert set(statuses["model"]) == {"success"} and len(statuses["model"]) == 16
+    assert set(statuses["model"]) == {"success"} and len(statuses["model"]) == 17
     assert set(statuses["test"]) == {"pass"} and len(statuses["test"]) > 100
     assert set(statuses["unit_test"]) == {"pass"} and len(statuses["unit_test"]) >= 5
 
