@@ -323,7 +323,9 @@ class Settings(BaseSettings):
         "machine); multiprocess: a process per step. Clusters swap in dagster-k8s / dagster-celery executors",
     )
     torch_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads (None: torch's choice); 1 on a CPU shared with busy jobs"
+        None,
+        ge=1,
+        description="torch intra-op threads (None: torch's choice); 1 on a CPU shared with busy jobs",
     )
     seed: int = 42
     partitions_start_date: str | None = Field(

@@ -70,7 +70,11 @@ BAD_EVENTS = {
     "wrong type": (_event("e_type", event_ts="yesterday-ish"), "event_ts", "cannot parse"),
     "unknown user": (_event("e_user", user_id="ghost"), "user_id", "unknown user"),
     "unknown item": (_event("e_item", item_id="nope"), "item_id", "unknown item"),
-    "negative dwell": (_event("e_dwell", event_type="dwell", dwell_seconds=-4.0), "dwell_seconds", "negative"),
+    "negative dwell": (
+        _event("e_dwell", event_type="dwell", dwell_seconds=-4.0),
+        "dwell_seconds",
+        "negative",
+    ),
     "future timestamp": (_event("e_future", event_ts="2030-01-01 00:00:00"), "event_ts", "future"),
     "bad rating": (_event("e_rating", event_type="rating", rating=9), "rating", "outside"),
     "unknown event type": (_event("e_kind", event_type="hover"), "event_type", "unknown value"),
@@ -120,7 +124,9 @@ def test_bad_first_copy_does_not_make_a_good_second_copy_a_duplicate(con):
     users = pd.concat([_users().iloc[[0]].assign(signup_at="not a date"), _users().iloc[[0]]])
     report = ingest_table(con, "users", users, batch_id="b", source="test", now=NOW)
     assert (report.rows_clean, report.rows_quarantined) == (1, 1)
-    assert con.execute("select reason from raw.quarantine").fetchone()[0].startswith("signup_at: cannot parse")
+    assert (
+        con.execute("select reason from raw.quarantine").fetchone()[0].startswith("signup_at: cannot parse")
+    )
 
 
 def test_inbox_counts_malformed_json_lines_and_loses_nothing(con, tmp_path):
@@ -128,7 +134,11 @@ def test_inbox_counts_malformed_json_lines_and_loses_nothing(con, tmp_path):
     ingest_table(con, "items", _items(), batch_id="b", source="test", now=NOW)
     inbox = tmp_path / "inbox" / "events"
     inbox.mkdir(parents=True)
-    lines = [json.dumps(_event("f1", event_type="click")), "{not json", json.dumps(_event("f2", user_id="ghost"))]
+    lines = [
+        json.dumps(_event("f1", event_type="click")),
+        "{not json",
+        json.dumps(_event("f2", user_id="ghost")),
+    ]
     (inbox / "feedback.jsonl").write_text("\n".join(lines) + "\n")
 
     report = ingest_inbox(con, [inbox / "feedback.jsonl"], now=NOW)
