@@ -26,18 +26,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.orchestration.conftest import TINY_DATASET
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # Small enough to build in a few minutes on 2 cores, large enough that every split, model and copy exists.
 TINY = {
-    "RECGEN_SIMULATOR__N_USERS": "120",
-    "RECGEN_SIMULATOR__N_ITEMS": "80",
-    "RECGEN_SIMULATOR__N_DAYS": "8",
-    "RECGEN_QUALITY__MIN_USERS": "10",
-    "RECGEN_QUALITY__MIN_ITEMS": "10",
-    "RECGEN_QUALITY__MIN_EVENTS": "100",
+    **TINY_DATASET,
     "RECGEN_PROFILE__EPOCHS": "2",
     "RECGEN_RANKER__EPOCHS": "2",
     "RECGEN_EVALUATION__BPR_EPOCHS": "2",
