@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DatasetKind = Literal["simulator", "movielens", "mind"]
@@ -296,6 +296,16 @@ class ServingSettings(BaseModel):
     bento_name: str = "recgen"
 
 
+def project_root() -> Path:
+    """The checkout holding ``pyproject.toml`` (an editable install), else the working directory.
+
+    Relative paths in the settings are anchored here, so ``dagster dev``, ``bentoml serve``, the benchmarks and
+    the tests find the same ``data/`` and ``reports/`` whatever folder they are started from.
+    """
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").exists() else Path.cwd()
+
+
 class Settings(BaseSettings):
     """All of recgen's configuration."""
 
@@ -350,6 +360,13 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = MonitoringSettings()
     quality: QualitySettings = QualitySettings()
     serving: ServingSettings = ServingSettings()
+
+    @field_validator("home", "reports_dir", "duckdb_path", "dataset_path", mode="after")
+    @classmethod
+    def _anchor_relative_paths(cls, value: Path | None) -> Path | None:
+        if value is None or value.is_absolute():
+            return value
+        return project_root() / value
 
     @model_validator(mode="after")
     def _dataset_needs_path(self) -> Settings:

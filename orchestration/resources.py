@@ -9,7 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_dbt import DbtCliResource
+from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 
 from models.data import warehouse
 from models.settings import Settings, get_settings
@@ -53,11 +54,31 @@ class RecgenResource(dg.ConfigurableResource):
             yield
 
 
-def dbt_resource() -> DbtCliResource:
-    """The dbt CLI, found beside this interpreter so the venv need not be on PATH."""
+def dbt_executable() -> str:
+    """The dbt CLI beside this interpreter (the venv's ``bin/``), so the venv need not be on PATH."""
     exe = Path(sys.prefix) / "bin" / "dbt"
+    return str(exe) if exe.exists() else "dbt"
+
+
+def dbt_resource() -> DbtCliResource:
+    """The dbt CLI resource the dbt assets run with: absolute project, profiles and executable paths."""
     return DbtCliResource(
-        project_dir=str(DBT_PROJECT_DIR),
-        profiles_dir=str(DBT_PROJECT_DIR),
-        dbt_executable=str(exe) if exe.exists() else "dbt",
+        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
     )
+
+
+class RecgenDbtPreparer(DagsterDbtProjectPreparer):
+    """dagster-dbt's preparer (``dbt parse`` under ``dagster dev``) with the venv's dbt, not the one on PATH.
+
+    dagster-dbt's own preparer builds ``DbtCliResource(project_dir=...)``, whose executable is the bare name
+    ``dbt``: under ``dagster dev`` started from ``.venv/bin`` without an activated venv that is not on PATH,
+    and the code location failed to load.
+    """
+
+    def prepare(self, project: DbtProject) -> None:
+        dbt_resource().cli(["parse", "--quiet"], target_path=project.target_path).wait()
+
+
+def prepare_dbt_project_if_dev(project: DbtProject) -> None:
+    """Re-parse the dbt project when running under ``dagster dev`` (a no-op elsewhere)."""
+    RecgenDbtPreparer().prepare_if_dev(project)

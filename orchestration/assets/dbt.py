@@ -15,14 +15,14 @@ from dagster_dbt import (
 )
 
 from orchestration.partitions import daily_partitions
-from orchestration.resources import DBT_PROJECT_DIR, RecgenResource
+from orchestration.resources import DBT_PROJECT_DIR, RecgenResource, prepare_dbt_project_if_dev
 
 # Models tagged `daily` are built one day partition at a time (dbt_project/models/marts/daily/).
 DAILY_SELECTOR = "tag:daily"
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-# Under `dagster dev` this runs `dbt parse`; elsewhere the Makefile has produced target/manifest.json.
-dbt_project.prepare_if_dev()
+# Under `dagster dev` this runs `dbt parse` (with the venv's dbt); elsewhere `make` has produced the manifest.
+prepare_dbt_project_if_dev(dbt_project)
 
 
 class RecgenDbtTranslator(DagsterDbtTranslator):
