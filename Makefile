@@ -20,7 +20,7 @@ export RECGEN_DUCKDB_PATH ?= $(CURDIR)/data/recgen.duckdb
 help:
 	@echo "make run    - set up, materialize every asset on the embedded dataset, build the bento, print outputs"
 	@echo "make test   - set up, then run the whole test suite (unit + integration)"
-	@echo "make dev    - dagster dev (UI on http://127.0.0.1:3000)"
+	@echo "make dev    - dagster dev (UI on http://127.0.0.1:3000; DEV_PORT=N for another port)"
 	@echo "make serve  - bentoml serve the champion model on http://127.0.0.1:3001"
 	@echo "make bench  - print the benchmark figures (benchmarks/*.py)"
 
@@ -73,11 +73,14 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+DEV_PORT ?= 3000
+SERVE_PORT ?= 3001
+
 dev: setup
-	$(BIN)/dagster dev -m orchestration.definitions --host 127.0.0.1 --port 3000
+	$(BIN)/dagster dev -m orchestration.definitions --host 127.0.0.1 --port $(DEV_PORT)
 
 serve: setup
-	$(BIN)/bentoml serve bentos.service:RecgenService --host 127.0.0.1 --port 3001
+	$(BIN)/bentoml serve bentos.service:RecgenService --host 127.0.0.1 --port $(SERVE_PORT)
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
