@@ -259,7 +259,8 @@ def _error_body(body: bytes, start: Message, scope: Scope) -> bytes:
     except ValueError:
         payload = None
     if isinstance(payload, dict) and "error" in payload:
-        return body
+        located = _located(payload.get("detail"))
+        return json.dumps({**payload, "error": located}).encode() if located else body
     if (
         isinstance(payload, list)
         and len(payload) == 1
@@ -279,3 +280,18 @@ def _error_body(body: bytes, start: Message, scope: Scope) -> bytes:
     except ValueError:
         phrase = "error"
     return json.dumps({"error": text or phrase}).encode()
+
+
+def _located(detail: object) -> str | None:
+    """Pydantic's error list as one line naming each field with its index: ``events[1].event_id: ...``."""
+    if not isinstance(detail, list) or not detail:
+        return None
+    parts = []
+    for error in detail:
+        if not isinstance(error, dict) or not isinstance(error.get("loc"), list | tuple):
+            return None
+        where = ""
+        for part in error["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -25,6 +25,19 @@ async def bentoml_style_404(request: Request) -> JSONResponse:
     return JSONResponse([{"error": "user_id: unknown user 'x'"}], status_code=404)
 
 
+async def pydantic_400(request: Request) -> JSONResponse:
+    # what BentoML 1.4.39 sends for a validation error: a summary without the field, and pydantic's list
+    detail = [
+        {
+            "type": "string_too_long",
+            "loc": ["events", 1, "event_id"],
+            "msg": "String should have at most 128 characters",
+        },
+        {"type": "missing", "loc": ["user_id"], "msg": "Field required"},
+    ]
+    return JSONResponse({"error": "2 validation errors for X", "detail": detail}, status_code=400)
+
+
 async def list_ok(request: Request) -> JSONResponse:
     return JSONResponse([{"error": "not an error, a 200 list"}])
 
@@ -42,6 +55,7 @@ def app() -> Starlette:
             Route("/readyz", echo, methods=["GET"]),
             Route("/missing", bentoml_style_404, methods=["POST"]),
             Route("/list", list_ok, methods=["POST"]),
+            Route("/invalid", pydantic_400, methods=["POST"]),
             Route("/other", other_400, methods=["POST"]),
         ]
     )
@@ -189,3 +203,11 @@ def test_a_refused_body_is_dropped_so_a_large_upload_reads_its_answer():
     big = c.post("/echo", content=b"x" * (LIMIT * 50), headers={"authorization": f"Bearer {KEYS[0]}"})
     assert big.status_code == 413 and big.headers["connection"] == "close"
     assert seen == []
+
+
+def test_a_validation_error_names_each_field_with_its_index():
+    body = client().post("/invalid", content=b"{}").json()
+    assert body["error"] == (
+        "events[1].event_id: String should have at most 128 characters; user_id: Field required"
+    )
+    assert len(body["detail"]) == 2  # pydantic's own list is kept
