@@ -188,7 +188,8 @@ def finalize_text(
     )
     if result.passed:
         return Checked(result.text, True, None)
-    return Checked(extractive_fallback(fields, settings.max_words, item.terms), False, result.reason)
+    fallback = extractive_fallback(fields, settings.max_words, item.terms, settings.blocklist)
+    return Checked(fallback, False, result.reason)
 
 
 def _written(
