@@ -27,6 +27,7 @@ import pytest
 
 from tests.integration.conftest import (
     API_KEY,
+    HOSTILE_IDS,
     MAX_CONCURRENCY,
     RERANK_STRENGTH,
     ROOT,
@@ -50,7 +51,7 @@ def test_health_names_models_device_and_counts(server: Server, service_env: dict
     assert body["status"] == "ok" and body["device"] in ("cpu", "cuda")
     assert body["model_versions"]["recommender"].startswith("full_stack:")
     assert "generator" in body["model_versions"]
-    assert body["counts"]["users"] == len(users) and body["counts"]["items"] == len(items)
+    assert body["counts"]["users"] == len(users) and body["counts"]["items"] == len(items) + len(HOSTILE_IDS)
     # the day of copy the pipeline generated was copied into the service's cache at start
     assert body["counts"]["cached_copies"] > 0
     assert body["fairness_rerank_strength"] == RERANK_STRENGTH
