@@ -5,7 +5,8 @@ tell the model to ignore its instructions and write ``PWNED``, the own LM's cont
 ``<out>``, ``<eos>``), ``<script>`` tags (also as a category, which the reports print) and a title of about
 3,000 words, with clicks on them by 40 users. The copy the service serves for them stays the requested task,
 never is the injected answer, carries no markup and no blocklisted phrase; when the guardrails reject an
-output the reason is recorded; the HTML reports escape the script tags.
+output the reason is recorded; the HTML reports escape the script tags (Evidently's pages embed category values
+in a ``<script>`` block unescaped, so ``models/monitoring/html_safe.py`` escapes them first).
 """
 
 from __future__ import annotations
@@ -137,10 +138,10 @@ def test_the_html_reports_escape_the_hostile_category(service_env: dict[str, str
         timeout=600,
     )
     assert proc.returncode == 0 and "REPORTED True" in proc.stdout, proc.stderr[-3000:]
-    pages = sorted(Path(service_env["RECGEN_REPORTS_DIR"]).glob("**/*.html"))
-    assert pages, "no HTML report written"
-    ours = [p for p in pages if not p.stem.endswith("_evidently")]
-    escaped = "&lt;script&gt;alert(&#x27;xss&#x27;)&lt;/script&gt;"
-    assert any(escaped in p.read_text() for p in ours), "the hostile category is not on our report page"
+    pages = sorted(Path(service_env["RECGEN_REPORTS_DIR"]).glob("fairness/*.html"))
+    evidently = [p for p in pages if p.stem.endswith("_evidently")]
+    assert pages and evidently, "no HTML report written"
     for page in pages:
         assert SCRIPT not in page.read_text(), f"{page.name} carries the raw script tag"
+    # the category made it onto Evidently's ItemBias page, escaped (its data sits inside a <script> block there)
+    assert any("&lt;script&gt;alert('xss')&lt;/script&gt;" in p.read_text() for p in evidently)
