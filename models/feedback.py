@@ -61,6 +61,12 @@ def valid_idempotency_key(value: str) -> bool:
     return 0 < len(value) <= IDEMPOTENCY_KEY_MAX and all(" " <= ch <= "~" for ch in value)
 
 
+def inbox_lock(inbox_dir: Path, timeout_s: float = 30) -> FileLock:
+    """The inbox's file lock: the writer holds it from open to fsync, the ingest holds it to move files away."""
+    Path(inbox_dir).mkdir(parents=True, exist_ok=True)
+    return FileLock(Path(inbox_dir) / LOCK_NAME, timeout=timeout_s)
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
@@ -244,7 +250,7 @@ class FeedbackInbox:
         self.pid = os.getpid() if pid is None else pid
         self.dedup_days = dedup_days
         self._lock = threading.Lock()
-        self._file_lock = FileLock(self.inbox_dir / LOCK_NAME, timeout=lock_timeout_s)
+        self._file_lock = FileLock(self.inbox_dir / LOCK_NAME, timeout=lock_timeout_s)  # = inbox_lock()
         self.n_appended = 0
         # The index: ids seen, and how far each file has been read, by (inode, name): a move to processed/
         # keeps both, and the file started anew after a move has another inode.

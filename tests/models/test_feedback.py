@@ -367,3 +367,25 @@ def test_two_processes_storing_the_same_events_store_each_once(tmp_path):
     ids = [r["event_id"] for r in _inbox_lines(tmp_path / "inbox")]
     assert sum(news) == 300 and len(ids) == 300 and len(set(ids)) == 300, (news, len(ids))
     assert len(list((tmp_path / "inbox" / "events").glob("*.jsonl"))) >= 1
+
+
+def test_the_ingest_lock_holds_off_the_writer(tmp_path):
+    """While the ingest holds inbox_lock (to move files away), an append waits: no write lands mid-move."""
+    import threading
+
+    from models.feedback import inbox_lock
+
+    inbox = FeedbackInbox(tmp_path / "inbox", pid=1)
+    done = threading.Event()
+
+    def write() -> None:
+        inbox.store([FeedbackEvent("click", "u1", "i1", NOW, "r", 0, event_id="held")], now=NOW)
+        done.set()
+
+    with inbox_lock(tmp_path / "inbox"):
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not done.wait(0.5)  # blocked on the lock
+        assert not list((tmp_path / "inbox" / "events").glob("*.jsonl"))
+    writer.join(10)
+    assert done.is_set() and "held" in inbox
