@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.data.schema import STYLES
+from models.feedback import EVENT_ID_MAX, EVENT_ID_RULE, valid_event_id
 
 Style = Literal["concise", "casual", "formal", "enthusiastic"]
 EventType = Literal["impression", "click", "dwell", "rating"]
@@ -133,6 +134,13 @@ class FeedbackEventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    event_id: str | None = Field(
+        None,
+        max_length=EVENT_ID_MAX,
+        description=f"the client's id of this event ({EVENT_ID_RULE}), the same on every retry: an id "
+        "already stored is not stored again. Default: derived from the Idempotency-Key header and the "
+        "event's position in the batch, else a fresh one (then a retry is stored twice)",
+    )
     event_type: EventType
     user_id: str = Field(min_length=1, max_length=128)
     item_id: str = Field(min_length=1, max_length=128)
@@ -141,6 +149,13 @@ class FeedbackEventIn(BaseModel):
     position: int | None = Field(None, ge=0, le=10_000)
     dwell_seconds: float | None = Field(None, ge=0, le=86_400)
     rating: float | None = Field(None, ge=1, le=5)
+
+    @field_validator("event_id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not valid_event_id(value):
+            raise ValueError(f"event_id: must be {EVENT_ID_RULE}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> FeedbackEventIn:
@@ -164,6 +179,7 @@ class FeedbackRequest(BaseModel):
             "example": {
                 "events": [
                     {
+                        "event_id": "app-7f3a-0001",
                         "event_type": "click",
                         "user_id": "u0001",
                         "item_id": "i001",
@@ -183,10 +199,14 @@ class FeedbackResponse(BaseModel):
     """What was stored: returned only once the rows are on disk."""
 
     accepted: int = Field(description="events received")
-    rows_written: int = Field(
-        description="raw rows written (events plus impressions added for standalone ones)"
+    new: int = Field(description="events stored now")
+    duplicates: int = Field(
+        description="events whose event_id was already stored (a retry) or repeated in the batch: not stored again"
     )
-    inbox_file: str
+    rows_written: int = Field(
+        description="raw rows written (new events plus impressions added for standalone ones)"
+    )
+    inbox_file: str | None = Field(description="the inbox file written to; null when nothing was new")
 
 
 class HealthResponse(BaseModel):

@@ -10,8 +10,13 @@ request model as a positional-only argument, so the JSON body is the model itsel
 work in threads, and ranking and copy go through micro-batchers (``bentos/batching.py``), so concurrent
 requests share one ranker forward pass and one ``generate`` call. Client errors are 4xx with a message that
 names the field (pydantic's 400 for bad JSON, wrong types and unknown fields; 404 for unknown users and
-items; 413 for oversized requests); the answer never carries a stack trace. Feedback is on disk (fsync)
-before it is acknowledged.
+items; 413 for oversized requests; 405 for a wrong method), always as ``{"error": ...}``; the answer never
+carries a stack trace. With ``serving.api_keys`` set, /feedback and /generate (every path with
+``serving.protect_reads``) need ``Authorization: Bearer <key>`` (``bentos/middleware.py``).
+
+Feedback is on disk (fsync) before it is acknowledged, and stored once per ``event_id``: the client's id, or
+one derived from the ``Idempotency-Key`` header and the event's position, so a retried batch writes nothing
+again and its answer counts the events as duplicates (``models/feedback.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,14 @@ from bentos.schemas import (
     RecommendResponse,
 )
 from bentos.serving import ContentJob, RankJob, ServingModels
-from models.feedback import FeedbackEvent, FeedbackInbox, RecentActivity, to_raw_events
+from models.feedback import (
+    IDEMPOTENCY_KEY_MAX,
+    FeedbackEvent,
+    FeedbackInbox,
+    RecentActivity,
+    valid_idempotency_key,
+    with_event_ids,
+)
 from models.interests import InterestProfile
 from models.settings import Settings, get_settings
 
@@ -108,7 +120,10 @@ class RecgenService:
         self.started_at = datetime.now(UTC)
         self.settings: Settings = get_settings()
         self.models = ServingModels.load(self.settings)
-        self.inbox = FeedbackInbox(self.settings.inbox_dir)
+        self.inbox = FeedbackInbox(
+            self.settings.inbox_dir, dedup_days=self.settings.serving.feedback_dedup_days
+        )
+        self.inbox.refresh()  # the index of stored event ids, from the inbox files
         self.recent = RecentActivity(self.settings.serving.recent_items)
         serving = self.settings.serving
         self.rank_batcher: MicroBatcher[RankJob, Any] = MicroBatcher(
@@ -119,6 +134,7 @@ class RecgenService:
         )
         self.n_recommendations = 0
         self.n_feedback_events = 0
+        self.n_feedback_duplicates = 0
         logger.info(
             "recgen service ready on %s: %s", self.models.device, ", ".join(self.models.versions().values())
         )
@@ -220,8 +236,13 @@ class RecgenService:
         )
 
     @bentoml.api
-    async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
-        """Store interactions durably in the inbox (answered only once on disk); they refresh recommendations."""
+    async def feedback(self, request: FeedbackRequest, /, ctx: bentoml.Context) -> FeedbackResponse:
+        """Store interactions durably in the inbox, each event_id once (answered only once on disk)."""
+        key = ctx.request.headers.get("idempotency-key")
+        if key is not None and not valid_idempotency_key(key):
+            raise InvalidArgument(
+                f"Idempotency-Key: must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters"
+            )
         limit = self.settings.serving.max_feedback_events
         if len(request.events) > limit:
             raise PayloadTooLarge(
@@ -233,6 +254,7 @@ class RecgenService:
             self._check_item(event.item_id, f"events[{i}].item_id")
         events = [
             FeedbackEvent(
+                event_id=e.event_id,
                 event_type=e.event_type,
                 user_id=e.user_id,
                 item_id=e.item_id,
@@ -244,12 +266,18 @@ class RecgenService:
             )
             for e in request.events
         ]
-        rows = to_raw_events(events)
-        path = await anyio.to_thread.run_sync(self.inbox.append, rows)
+        stored = await anyio.to_thread.run_sync(self.inbox.store, with_event_ids(events, key))
         # Only after the rows are on disk: what recommend sees never runs ahead of what the pipeline will see.
-        self.recent.record(events)
-        self.n_feedback_events += len(events)
-        return FeedbackResponse(accepted=len(events), rows_written=len(rows), inbox_file=path.name)
+        self.recent.record(stored.stored)
+        self.n_feedback_events += stored.new
+        self.n_feedback_duplicates += stored.duplicates
+        return FeedbackResponse(
+            accepted=len(events),
+            new=stored.new,
+            duplicates=stored.duplicates,
+            rows_written=stored.rows_written,
+            inbox_file=None if stored.path is None else stored.path.name,
+        )
 
     @bentoml.api
     async def health(self) -> HealthResponse:
@@ -258,6 +286,8 @@ class RecgenService:
             **self.models.counts(),
             "recommendations_served": self.n_recommendations,
             "feedback_events_written": self.n_feedback_events,
+            "feedback_duplicates": self.n_feedback_duplicates,
+            "feedback_ids_indexed": len(self.inbox),
             "users_with_fresh_feedback": len(self.recent),
             "rank_batches": self.rank_batcher.stats.calls,
             "rank_jobs": self.rank_batcher.stats.jobs,
@@ -277,4 +307,10 @@ class RecgenService:
         )
 
 
-RecgenService.add_asgi_middleware(RequestLimits, max_body_bytes=_SETTINGS.serving.max_body_bytes)
+RecgenService.add_asgi_middleware(
+    RequestLimits,
+    max_body_bytes=_SETTINGS.serving.max_body_bytes,
+    api_keys=[key.get_secret_value() for key in _SETTINGS.serving.api_keys],
+    protect_reads=_SETTINGS.serving.protect_reads,
+    drain_limit_bytes=_SETTINGS.serving.drain_limit_bytes,
+)

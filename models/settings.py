@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DatasetKind = Literal["simulator", "movielens", "mind"]
@@ -292,6 +292,29 @@ class ServingSettings(BaseModel):
         ge=1,
         description="with monitoring.fairness_rerank, the served top k is re-ranked from the model's top "
         "depth * k (the fairness report re-ranks the evaluation's top 20 into a top 10)",
+    )
+    api_keys: tuple[SecretStr, ...] = Field(
+        (),
+        description="keys a client sends as 'Authorization: Bearer <key>' to call /feedback and /generate "
+        "(and every other path with protect_reads); empty: no key needed. A JSON list in the environment, "
+        'e.g. RECGEN_SERVING__API_KEYS=\'["k1","k2"]\'; kept as secrets, never printed',
+    )
+    protect_reads: bool = Field(
+        False,
+        description="with api_keys: require a key on every path, also /recommend, /health, /readyz, /livez "
+        "and the docs (open by default)",
+    )
+    feedback_dedup_days: int | None = Field(
+        30,
+        ge=1,
+        description="the feedback inbox's index of stored event_ids holds the inbox files of this many "
+        "recent days (a retry older than that is left to ingest's dedup on event_id); None: every file",
+    )
+    drain_limit_bytes: int = Field(
+        64 * 1_048_576,
+        ge=0,
+        description="a refused (413, 401) request's body is read and dropped up to this size, never kept, "
+        "so the client can read the answer; past it the connection is closed",
     )
     bento_name: str = "recgen"
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from models.generation.prompts import PromptFields, reference_output, template_words
-from models.generation.text import PII_PLACEHOLDERS, scrub_pii, words_of
+from models.generation.prompts import PromptFields, quote_data, reference_output, template_words
+from models.generation.text import PII_PLACEHOLDERS, scrub_pii, split_sentences, words_of
 
 # Function words and generic connectives any fluent sentence may use without a source.
 STOPWORDS: frozenset[str] = frozenset(
@@ -247,6 +247,16 @@ def check_output(
     return GuardrailResult(text=scrubbed, passed=not reasons, reasons=reasons, ungrounded=invented)
 
 
-def extractive_fallback(fields: PromptFields, max_words: int, item_terms: Sequence[str] = ()) -> str:
-    """The grounded replacement for a rejected output: the item's own best sentences for the task."""
+def extractive_fallback(
+    fields: PromptFields, max_words: int, item_terms: Sequence[str] = (), blocklist: Sequence[str] = ()
+) -> str:
+    """The grounded replacement for a rejected output: the item's own best sentences for the task.
+
+    Sentences (and a title) holding a ``blocklist`` phrase are left out: the fallback quotes the item, and an
+    item may carry the very phrases the blocklist keeps out of published copy.
+    """
+    if blocklist:
+        kept = [s for s in split_sentences(quote_data(fields.body)) if not blocked_terms(s, blocklist)]
+        title = "" if blocked_terms(fields.title, blocklist) else fields.title
+        fields = replace(fields, title=title, body=" ".join(kept))
     return scrub_pii(reference_output(fields, max_words=max_words, item_terms=item_terms))

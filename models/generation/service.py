@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import duckdb
@@ -30,6 +30,7 @@ from models.generation.prompts import (
     build_prompt,
     resolve_style,
 )
+from models.generation.text import truncate_words
 from models.interests import InterestProfile
 from models.settings import GenerationSettings
 
@@ -137,12 +138,18 @@ def request_fields(request: GenerationRequest) -> tuple[PromptFields, str]:
 
 
 def fit_prompt(fields: PromptFields, generator: Generator, max_fact_words: int) -> str:
-    """The prompt for ``fields`` with as many fact words as the model's context allows."""
+    """The prompt for ``fields`` with as many fact words (and title words) as the model's context allows."""
     words = max_fact_words
     prompt = build_prompt(fields, generator.prompt_format, words)
     while generator.count_tokens(prompt) > generator.max_prompt_tokens and words > 5:
         words //= 2
         prompt = build_prompt(fields, generator.prompt_format, words)
+    title_words = len(fields.title.split())
+    while generator.count_tokens(prompt) > generator.max_prompt_tokens and title_words > 1:
+        # a title longer than the context (a broken or hostile item) would overflow the model's positions
+        title_words //= 2
+        short = replace(fields, title=truncate_words(fields.title, title_words))
+        prompt = build_prompt(short, generator.prompt_format, words)
     return prompt
 
 
@@ -188,7 +195,8 @@ def finalize_text(
     )
     if result.passed:
         return Checked(result.text, True, None)
-    return Checked(extractive_fallback(fields, settings.max_words, item.terms), False, result.reason)
+    fallback = extractive_fallback(fields, settings.max_words, item.terms, settings.blocklist)
+    return Checked(fallback, False, result.reason)
 
 
 def _written(

@@ -24,6 +24,7 @@ from evidently.presets import DataDriftPreset
 
 from models.data.warehouse import table_exists
 from models.monitoring.common import MONITORING_SCHEMA, as_day, day_column, ensure_schema, fmt
+from models.monitoring.html_safe import html_safe
 from models.settings import MonitoringSettings
 
 DRIFT_TABLE = f"{MONITORING_SCHEMA}.drift_results"
@@ -223,6 +224,7 @@ def _as_evidently_types(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame
         if DRIFT_COLUMNS[column][1] == "cat":
             # object dtype with real NaN: Evidently counts a category per distinct value and drops NaN.
             out[column] = out[column].map(lambda v: str(v) if pd.notna(v) else np.nan).astype(object)
+            out = html_safe(out, [column])  # Evidently embeds category values in its page unescaped
         else:
             out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
     return out

@@ -28,6 +28,7 @@ from models.monitoring.common import (
     write_text,
 )
 from models.monitoring.fairness import CREATOR_ATTRIBUTE, FairnessResult, evaluate_fairness
+from models.monitoring.html_safe import html_safe
 from models.monitoring.quality import recsys_frame
 from models.monitoring.rerank import compare_mitigation
 from models.settings import MonitoringSettings
@@ -112,6 +113,8 @@ def evidently_item_bias(
     )
     # ItemBias compares the top-k against the distinct items of "train" data: the catalog is that baseline.
     baseline = catalog.assign(user_id="catalog", target=1)
+    labels = ["user_id", "item_id", *attributes]
+    frame, baseline = html_safe(frame, labels), html_safe(baseline, labels)  # Evidently embeds them unescaped
     baseline_definition = DataDefinition(
         numerical_columns=["target"], categorical_columns=["user_id", "item_id", *attributes]
     )

@@ -39,6 +39,7 @@ from evidently.metrics import (
 )
 
 from models.monitoring.common import with_scores
+from models.monitoring.html_safe import html_safe
 
 FEATURE_PREFIX = "category__"
 
@@ -169,6 +170,7 @@ def run_quality_report(
     train_definition = DataDefinition(
         numerical_columns=["target", *feature_names], categorical_columns=["user_id", "item_id"]
     )
+    frame, train = html_safe(frame, ["user_id", "item_id"]), html_safe(train, ["user_id", "item_id"])
     current = Dataset.from_pandas(frame, data_definition=definition)
     additional = {"current_train_data": Dataset.from_pandas(train, data_definition=train_definition)}
 

@@ -14,6 +14,7 @@ from models.data.ingest import (
     record_snapshot,
 )
 from models.data.sources import snapshot_key, write_raw_snapshot
+from models.feedback import inbox_lock
 from orchestration.resources import RecgenResource
 
 RAW_TABLE_KEYS = {name: dg.AssetKey(["raw", name]) for name in ("users", "items", "events")}
@@ -65,13 +66,15 @@ def raw_tables(
     # The snapshot folder and the inbox are shared by every run: write and move them under the warehouse lock.
     with recgen.connect() as con:
         processed = settings.inbox_dir / "processed"
-        new_files = pending_inbox_files(settings.inbox_dir)
         moved = []
-        for path in new_files:
-            target = processed / path.parent.name / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, target)
-            moved.append(target)
+        # under the feedback writer's lock: a file is never moved (then read) between its write and its fsync
+        with inbox_lock(settings.inbox_dir):
+            new_files = pending_inbox_files(settings.inbox_dir)
+            for path in new_files:
+                target = processed / path.parent.name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(path, target)
+                moved.append(target)
         reload = config.full_reload or loaded_snapshot_key(con) != key
         snapshot = None
         if reload:

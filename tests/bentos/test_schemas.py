@@ -87,3 +87,14 @@ def test_slate_explanation_reads_the_profile():
     declared = InterestProfile("u2", top_categories=[("music", 1.0)], cold_start=True)
     assert "stated interests (music)" in slate_explanation(declared)
     assert "popular and fresh" in slate_explanation(InterestProfile("u3", cold_start=True))
+
+
+def test_event_ids_must_be_1_to_128_printable_characters_and_errors_name_the_index():
+    base = {"event_type": "click", "user_id": "u1", "item_id": "i1"}
+    assert FeedbackEventIn(**base, event_id="app 1:x/~").event_id == "app 1:x/~"
+    assert FeedbackEventIn(**base, event_id="x" * 128).event_id == "x" * 128
+    for bad in ["", "x" * 129, "line\nbreak", "caf\u00e9", "\x00"]:
+        with pytest.raises(ValidationError) as exc:
+            FeedbackRequest.model_validate({"events": [base, {**base, "event_id": bad}]})
+        errors = exc.value.errors()
+        assert [e["loc"] for e in errors] == [("events", 1, "event_id")], errors

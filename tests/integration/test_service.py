@@ -1,14 +1,14 @@
 """The BentoML service as users run it: `bentoml serve` over a real (tiny) pipeline output.
 
-A session fixture runs the real Dagster assets on a tiny simulated dataset in a temporary RECGEN_HOME (ingest,
-dbt, embeddings, training and evaluation with the champion promoted, the generator, one day of generated
-copy). The server runs as its own process group on a free loopback port and is stopped with SIGTERM; the crash
-test kills one with SIGKILL right after it acknowledged feedback and checks the inbox on disk.
+The world is the session fixture of ``conftest.py``. The endpoint tests' server requires an API key for writes
+(``RECGEN_SERVING__API_KEYS``); it runs as its own process group on a free loopback port and is stopped with
+SIGTERM. The crash tests kill a server with SIGKILL: right after it acknowledged feedback (the inbox on disk
+holds every acknowledged event), and while a client retries every unanswered batch (after the real ingest,
+``raw.events`` holds every acknowledged event exactly once).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,214 +19,26 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.orchestration.conftest import TINY_DATASET
-
-pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-# Small enough to build in a few minutes on 2 cores, large enough that every split, model and copy exists.
-TINY = {
-    **TINY_DATASET,
-    "RECGEN_PROFILE__EPOCHS": "2",
-    "RECGEN_RANKER__EPOCHS": "2",
-    "RECGEN_EVALUATION__BPR_EPOCHS": "2",
-    "RECGEN_GENERATION__TRAIN_STEPS": "30",
-    "RECGEN_GENERATION__N_LAYER": "2",
-    "RECGEN_GENERATION__VOCAB_SIZE": "600",
-    "RECGEN_GENERATION__MAX_USERS": "4",
-    "RECGEN_GENERATION__MAX_NEW_TOKENS": "16",
-    "RECGEN_GENERATION__TASKS": '["blurb"]',
-    "RECGEN_TORCH_THREADS": "2",
-}
-
-BUILD = textwrap.dedent(
-    """
-    import dagster as dg
-    from orchestration.definitions import defs
-    from orchestration.resources import RecgenResource, dbt_resource
-    from orchestration.summary import latest_day
-
-    # Assets only: the data and model quality gates (GX suites, "full stack beats baselines") have tests of
-    # their own, and on a dataset this small a gate may legitimately stop the models the service needs.
-    assets = list(defs.assets)
-    resources = {"recgen": RecgenResource(), "dbt": dbt_resource()}
-    serving_inputs = dg.AssetSelection.assets("recgen_bento").upstream() - dg.AssetSelection.assets("recgen_bento")
-    result = dg.materialize(assets, selection=serving_inputs, resources=resources, raise_on_error=True)
-    copy = dg.materialize(
-        assets, selection=dg.AssetSelection.assets("generated_content"), partition_key=latest_day(),
-        resources=resources, raise_on_error=True,
-    )
-    print("BUILT", result.success and copy.success)
-    """
+from tests.integration.conftest import (
+    API_KEY,
+    HOSTILE_IDS,
+    MAX_CONCURRENCY,
+    RERANK_STRENGTH,
+    ROOT,
+    Server,
+    inbox_rows,
+    start_server,
+    stop_server,
+    users_items,
 )
 
-
-@dataclass
-class Server:
-    """A running `bentoml serve` and where it writes."""
-
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def post(self, endpoint: str, body: object = None, **kwargs: object) -> httpx.Response:
-        if body is not None and "content" not in kwargs:
-            kwargs["json"] = body
-        return httpx.post(f"{self.url}/{endpoint}", timeout=120, **kwargs)  # type: ignore[arg-type]
-
-    def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(env: dict[str, str], log: Path, ready_timeout_s: float = 240.0) -> Server:
-    """`bentoml serve bentos.service:RecgenService` in its own process group; returns once /readyz says 200."""
-    port = _free_port()
-    exe = Path(sys.prefix) / "bin" / "bentoml"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(exe), "serve", "bentos.service:RecgenService", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + ready_timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"bentoml serve exited with {proc.returncode}:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(server)
-            raise AssertionError(f"not ready after {ready_timeout_s} s:\n{server.log_tail()}")
-        time.sleep(0.25)
-
-
-def stop_server(server: Server, sig: signal.Signals = signal.SIGTERM) -> int:
-    """Signal the server and wait; returns the exit code of `bentoml serve` (BentoML's arbiter).
-
-    BentoML starts its workers in sessions of their own, so a signal to the arbiter's process group does not
-    reach them: with SIGKILL every worker is killed too (right after the arbiter, which can then not start
-    new ones); with SIGTERM the arbiter must stop its workers itself, and a worker left running is an error.
-    """
-    import psutil
-
-    try:
-        workers = psutil.Process(server.proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        workers = []
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, sig)
-    if sig == signal.SIGKILL:
-        for worker in workers:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                worker.kill()
-    try:
-        code = server.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.proc.pid, signal.SIGKILL)
-        code = server.proc.wait()
-    _, alive = psutil.wait_procs(workers, timeout=30)
-    for worker in alive:
-        worker.kill()
-    assert not alive, f"{len(alive)} worker(s) still running after {sig.name}:\n{server.log_tail()}"
-    return code
-
-
-@pytest.fixture(scope="session")
-def service_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment of a RECGEN_HOME holding a real tiny pipeline output (built once per session)."""
-    base = tmp_path_factory.mktemp("service")
-    home = base / "home"
-    env = {
-        **os.environ,
-        **TINY,
-        "RECGEN_HOME": str(home),
-        "RECGEN_DUCKDB_PATH": str(home / "recgen.duckdb"),
-        "RECGEN_REPORTS_DIR": str(base / "reports"),
-        "DAGSTER_HOME": str(base / "dagster"),
-        "BENTOML_HOME": str(base / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-    (base / "dagster").mkdir()
-    started = time.perf_counter()
-    log = base / "build.log"
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [sys.executable, "-c", BUILD],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=1800,
-        )
-    text = log.read_text(errors="replace")
-    if proc.returncode != 0 or "BUILT True" not in text:
-        # the end of the output is DuckDB's harmless "nanobind: leaked ..." noise: show the errors instead
-        errors = [ln for ln in text.splitlines() if "Error" in ln or "error" in ln][-30:]
-        raise AssertionError(f"pipeline build failed ({proc.returncode}), log {log}:\n" + "\n".join(errors))
-    print(f"tiny pipeline built in {time.perf_counter() - started:.0f} s")
-    return env
-
-
-# The endpoint tests' server serves fairness re-ranked slates and refuses requests past a small concurrency limit
-# (the crash test's server runs with the defaults: no re-ranking, serving.max_concurrency 64).
-RERANK_STRENGTH = 2.0
-MAX_CONCURRENCY = 3
-SERVER_SETTINGS = {
-    "RECGEN_MONITORING__FAIRNESS_RERANK": "true",
-    "RECGEN_MONITORING__RERANK_STRENGTH": str(RERANK_STRENGTH),
-    "RECGEN_SERVING__MAX_CONCURRENCY": str(MAX_CONCURRENCY),
-}
-
-
-@pytest.fixture(scope="module")
-def server(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the endpoint tests; stopped with SIGTERM, which must end it cleanly."""
-    srv = start_server({**service_env, **SERVER_SETTINGS}, tmp_path_factory.mktemp("serve") / "serve.log")
-    yield srv
-    code = stop_server(srv)
-    assert code == 0, f"exit code {code} on SIGTERM:\n{srv.log_tail()}"
-
-
-def _users_items(env: dict[str, str]) -> tuple[list[str], list[str]]:
-    """Users and items of the served champion, read from its artifact (what the service loads)."""
-    import pandas as pd
-
-    from models.registry import ModelRegistry
-
-    champion = ModelRegistry(Path(env["RECGEN_HOME"]) / "artifacts").load_champion("full_stack")
-    users = pd.read_parquet(champion.path / "users.parquet")["user_id"].astype(str).tolist()
-    items = pd.read_parquet(champion.path / "items.parquet")["item_id"].astype(str).tolist()
-    return users, items
-
-
-def _inbox_rows(env: dict[str, str]) -> list[dict]:
-    inbox = Path(env["RECGEN_HOME"]) / "inbox" / "events"
-    return [json.loads(line) for p in sorted(inbox.glob("*.jsonl")) for line in p.read_text().splitlines()]
-
+pytestmark = pytest.mark.integration
 
 # --- good input ----------------------------------------------------------------------------------------------
 
@@ -235,11 +47,11 @@ def test_health_names_models_device_and_counts(server: Server, service_env: dict
     resp = server.post("health")
     assert resp.status_code == 200
     body = resp.json()
-    users, items = _users_items(service_env)
+    users, items = users_items(service_env)
     assert body["status"] == "ok" and body["device"] in ("cpu", "cuda")
     assert body["model_versions"]["recommender"].startswith("full_stack:")
     assert "generator" in body["model_versions"]
-    assert body["counts"]["users"] == len(users) and body["counts"]["items"] == len(items)
+    assert body["counts"]["users"] == len(users) and body["counts"]["items"] == len(items) + len(HOSTILE_IDS)
     # the day of copy the pipeline generated was copied into the service's cache at start
     assert body["counts"]["cached_copies"] > 0
     assert body["fairness_rerank_strength"] == RERANK_STRENGTH
@@ -247,7 +59,7 @@ def test_health_names_models_device_and_counts(server: Server, service_env: dict
 
 
 def test_recommend_known_user(server: Server, service_env: dict[str, str]):
-    users, items = _users_items(service_env)
+    users, items = users_items(service_env)
     resp = server.post("recommend", {"user_id": users[0], "k": 5})
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -262,7 +74,7 @@ def test_recommend_known_user(server: Server, service_env: dict[str, str]):
 
 
 def test_recommend_anonymous_history_excludes_what_was_read(server: Server, service_env: dict[str, str]):
-    _, items = _users_items(service_env)
+    _, items = users_items(service_env)
     history = items[:3]
     resp = server.post("recommend", {"history": history, "k": 8})
     assert resp.status_code == 200, resp.text
@@ -274,7 +86,7 @@ def test_recommend_anonymous_history_excludes_what_was_read(server: Server, serv
 
 
 def test_recommend_with_content_generates_then_serves_from_cache(server: Server, service_env: dict[str, str]):
-    users, _ = _users_items(service_env)
+    users, _ = users_items(service_env)
     user = users[-1]
     first = server.post("recommend", {"user_id": user, "k": 4, "with_content": True, "style": "formal"})
     assert first.status_code == 200, first.text
@@ -293,7 +105,7 @@ def test_recommend_with_content_generates_then_serves_from_cache(server: Server,
 
 
 def test_generate_for_a_pair(server: Server, service_env: dict[str, str]):
-    users, items = _users_items(service_env)
+    users, items = users_items(service_env)
     resp = server.post(
         "generate", {"user_id": users[1], "item_id": items[5], "task": "blurb", "style": "casual"}
     )
@@ -308,7 +120,7 @@ def test_generate_for_a_pair(server: Server, service_env: dict[str, str]):
 def test_feedback_is_written_to_the_inbox_and_refreshes_the_history(
     server: Server, service_env: dict[str, str]
 ):
-    users, items = _users_items(service_env)
+    users, items = users_items(service_env)
     user = users[2]
     before = server.post("recommend", {"user_id": user, "k": 5}).json()
     shown = before["items"][0]["item_id"]
@@ -326,8 +138,14 @@ def test_feedback_is_written_to_the_inbox_and_refreshes_the_history(
     resp = server.post("feedback", {"events": events})
     assert resp.status_code == 200, resp.text
     # 4 events + an impression for the standalone rating (it came from no slate)
-    assert resp.json() == {"accepted": 4, "rows_written": 5, "inbox_file": resp.json()["inbox_file"]}
-    rows = [r for r in _inbox_rows(service_env) if r["user_id"] == user]
+    assert resp.json() == {
+        "accepted": 4,
+        "new": 4,
+        "duplicates": 0,
+        "rows_written": 5,
+        "inbox_file": resp.json()["inbox_file"],
+    }
+    rows = [r for r in inbox_rows(service_env) if r["user_id"] == user]
     assert {(r["event_type"], r["item_id"]) for r in rows} >= {
         ("impression", shown),
         ("click", shown),
@@ -390,8 +208,8 @@ def _bad_cases(users: list[str], items: list[str]) -> list[tuple[str, str, objec
 
 
 def test_bad_input_gets_a_4xx_naming_the_field(server: Server, service_env: dict[str, str]):
-    users, items = _users_items(service_env)
-    inbox_before = len(_inbox_rows(service_env))
+    users, items = users_items(service_env)
+    inbox_before = len(inbox_rows(service_env))
     failures = []
     for case, endpoint, body, status, needle in _bad_cases(users, items):
         if isinstance(body, bytes):
@@ -413,12 +231,12 @@ def test_bad_input_gets_a_4xx_naming_the_field(server: Server, service_env: dict
             failures.append(f"{case}: {resp.status_code} {text[:300]}")
     assert not failures, "\n".join(failures)
     # nothing of a refused feedback request reached the inbox (the valid first event of a refused batch neither)
-    assert len(_inbox_rows(service_env)) == inbox_before
+    assert len(inbox_rows(service_env)) == inbox_before
     assert server.post("health").status_code == 200  # and the server is still fine
 
 
 def test_wrong_content_type_and_chunked_oversize_are_refused(server: Server, service_env: dict[str, str]):
-    users, _ = _users_items(service_env)
+    users, _ = users_items(service_env)
     plain = server.post("recommend", content=b"user_id=u1", headers={"content-type": "text/plain"})
     assert plain.status_code == 400
     # no Content-Length: the limit is enforced while reading the chunks
@@ -435,6 +253,104 @@ def test_wrong_content_type_and_chunked_oversize_are_refused(server: Server, ser
     assert resp.status_code == 413 and "body" in resp.json()["error"]
 
 
+# --- keys, retries and polite refusals -------------------------------------------------------------------------
+
+
+def test_writes_need_the_api_key_and_reads_stay_open(server: Server, service_env: dict[str, str]):
+    from bentos.middleware import UNAUTHORIZED
+
+    users, items = users_items(service_env)
+    batch = {"events": [{"event_type": "click", "user_id": users[0], "item_id": items[0]}]}
+    before = len(inbox_rows(service_env))
+    wrong = [{}, {"authorization": "Bearer wrong"}, {"authorization": f"Bearer {API_KEY[:-1]}"},
+             {"authorization": API_KEY}, {"authorization": f"Basic {API_KEY}"}]  # fmt: skip
+    answers = set()
+    for headers in wrong:
+        for endpoint, body in (("feedback", batch), ("generate", {"user_id": users[0], "item_id": items[0]})):
+            resp = server.post(endpoint, body, auth=False, headers=headers)
+            assert resp.status_code == 401, (endpoint, headers, resp.text)
+            answers.add(resp.text)
+    assert answers == {
+        json.dumps({"error": UNAUTHORIZED})
+    }  # one answer: it does not say which part was wrong
+    assert len(inbox_rows(service_env)) == before  # nothing was written
+    assert server.post("feedback", batch).status_code == 200  # with the key
+    # reads stay open (serving.protect_reads is off)
+    assert server.post("recommend", {"user_id": users[0], "k": 3}, auth=False).status_code == 200
+    assert server.post("health", auth=False).status_code == 200
+    for probe in ("readyz", "livez"):
+        assert httpx.get(f"{server.url}/{probe}", timeout=10).status_code == 200
+    assert API_KEY not in server.log.read_text(errors="replace")  # keys are never logged
+
+
+def test_the_same_batch_twice_stores_one_row_and_answers_a_duplicate(
+    server: Server, service_env: dict[str, str]
+):
+    users, items = users_items(service_env)
+    event_id = f"client-{uuid.uuid4().hex}"
+    batch = {"events": [{"event_id": event_id, "event_type": "click", "user_id": users[3], "item_id": items[4],
+                         "request_id": f"r-{event_id}", "position": 1}]}  # fmt: skip
+    first = server.post("feedback", batch)
+    assert first.status_code == 200, first.text
+    assert first.json() | {"inbox_file": None} == {
+        "accepted": 1, "new": 1, "duplicates": 0, "rows_written": 1, "inbox_file": None
+    }  # fmt: skip
+    second = server.post("feedback", batch)
+    assert second.status_code == 200, second.text
+    assert second.json() == {"accepted": 1, "new": 0, "duplicates": 1, "rows_written": 0, "inbox_file": None}
+    assert [r["event_id"] for r in inbox_rows(service_env)].count(event_id) == 1
+
+
+def test_without_event_ids_the_idempotency_key_makes_a_retry_a_duplicate(
+    server: Server, service_env: dict[str, str]
+):
+    from models.feedback import derive_event_id
+
+    users, items = users_items(service_env)
+    batch = {"events": [{"event_type": "rating", "user_id": users[4], "item_id": items[6], "rating": 4},
+                        {"event_type": "click", "user_id": users[4], "item_id": items[7]}]}  # fmt: skip
+    key = f"retry-{uuid.uuid4().hex}"
+    first = server.post("feedback", batch, headers={"idempotency-key": key}).json()
+    again = server.post("feedback", batch, headers={"idempotency-key": key}).json()
+    other = server.post("feedback", batch, headers={"idempotency-key": key + "-b"}).json()
+    # 2 events + a synthetic impression each (they came from no slate): 4 rows, written once per key
+    assert (first["new"], first["duplicates"], first["rows_written"]) == (2, 0, 4)
+    assert (again["new"], again["duplicates"], again["rows_written"]) == (0, 2, 0)
+    assert (other["new"], other["duplicates"]) == (2, 0)  # another key: other events
+    ids = [r["event_id"] for r in inbox_rows(service_env)]
+    assert [ids.count(derive_event_id(key, i)) for i in range(2)] == [1, 1]
+    bad = server.post("feedback", batch, headers={"idempotency-key": "k" * 300})
+    assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["error"]
+    health = server.post("health").json()["counts"]
+    assert health["feedback_duplicates"] >= 2 and health["feedback_ids_indexed"] >= 8
+
+
+def test_bad_event_ids_are_a_400_naming_the_field_and_index(server: Server, service_env: dict[str, str]):
+    users, items = users_items(service_env)
+    ok = {"event_type": "click", "user_id": users[0], "item_id": items[0]}
+    for bad in ["", "x" * 129, "caf\u00e9", "tab\there"]:
+        resp = server.post("feedback", {"events": [ok, {**ok, "event_id": bad}]})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"].startswith("events[1].event_id: "), resp.text
+
+
+def test_a_20_mb_body_gets_a_json_413_and_a_wrong_method_a_json_405(server: Server):
+    big = b'{"events": [' + b" " * 20_000_000 + b"]}"
+    for auth in (
+        True,
+        False,
+    ):  # refused for its size with the key, for the key without it: an answer either way
+        resp = server.post("feedback", content=big, auth=auth, headers={"content-type": "application/json"})
+        assert resp.status_code == (413 if auth else 401), resp.text[:300]
+        assert resp.headers["content-type"] == "application/json" and "error" in resp.json()
+    assert "body: 20000014 bytes, more than the limit" in server.post("feedback", content=big).json()["error"]
+    resp = httpx.get(f"{server.url}/recommend", timeout=30)
+    assert resp.status_code == 405 and resp.headers["content-type"] == "application/json"
+    assert resp.json() == {"error": "method: GET is not allowed on /recommend (allowed: POST)"}
+    assert httpx.put(f"{server.url}/health", timeout=30).json()["error"].startswith("method: PUT")
+    assert server.post("health").status_code == 200  # and the server is still fine
+
+
 # --- overload ------------------------------------------------------------------------------------------------------
 
 
@@ -443,7 +359,7 @@ def test_requests_past_max_concurrency_are_refused_not_queued(server: Server, se
 
     BentoML 1.4 exempts /readyz, /livez and /metrics from the limit, and /health (its default livez name).
     """
-    users, _ = _users_items(service_env)
+    users, _ = users_items(service_env)
     host, port = server.url.removeprefix("http://").split(":")
     # requests in flight that never finish: headers announce a body that is not sent, so each holds its slot
     head = (
@@ -482,7 +398,7 @@ def test_requests_past_max_concurrency_are_refused_not_queued(server: Server, se
 
 def test_acknowledged_feedback_survives_sigkill(service_env: dict[str, str], tmp_path: Path):
     """Every event the server answered 200 for is in the inbox after the whole server is SIGKILLed."""
-    users, items = _users_items(service_env)
+    users, items = users_items(service_env)
     log = tmp_path / "serve.log"
     server = start_server(service_env, log)
     acknowledged: list[str] = []
@@ -502,7 +418,7 @@ def test_acknowledged_feedback_survives_sigkill(service_env: dict[str, str], tmp
         # right after the last answer: no chance to flush anything on the way out
         code = stop_server(server, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    stored = {r["request_id"] for r in _inbox_rows(service_env)}
+    stored = {r["request_id"] for r in inbox_rows(service_env)}
     missing = [rid for rid in acknowledged if rid not in stored]
     assert len(acknowledged) == 150 and not missing, f"{len(missing)} acknowledged events lost"
     # a restarted server serves again and appends to a file of its own (one per worker process)
@@ -516,7 +432,135 @@ def test_acknowledged_feedback_survives_sigkill(service_env: dict[str, str], tmp
         assert resp.json()["inbox_file"] not in files_before
     finally:
         assert stop_server(again) == 0
-    assert {r["request_id"] for r in _inbox_rows(service_env)} >= set(acknowledged)
+    assert {r["request_id"] for r in inbox_rows(service_env)} >= set(acknowledged)
+
+
+INGEST = textwrap.dedent(
+    """
+    import dagster as dg
+    from orchestration.definitions import defs
+    from orchestration.resources import RecgenResource, dbt_resource
+
+    result = dg.materialize(
+        [*defs.assets], selection=dg.AssetSelection.assets(["raw", "users"], ["raw", "items"], ["raw", "events"]),
+        resources={"recgen": RecgenResource(), "dbt": dbt_resource()}, raise_on_error=True,
+    )
+    print("INGESTED", result.success)
+    """
+)
+N_BATCHES, BATCH = 40, 5
+
+
+def test_retried_batches_are_in_raw_events_exactly_once_after_a_worker_sigkill(
+    service_env: dict[str, str], tmp_path: Path
+):
+    """A client retries every unanswered batch while the worker is SIGKILLed; ingest then finds each event once.
+
+    Odd batches carry client event_ids, even ones an Idempotency-Key. Every first attempt gives up waiting
+    after 1 ms (a client timing out while the server writes), so its batch may already be stored when the
+    retry comes; the worker is SIGKILLed once a third of the batches are answered, with requests in flight.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import duckdb
+
+    from models.feedback import derive_event_id
+
+    users, items = users_items(service_env)
+    server = start_server(service_env, tmp_path / "serve.log")
+    run = uuid.uuid4().hex[:8]
+    batches = []
+    for b in range(N_BATCHES):
+        events = [
+            {"event_type": "click", "user_id": users[(b + j) % len(users)], "item_id": items[(b * BATCH + j) % len(items)],
+             "request_id": f"crash-{run}-{b}", "position": j}
+            for j in range(BATCH)
+        ]  # fmt: skip
+        key = None
+        if b % 2:
+            for j, event in enumerate(events):
+                event["event_id"] = f"crash-{run}-{b}-{j}"
+        else:
+            key = f"crash-{run}-{b}"
+        ids = [e.get("event_id") or derive_event_id(key, j) for j, e in enumerate(events)]  # type: ignore[arg-type]
+        batches.append((events, key, ids))
+    answers: dict[int, dict] = {}
+    attempts = [0] * N_BATCHES
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def send(b: int) -> None:
+        events, key, _ = batches[b]
+        headers = {"idempotency-key": key} if key else {}
+        deadline = time.monotonic() + 240
+        with httpx.Client(base_url=server.url) as client:
+            while time.monotonic() < deadline:  # bounded: retried until answered or out of time
+                attempts[b] += 1
+                timeout = httpx.Timeout(30, read=0.001 if attempts[b] == 1 else 30)
+                try:
+                    resp = client.post("/feedback", json={"events": events}, headers=headers, timeout=timeout)
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+                    continue
+                if resp.status_code == 200:
+                    with lock:
+                        answers[b] = resp.json()
+                    return
+                failures.append(f"batch {b}: {resp.status_code} {resp.text[:200]}")
+                return
+
+    killed: list[int] = []
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(send, b) for b in range(N_BATCHES)]
+            while len(answers) < N_BATCHES // 3 and not all(f.done() for f in futures):
+                time.sleep(0.05)
+            killed = server.worker_pids()
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)  # the worker only: the arbiter starts a new one
+            for future in futures:
+                future.result()
+        new_workers = server.worker_pids()
+    finally:
+        stop_server(server)
+    assert not failures, failures
+    assert len(answers) == N_BATCHES, f"{N_BATCHES - len(answers)} batches never answered"
+    assert killed and not set(killed) & set(new_workers)  # the worker was killed and replaced
+    retried = sum(a > 1 for a in attempts)
+    new = sum(a["new"] for a in answers.values())
+    duplicates = sum(a["duplicates"] for a in answers.values())
+    print(f"{N_BATCHES} batches, {sum(attempts)} attempts ({retried} batches retried), answers: {new} new + "
+          f"{duplicates} duplicates; worker {killed} SIGKILLed, replaced by {new_workers}")  # fmt: skip
+    assert new + duplicates == N_BATCHES * BATCH
+    assert retried >= N_BATCHES // 2  # the first attempts timed out
+    # a retry of a batch stored before its answer was lost is recognized (the first attempts had 1 ms)
+    assert duplicates > 0
+    acknowledged = [i for _, _, ids in batches for i in ids]
+    stored = [r["event_id"] for r in inbox_rows(service_env)]
+    assert sorted(i for i in stored if i in set(acknowledged)) == sorted(
+        acknowledged
+    )  # each once in the inbox
+    # the real ingest asset reads the inbox into raw.events
+    proc = subprocess.run(
+        [sys.executable, "-c", INGEST], cwd=ROOT, env=service_env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0 and "INGESTED True" in proc.stdout, proc.stderr[-3000:]
+    with duckdb.connect(service_env["RECGEN_DUCKDB_PATH"], read_only=True) as con:
+        counts = dict(
+            con.execute(
+                "select event_id, count(*) from raw.events where event_id in (select unnest(?)) group by 1",
+                [acknowledged],
+            ).fetchall()
+        )
+        quarantined = con.execute(
+            "select count(*) from raw.quarantine where json_extract_string(record, '$.event_id') in (select unnest(?))",
+            [acknowledged],
+        ).fetchone()[0]
+    assert len(counts) == len(acknowledged) and set(counts.values()) == {1}, (
+        "an event missing or stored twice"
+    )
+    assert quarantined == 0
 
 
 # --- the bento ---------------------------------------------------------------------------------------------------

@@ -233,3 +233,159 @@ def test_recent_activity_keeps_positive_items_newest_last_and_bounded():
     recent.record([FeedbackEvent("click", "u1", f"j{n}", t + timedelta(hours=n), "r") for n in range(1, 4)])
     assert recent.items("u1") == ["j1", "j2", "j3"]  # only the 3 newest are kept
     assert recent.items("nobody") == [] and len(recent) == 2
+
+
+# --- exactly once ------------------------------------------------------------------------------------------------
+
+
+def _inbox_lines(inbox: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted(inbox.glob("**/*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def test_a_stored_event_id_is_not_stored_again_and_is_counted_as_a_duplicate(tmp_path):
+    inbox = FeedbackInbox(tmp_path / "inbox", pid=1)
+    batch = [
+        FeedbackEvent("click", "u1", "i1", NOW, "r1", 0, event_id="app-1"),
+        FeedbackEvent("rating", "u1", "i2", NOW, rating=5.0, event_id="app-2"),  # + a synthetic impression
+    ]
+    first = inbox.store(batch, now=NOW)
+    assert (first.new, first.duplicates, first.rows_written) == (2, 0, 3)
+    again = inbox.store(batch, now=NOW)
+    assert (again.new, again.duplicates, again.rows_written, again.path) == (0, 2, 0, None)
+    # one new event beside a retried one, and an id repeated inside the batch: only the new one is written
+    mixed = inbox.store([batch[0], FeedbackEvent("click", "u1", "i3", NOW, "r1", 1, event_id="app-3")] * 2)
+    assert (mixed.new, mixed.duplicates) == (1, 3)
+    rows = _inbox_lines(tmp_path / "inbox")
+    ids = [r["event_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 4 and {"app-1", "app-2", "app-3"} <= set(ids)
+
+
+def test_raw_rows_of_a_retried_standalone_event_are_identical(tmp_path):
+    event = FeedbackEvent("rating", "u1", "i2", NOW, rating=4.0, event_id="app-9")
+    assert to_raw_events([event], now=NOW) == to_raw_events([event], now=NOW)
+    impression, rating = to_raw_events([event], now=NOW)
+    assert impression["event_type"] == "impression" and impression["event_id"].startswith("imp-")
+    assert rating["event_id"] == "app-9" and impression["request_id"] == rating["request_id"]
+
+
+def test_ids_derive_from_the_idempotency_key_and_position():
+    from models.feedback import derive_event_id, with_event_ids
+
+    events = [
+        FeedbackEvent("click", "u1", "i1", NOW),
+        FeedbackEvent("click", "u1", "i2", NOW, event_id="own"),
+    ]
+    one = [e.event_id for e in with_event_ids(events, "key-1")]
+    assert one == [derive_event_id("key-1", 0), "own"]  # the client's own id wins
+    assert one == [e.event_id for e in with_event_ids(events, "key-1")]  # a retry: the same ids
+    assert with_event_ids(events, "key-2")[0].event_id != one[0]
+    fresh = [with_event_ids(events, None)[0].event_id for _ in range(2)]
+    assert fresh[0] != fresh[1] and all(uuid.UUID(f) for f in fresh)  # no key: a fresh uuid, as before
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 129, "tab\there", "new\nline", "caf\u00e9"])
+def test_bad_event_ids_are_refused(bad):
+    with pytest.raises(ValueError, match="event_id"):
+        FeedbackEvent("click", "u1", "i1", event_id=bad)
+
+
+def test_the_index_is_rebuilt_from_the_inbox_and_processed_files(tmp_path):
+    first = FeedbackInbox(tmp_path / "inbox", pid=1)
+    first.store([FeedbackEvent("click", "u1", "i1", NOW, "r", 0, event_id="a")], now=NOW)
+    path = first.store([FeedbackEvent("click", "u1", "i2", NOW, "r", 1, event_id="b")], now=NOW).path
+    assert path is not None
+    processed = tmp_path / "inbox" / "processed" / "events"
+    processed.mkdir(parents=True)
+    path.rename(processed / path.name)  # what the ingest asset does
+    first.store([FeedbackEvent("click", "u1", "i3", NOW, "r", 2, event_id="c")], now=NOW)
+    # a restarted server (another pid) knows all three
+    restarted = FeedbackInbox(tmp_path / "inbox", pid=2)
+    assert restarted.refresh(now=NOW) == 3 and "a" in restarted and "c" in restarted
+    result = restarted.store(
+        [FeedbackEvent("click", "u1", i, NOW, "r", 0, event_id=e) for i, e in [("i1", "a"), ("i3", "c")]],
+        now=NOW,
+    )
+    assert (result.new, result.duplicates) == (0, 2)
+    # the first writer also sees what the restarted one writes, at its next call
+    restarted.store([FeedbackEvent("click", "u1", "i4", NOW, "r", 3, event_id="d")], now=NOW)
+    assert (
+        first.store([FeedbackEvent("click", "u1", "i4", NOW, "r", 3, event_id="d")], now=NOW).duplicates == 1
+    )
+    assert sorted(r["event_id"] for r in _inbox_lines(tmp_path / "inbox")) == ["a", "b", "c", "d"]
+
+
+def test_the_index_holds_dedup_days_of_files(tmp_path):
+    old, now = NOW - timedelta(days=10), NOW
+    FeedbackInbox(tmp_path / "inbox", pid=1).store(
+        [FeedbackEvent("click", "u1", "i1", old, "r", 0, event_id="o")], old
+    )
+    assert FeedbackInbox(tmp_path / "inbox", pid=2, dedup_days=7).refresh(now=now) == 0
+    assert FeedbackInbox(tmp_path / "inbox", pid=2, dedup_days=30).refresh(now=now) == 1
+
+
+def test_a_line_cut_short_by_a_crash_is_ended_before_the_next_write(tmp_path):
+    inbox = FeedbackInbox(tmp_path / "inbox", pid=5)
+    path = inbox.path_for(NOW)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"event_id":"a","user_id":"u1"}\n{"event_id":"cut-sh')
+    inbox.store([FeedbackEvent("click", "u1", "i1", NOW, "r", 0, event_id="b")], now=NOW)
+    lines = path.read_text().splitlines()
+    assert lines[1] == '{"event_id":"cut-sh' and json.loads(lines[2])["event_id"] == "b"
+    assert "a" in inbox and "b" in inbox and len(inbox) == 2
+
+
+RACING_WRITER = textwrap.dedent(
+    """
+    import sys
+    from datetime import datetime, UTC
+    from pathlib import Path
+    from models.feedback import FeedbackEvent, FeedbackInbox
+
+    inbox = FeedbackInbox(Path(sys.argv[1]))
+    new = 0
+    for start in range(0, 300, 10):
+        batch = [FeedbackEvent("click", "u1", f"i{n}", request_id="r", position=0, event_id=f"e{n}")
+                 for n in range(start, start + 10)]
+        new += inbox.store(batch).new
+    print(new)
+    """
+)
+
+
+def test_two_processes_storing_the_same_events_store_each_once(tmp_path):
+    """Two writers (two workers, a restart racing the old process) send the same 300 ids at the same time."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACING_WRITER, str(tmp_path / "inbox")],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    news = [int(p.communicate(timeout=120)[0]) for p in procs]
+    ids = [r["event_id"] for r in _inbox_lines(tmp_path / "inbox")]
+    assert sum(news) == 300 and len(ids) == 300 and len(set(ids)) == 300, (news, len(ids))
+    assert len(list((tmp_path / "inbox" / "events").glob("*.jsonl"))) >= 1
+
+
+def test_the_ingest_lock_holds_off_the_writer(tmp_path):
+    """While the ingest holds inbox_lock (to move files away), an append waits: no write lands mid-move."""
+    import threading
+
+    from models.feedback import inbox_lock
+
+    inbox = FeedbackInbox(tmp_path / "inbox", pid=1)
+    done = threading.Event()
+
+    def write() -> None:
+        inbox.store([FeedbackEvent("click", "u1", "i1", NOW, "r", 0, event_id="held")], now=NOW)
+        done.set()
+
+    with inbox_lock(tmp_path / "inbox"):
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not done.wait(0.5)  # blocked on the lock
+        assert not list((tmp_path / "inbox" / "events").glob("*.jsonl"))
+    writer.join(10)
+    assert done.is_set() and "held" in inbox

@@ -123,3 +123,14 @@ def test_request_fields_use_segment_only_for_personalized_tasks(injected_item: I
     summary, seg2 = request_fields(GenerationRequest("u1", injected_item, profile, "summary"))
     assert blurb.interests == ("sports", "travel") and seg == profile.segment
     assert summary.interests == () and seg2 == "-"
+
+
+def test_a_title_longer_than_the_context_is_cut_to_fit(generator: Generator) -> None:
+    """A 3,000-word title used to overflow the model's positions (an IndexError in the embedding)."""
+    title = "An endless title " + " ".join(["about the regional rail timetable"] * 600)
+    fields = PromptFields("summary", "concise", title, "The night train to the coast runs again.", ())
+    prompt = fit_prompt(fields, generator, 60)
+    assert generator.count_tokens(prompt) <= generator.max_prompt_tokens
+    assert prompt.split("<title>")[1].split()[:3] == ["An", "endless", "title"]
+    (out,) = generator.generate([prompt])  # runs: no position past the model's context
+    assert isinstance(out.text, str)
