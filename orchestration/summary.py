@@ -99,7 +99,12 @@ def stage_lines(
         start = stats.start_time or time.time()
         wall = (stats.end_time or time.time()) - start
         lines.append(
-            f"    {run.job_name} run {run.run_id[:8]} {run.status.value.lower()} in {format_seconds(wall)}"
+            f"    {run.job_name} run {run.run_id[:8]} "
+            + (
+                f"{run.status.value.lower()} in {format_seconds(wall)}"
+                if stats.end_time
+                else f"{run.status.value.lower()}, running for {format_seconds(wall)}"
+            )
             + (f" (partition {run.tags['dagster/partition']})" if "dagster/partition" in run.tags else "")
         )
         lines.extend(f"      {stage.describe()}" for stage in stage_times(instance, run.run_id, stages))
