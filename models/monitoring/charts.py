@@ -162,6 +162,25 @@ def metric_bars_chart(values: Mapping[str, float], path: Path, title: str) -> Pa
         return _save(fig, path)
 
 
+def model_comparison_chart(table: pd.DataFrame, metrics: Sequence[str], path: Path, title: str) -> Path:
+    """Grouped bars: each model of the offline evaluation (rows of ``table``) on each metric column."""
+    models = table["model"].astype(str).tolist()
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(6.4, 3.6))
+        ax = fig.add_subplot()
+        width = 0.8 / max(len(models), 1)
+        x = np.arange(len(metrics))
+        for i, model in enumerate(models):
+            values = table.iloc[i][list(metrics)].to_numpy(float)
+            offset = (i - (len(models) - 1) / 2) * width
+            ax.bar(x + offset, values, width, label=model, color=COLORS[i % len(COLORS)])
+        ax.set_xticks(x, list(metrics))
+        ax.set_ylabel("held-out value")
+        ax.set_title(title)
+        ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        return _save(fig, path)
+
+
 def drift_chart(columns: pd.DataFrame, path: Path, title: str) -> Path:
     """Per column: the drift test's score against its threshold, drifted columns in red."""
     columns = columns.reset_index(drop=True)

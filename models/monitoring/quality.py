@@ -38,7 +38,14 @@ from evidently.metrics import (
     Serendipity,
 )
 
-from models.monitoring.charts import Chart, chart_path, embed_in_page, metric_bars_chart, metric_curves_chart
+from models.monitoring.charts import (
+    Chart,
+    chart_path,
+    embed_in_page,
+    metric_bars_chart,
+    metric_curves_chart,
+    model_comparison_chart,
+)
 from models.monitoring.common import with_scores
 
 FEATURE_PREFIX = "category__"
@@ -61,6 +68,8 @@ class QualityResult:
 # Metrics bounded by [0, 1]: drawn side by side in the bar chart (novelty, diversity and ARP have other scales).
 BOUNDED_PREFIXES = ("ndcg@", "precision@", "recall@", "map@", "mrr@", "hit_rate@", "personalization")
 CURVE_PREFIXES = ("ndcg@", "precision@", "recall@", "hit_rate@", "map@", "mrr@")
+# The ranking columns of reports/evaluation.csv (the offline evaluation of every model) drawn side by side.
+EVALUATION_METRICS = ("ndcg@10", "recall@20", "mrr@10", "hit@10")
 
 
 def _feature_name(category: object) -> str:
@@ -145,8 +154,10 @@ def _curve(value: object) -> list[float] | None:
     return None
 
 
-def quality_charts(result: QualityResult, html_path: Path) -> list[Chart]:
-    """PNGs beside the report: the metrics @1..k as curves and the [0, 1] metrics at k as bars."""
+def quality_charts(
+    result: QualityResult, html_path: Path, evaluation: pd.DataFrame | None = None
+) -> list[Chart]:
+    """PNGs beside the report: metrics @1..k as curves, the [0, 1] metrics at k, every model's evaluation."""
     k = result.k
     charts = []
     curves = {name: values for name, values in result.curves.items() if name.startswith(CURVE_PREFIXES)}
@@ -161,6 +172,17 @@ def quality_charts(result: QualityResult, html_path: Path) -> list[Chart]:
     if bounded:
         path = metric_bars_chart(bounded, chart_path(html_path, "metrics"), f"Quality metrics at k={k}")
         charts.append(Chart("metrics", path, f"The report's metrics bounded by [0, 1], at k={k}."))
+    columns = [c for c in EVALUATION_METRICS if evaluation is not None and c in evaluation]
+    if evaluation is not None and "model" in evaluation and columns and len(evaluation):
+        path = model_comparison_chart(
+            evaluation,
+            columns,
+            chart_path(html_path, "models"),
+            "Offline evaluation: every model, test window",
+        )
+        charts.append(
+            Chart("models", path, "Each model of reports/evaluation.csv on its held-out ranking metrics.")
+        )
     return charts
 
 
@@ -181,8 +203,12 @@ def run_quality_report(
     item_features: pd.DataFrame,
     k: int = 10,
     html_path: Path | None = None,
+    evaluation: pd.DataFrame | None = None,
 ) -> QualityResult:
-    """Evidently recsys metrics at ``k`` (recommendations_type='score'); the HTML holds those that ran."""
+    """Evidently recsys metrics at ``k`` (recommendations_type='score'); the HTML holds those that ran.
+
+    ``evaluation`` (``reports/evaluation.csv``: a row per model) adds a chart comparing the models.
+    """
     recs, real_scores = with_scores(recs)
     features = category_features(item_features)
     feature_names = _features(features)
@@ -239,6 +265,6 @@ def run_quality_report(
         curves=curves,
     )
     if result.html_path is not None:
-        result.charts = quality_charts(result, result.html_path)
+        result.charts = quality_charts(result, result.html_path, evaluation)
         embed_in_page(result.html_path, result.charts, f"recgen quality charts (top-{k})")
     return result

@@ -246,6 +246,7 @@ def quality_report(context: dg.AssetExecutionContext, recgen: RecgenResource) ->
     day = _latest_day(marts["interactions"])
     path = _report_path(settings, "quality", day)
     inter = marts["interactions"]
+    evaluation_csv = settings.reports_dir / "evaluation.csv"  # written by the evaluation asset upstream
     result = run_quality_report(
         recs,
         relevant,
@@ -253,6 +254,7 @@ def quality_report(context: dg.AssetExecutionContext, recgen: RecgenResource) ->
         marts["item_features"],
         k=settings.monitoring.k,
         html_path=path,
+        evaluation=pd.read_csv(evaluation_csv) if evaluation_csv.exists() else None,
     )
     if result.failed:
         context.log.warning(f"Evidently metrics that did not run: {result.failed}")

@@ -11,6 +11,7 @@ import pytest
 from models.monitoring.charts import Chart, chart_path, embed_in_page, exposure_chart, figures_section
 from models.monitoring.fairness import evaluate_fairness
 from models.monitoring.fairness_report import fairness_charts, fairness_html
+from models.monitoring.quality import QualityResult, quality_charts
 from tests.models.monitoring.conftest import make_recs
 
 
@@ -68,3 +69,15 @@ def test_embed_in_page_puts_the_charts_after_body(tmp_path: Path) -> None:
     page.write_text("<html>no body</html>")
     with pytest.raises(ValueError, match="no <body> tag"):
         embed_in_page(page, [Chart("c", tmp_path / "p_c.png", "a chart")])
+
+
+def test_quality_charts_compare_the_evaluated_models_when_given(tmp_path: Path) -> None:
+    result = QualityResult(k=3, metrics={"ndcg@3": 0.5, "novelty": 4.2}, curves={"ndcg@3": [0.2, 0.4, 0.5]})
+    evaluation = pd.DataFrame(
+        {"model": ["popularity", "full_stack"], "ndcg@10": [0.07, 0.09], "recall@20": [0.18, 0.22]}
+    )
+    charts = quality_charts(result, tmp_path / "q.html", evaluation)
+    assert [c.name for c in charts] == ["metrics_at_k", "metrics", "models"]
+    assert all(png_size(c.path)[0] > 300 for c in charts)
+    # no evaluation table, no comparison chart
+    assert [c.name for c in quality_charts(result, tmp_path / "r.html")] == ["metrics_at_k", "metrics"]
