@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 import duckdb
+from dagster._core.execution.stats import StepEventStatus
 from dagster._core.storage.dagster_run import RunsFilter
 
 from models.progress import format_seconds
@@ -34,6 +35,7 @@ class StageTime:
     end: float = float("-inf")
     step_seconds: float = 0.0
     unfinished: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
     @property
     def wall_seconds(self) -> float:
@@ -42,6 +44,7 @@ class StageTime:
     def describe(self) -> str:
         """E.g. ``models        3m02s wall, 4m10s of steps (6 steps)``."""
         open_steps = f"; not finished: {', '.join(self.unfinished)}" if self.unfinished else ""
+        open_steps += f"; failed: {', '.join(self.failed)}" if self.failed else ""
         return (
             f"{self.stage:<28} {format_seconds(self.wall_seconds):>7} wall, "
             f"{format_seconds(self.step_seconds):>7} of steps ({len(self.steps)} step{'s' if len(self.steps) != 1 else ''}{open_steps})"
@@ -73,6 +76,8 @@ def stage_times(instance: dg.DagsterInstance, run_id: str, stages: Mapping[str, 
         stage.steps.append(stats.step_key)
         if stats.end_time is None:
             stage.unfinished.append(stats.step_key)
+        if stats.status == StepEventStatus.FAILURE:
+            stage.failed.append(stats.step_key)
         if stats.start_time is None:
             continue
         end = stats.end_time if stats.end_time is not None else now

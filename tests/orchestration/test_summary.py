@@ -60,3 +60,16 @@ def test_a_step_without_a_group_is_its_own_stage() -> None:
         # no run of the summary's jobs (this one is an ad-hoc materialization): nothing to print
         assert latest_runs(instance) == []
     assert stage.stage == "landed" and stage.steps == ["landed"]
+
+
+@dg.asset(group_name="models")
+def broken() -> None:
+    raise ValueError("no data")
+
+
+def test_a_failed_step_is_named() -> None:
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([broken], instance=instance, raise_on_error=False)
+        assert not result.success
+        (stage,) = stage_times(instance, result.run_id, {"broken": "models"})
+    assert stage.failed == ["broken"] and "failed: broken" in stage.describe()
