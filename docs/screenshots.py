@@ -8,7 +8,11 @@ It starts `dagster dev` as `make dev` does (the venv's own `dagster`, `-m orches
 127.0.0.1; a free port instead of 3000 so a running `make dev` is left alone), waits until Dagster's GraphQL
 says the code location loaded, has headless Chromium (Debian's `chromium`, as the report tests use) take
 the asset graph page and the latest `reports/fairness/<date>.html`, then stops `dagster dev` (it runs in its
-own process group: `dagster dev` ignores a plain SIGTERM/SIGINT sent to one process only). The PNGs are cut
+own process group: `dagster dev` ignores a plain SIGTERM/SIGINT sent to one process only).
+
+`dagster dev` reads a copy of `$DAGSTER_HOME` (the runs of `make run`, a few MB) whose run queue launches
+nothing (`concurrency.runs.max_concurrent_runs: 0`): its daemon starts the schedules and sensors, which are on
+by default, and a sensor tick must not start a retraining on your machine just because a picture was taken. The PNGs are cut
 down to a 256-colour palette (Pillow, which matplotlib installs) so they stay small in git.
 """
 
@@ -30,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from models.settings import get_settings  # noqa: E402
@@ -133,6 +138,17 @@ def latest_fairness_report() -> Path:
     return pages[-1].resolve()
 
 
+def preview_home(home: Path, into: Path) -> Path:
+    """A copy of the Dagster instance at ``home`` whose run queue launches no run."""
+    shutil.copytree(home, into)
+    config_path = into / "dagster.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+    config = config or {}
+    config.setdefault("concurrency", {}).setdefault("runs", {})["max_concurrent_runs"] = 0
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return into
+
+
 def asset_graph(out: Path, timeout: float) -> Path:
     """Start `dagster dev` like `make dev`, wait for the location, take the global asset lineage page."""
     if not os.environ.get("DAGSTER_HOME"):
@@ -151,16 +167,22 @@ def asset_graph(out: Path, timeout: float) -> Path:
         "--port",
         str(port),
     ]
-    with tempfile.TemporaryFile() as log:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as log:
+        home = preview_home(Path(os.environ["DAGSTER_HOME"]), Path(tmp) / "dagster_home")
         process = subprocess.Popen(
-            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             started = time.monotonic()
             wait_loaded(port, process, timeout)
             print(f"dagster dev on 127.0.0.1:{port}: location loaded in {time.monotonic() - started:.0f} s")
             # The UI greets a first visit on localhost with a "join the community" dialog; this is what its
-            # Skip button does (the instance remembers it), so the page behind it is what the picture shows.
+            # Skip button does (the copied instance remembers it), so the page behind it is what the picture shows.
             graphql(port, "mutation SetNuxSeen { setNuxSeen }")
             return screenshot(f"http://127.0.0.1:{port}/asset-groups", out, 1600, 900, 30_000)
         except BaseException:
