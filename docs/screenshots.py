@@ -43,6 +43,11 @@ WORKSPACE_QUERY = """{ workspaceOrError { __typename ... on Workspace { location
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
 
+REPOSITORY_QUERY = (
+    "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+)
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface."""
     with socket.socket() as sock:
@@ -184,7 +189,12 @@ def asset_graph(out: Path, timeout: float) -> Path:
             # The UI greets a first visit on localhost with a "join the community" dialog; this is what its
             # Skip button does (the copied instance remembers it), so the page behind it is what the picture shows.
             graphql(port, "mutation SetNuxSeen { setNuxSeen }")
-            return screenshot(f"http://127.0.0.1:{port}/asset-groups", out, 1600, 900, 30_000)
+            path = screenshot(f"http://127.0.0.1:{port}/asset-groups", out, 1600, 900, 30_000)
+            # one stage opened: the models group's assets, with their materialization status
+            repo = graphql(port, REPOSITORY_QUERY)["repositoriesOrError"]["nodes"][0]
+            group_url = f"http://127.0.0.1:{port}/locations/{repo['name']}@{repo['location']['name']}/asset-groups/models"
+            screenshot(group_url, out.with_name("asset_group_models.png"), 1600, 900, 30_000)
+            return path
         except BaseException:
             log.seek(0)
             sys.stderr.write(log.read().decode(errors="replace")[-4000:])
@@ -215,7 +225,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only in (None, "fairness"):
         page = latest_fairness_report()
-        path = screenshot(page.as_uri(), args.out / "fairness_report.png", 1100, 1500, 5_000)
+        path = screenshot(page.as_uri(), args.out / "fairness_report.png", 1100, 2900, 5_000)
         print(f"{path}: {page.name}, {path.stat().st_size // 1024} KB")
     if args.only in (None, "graph"):
         path = asset_graph(args.out / "asset_graph.png", args.timeout)
