@@ -15,7 +15,7 @@ export BENTOML_DO_NOT_TRACK := true
 export RECGEN_TORCH_THREADS ?= 1
 export RECGEN_DUCKDB_PATH ?= $(CURDIR)/data/recgen.duckdb
 
-.PHONY: help setup run test test-fast lint format dbt-parse materialize bento dev serve bench clean browser
+.PHONY: help setup run test test-fast lint format dbt-parse materialize bento dev serve bench clean browser screenshots
 
 help:
 	@echo "make run    - set up, materialize every asset on the embedded dataset, build the bento, print outputs"
@@ -84,6 +84,11 @@ serve: setup
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The README's screenshots (docs/img/): `dagster dev` as `make dev` (a free loopback port) and the latest
+# fairness report, taken by headless Chromium. Run after `make run`.
+screenshots: setup browser
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf data reports .dagster_home dbt_project/target dbt_project/logs

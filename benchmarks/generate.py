@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from models.generation.artifacts import REGISTRY_NAME, model_location  # noqa: E402
 from models.generation.generator import DecodingConfig, Generator  # noqa: E402
@@ -131,10 +132,11 @@ def main() -> None:
             print(
                 f"{'batch':>5} {'tokens/s':>10} {'items/s':>9} {'ms/batch':>9} {'tokens':>7} {'seconds':>8}"
             )
-            for batch_size in args.batch_sizes:
+            # a bar over the batch sizes on stderr (elapsed, time left); rows go out through tqdm.write
+            for batch_size in tqdm(args.batch_sizes, desc=f"{device} batch sizes", unit="batch size"):
                 row = {"device": device, "dtype": dtype, **bench(gen, prompts, batch_size)}
                 results.append(row)
-                print(
+                tqdm.write(
                     f"{batch_size:>5} {row['tokens_per_s']:>10.1f} {row['items_per_s']:>9.2f} "
                     f"{row['ms_per_batch']:>9.1f} {row['tokens']:>7} {row['seconds']:>8.2f}"
                 )

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 ROOT = Path(__file__).resolve().parent.parent
 
 STAGE = r"""
@@ -130,18 +132,19 @@ def main() -> None:
         f"{'users':>9} {'items':>7} {'events':>11} {'simulate s':>10} {'ingest s':>9} {'dbt s':>8} "
         f"{'total s':>8} {'sim RSS MB':>10} {'py RSS MB':>9} {'dbt RSS MB':>10} {'db MB':>7}"
     )
-    for n_users in args.users:
+    # a bar over the sizes on stderr (elapsed, time left); each row goes out through tqdm.write above it
+    for n_users in tqdm(args.users, desc="sizes", unit="size"):
         n_items = max(500, n_users // 10)
         f = run_size(
             n_users, n_items, args.days, args.memory_limit, args.temp_directory, args.dbt_memory_limit
         )
-        print(
+        tqdm.write(
             f"{n_users:>9} {n_items:>7} {f['events']:>11} {f['simulate_s']:>10.1f} {f['ingest_s']:>9.1f} "
             f"{f['dbt_s']:>8.1f} {f['total_s']:>8.1f} {f['peak_rss_mb_simulate']:>10.0f} "
             f"{f['peak_rss_mb_python']:>9.0f} "
-            f"{f['peak_rss_mb_dbt']:>10.0f} {f['db_mb']:>7.0f}",
-            flush=True,
+            f"{f['peak_rss_mb_dbt']:>10.0f} {f['db_mb']:>7.0f}"
         )
+        sys.stdout.flush()  # tqdm.write does not flush: rows show as they come under make bench
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import time
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from models.profile import ProfileEncoder, TwoTowerModel
 from models.ranking import train_ranker
@@ -158,17 +160,18 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices: {', '.join(devices)}")
     header = f"{'device':>6} {'items':>8} {'ann':>4} {'train samples':>13} {'ranker samples/s':>17} {'two-tower users/s':>18} {'full-stack users/s':>19}"
     print(header)
-    for n_items in args.items:
+    # a bar over the catalog sizes on stderr (elapsed, time left); rows go out through tqdm.write above it
+    for n_items in tqdm(args.items, desc="catalog sizes", unit="size"):
         frames, embeddings = random_marts(args.users, n_items)
         data = RecData.from_frames(frames, embeddings)
         for device in devices:
             settings = get_settings(device=device, ranker={"epochs": 1})
             r = bench(settings, data, args.eval_users)
-            print(
+            tqdm.write(
                 f"{device:>6} {n_items:>8} {'yes' if r['ann'] else 'no':>4} {int(r['n_train_samples']):>13} "
-                f"{r['ranker_samples_per_s']:>17.0f} {r['two_tower_users_per_s']:>18.1f} {r['full_stack_users_per_s']:>19.1f}",
-                flush=True,
+                f"{r['ranker_samples_per_s']:>17.0f} {r['two_tower_users_per_s']:>18.1f} {r['full_stack_users_per_s']:>19.1f}"
             )
+            sys.stdout.flush()  # tqdm.write does not flush: rows show as they come under make bench
 
 
 if __name__ == "__main__":

@@ -1,13 +1,136 @@
-"""Prints what `make run` produced: the warehouse, its marts, the evaluation table, reports and models."""
+"""Prints what `make run` produced: time per stage, the warehouse, its marts, the evaluation, reports and models.
+
+Stage times come from the Dagster instance under ``DAGSTER_HOME`` (the runs `make run` launched): the step
+stats of the latest ``data_refresh`` and ``recgen_all`` runs, grouped by the asset group of each step's assets
+(a check's step counts in its asset's group).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+import dagster as dg
 import duckdb
+from dagster._core.execution.stats import StepEventStatus
+from dagster._core.storage.dagster_run import RunsFilter
 
+from models.progress import format_seconds
 from models.settings import get_settings
+
+SUMMARY_JOBS = ("data_refresh", "recgen_all")
+
+
+@dataclass
+class StageTime:
+    """One stage (asset group) of one run: its steps, wall time (first start to last end) and summed step time."""
+
+    stage: str
+    steps: list[str] = field(default_factory=list)
+    start: float = float("inf")
+    end: float = float("-inf")
+    step_seconds: float = 0.0
+    unfinished: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def wall_seconds(self) -> float:
+        return max(self.end - self.start, 0.0)
+
+    def describe(self) -> str:
+        """E.g. ``models        3m02s wall, 4m10s of steps (6 steps)``."""
+        open_steps = f"; not finished: {', '.join(self.unfinished)}" if self.unfinished else ""
+        open_steps += f"; failed: {', '.join(self.failed)}" if self.failed else ""
+        return (
+            f"{self.stage:<28} {format_seconds(self.wall_seconds):>7} wall, "
+            f"{format_seconds(self.step_seconds):>7} of steps ({len(self.steps)} step{'s' if len(self.steps) != 1 else ''}{open_steps})"
+        )
+
+
+def step_stages(defs: dg.Definitions) -> dict[str, str]:
+    """Step key (op name) -> stage: the asset group(s) of its assets, or of the assets its checks target."""
+    graph = defs.resolve_asset_graph()
+    group_of = {key: graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    stages: dict[str, str] = {}
+    for assets_def in graph.assets_defs:
+        if not assets_def.is_executable:
+            continue
+        keys = set(assets_def.keys) or {check.asset_key for check in assets_def.check_keys}
+        groups = sorted({group_of.get(key) or "default" for key in keys})
+        if groups:
+            stages[assets_def.node_def.name] = "+".join(groups)
+    return stages
+
+
+def stage_times(instance: dg.DagsterInstance, run_id: str, stages: Mapping[str, str]) -> list[StageTime]:
+    """The run's steps grouped by stage, in the order the stages started (unknown steps are their own stage)."""
+    out: dict[str, StageTime] = {}
+    now = time.time()  # the end of steps still running
+    for stats in instance.get_run_step_stats(run_id):
+        name = stages.get(stats.step_key, stats.step_key)
+        stage = out.setdefault(name, StageTime(name))
+        stage.steps.append(stats.step_key)
+        if stats.end_time is None:
+            stage.unfinished.append(stats.step_key)
+        if stats.status == StepEventStatus.FAILURE:
+            stage.failed.append(stats.step_key)
+        if stats.start_time is None:
+            continue
+        end = stats.end_time if stats.end_time is not None else now
+        stage.start = min(stage.start, stats.start_time)
+        stage.end = max(stage.end, end)
+        stage.step_seconds += end - stats.start_time
+    return sorted(out.values(), key=lambda s: s.start)
+
+
+def latest_runs(instance: dg.DagsterInstance, jobs: Iterable[str] = SUMMARY_JOBS) -> list[dg.DagsterRun]:
+    """The latest run of each job that has one, oldest first."""
+    runs = [run for job in jobs for run in instance.get_runs(RunsFilter(job_name=job), limit=1)]
+    stats = {run.run_id: instance.get_run_stats(run.run_id) for run in runs}
+    return sorted(runs, key=lambda r: stats[r.run_id].start_time or 0.0)
+
+
+def stage_lines(
+    instance: dg.DagsterInstance, runs: Sequence[dg.DagsterRun], stages: Mapping[str, str]
+) -> list[str]:
+    """The printed block: per run its status and wall time, then one line per stage."""
+    lines = []
+    for run in runs:
+        stats = instance.get_run_stats(run.run_id)
+        start = stats.start_time or time.time()
+        wall = (stats.end_time or time.time()) - start
+        lines.append(
+            f"    {run.job_name} run {run.run_id[:8]} "
+            + (
+                f"{run.status.value.lower()} in {format_seconds(wall)}"
+                if stats.end_time
+                else f"{run.status.value.lower()}, running for {format_seconds(wall)}"
+            )
+            + (f" (partition {run.tags['dagster/partition']})" if "dagster/partition" in run.tags else "")
+        )
+        lines.extend(f"      {stage.describe()}" for stage in stage_times(instance, run.run_id, stages))
+    return lines
+
+
+def print_stage_times() -> None:
+    """Time per stage of the latest `make run` runs under DAGSTER_HOME (nothing when there are none)."""
+    if not os.environ.get("DAGSTER_HOME"):  # not under `make`: no instance to read
+        return
+    with dg.DagsterInstance.get() as instance:
+        runs = latest_runs(instance)
+        if not runs:
+            return
+        from orchestration.definitions import defs  # the asset graph: which group each step belongs to
+
+        print(
+            "\n  time per stage (asset group; wall = first step start to last step end, from the Dagster instance)"
+        )
+        for line in stage_lines(instance, runs, step_stages(defs)):
+            print(line)
 
 
 def latest_day() -> str:
@@ -27,6 +150,7 @@ def main() -> None:
     settings = get_settings()
     db = settings.database.resolve()
     print("\nrecgen outputs (settings: RECGEN_* environment, see models/settings.py)")
+    print_stage_times()
     print(f"  warehouse  {db}")
     con = duckdb.connect(str(db), read_only=True)
     try:

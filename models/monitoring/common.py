@@ -113,11 +113,13 @@ table.tbl { border-collapse: collapse; margin: .6em 0; } .tbl th, .tbl td { padd
 .tbl th { background: #f0f0f0; text-align: left; } .tbl td { border-top: 1px solid #e4e4e4; }
 .pass { color: #17692a; font-weight: bold; } .fail { color: #a4161a; font-weight: bold; }
 p.note { color: #555; max-width: 60em; } section { overflow-x: auto; }
+figure.chart { margin: 1em 0; } figure.chart img { max-width: 100%; border: 1px solid #e4e4e4; }
+figure.chart figcaption { color: #555; font-size: .9em; }
 """
 
 
 def html_page(title: str, sections: Sequence[tuple[str, Iterable[str]]]) -> str:
-    """A self-contained HTML page (no scripts, no external files): a title and (heading, html parts) sections."""
+    """An HTML page without scripts (images only from the PNGs beside it): a title and (heading, parts) sections."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     for heading, parts in sections:
         body.append(f"<section><h2>{html.escape(heading)}</h2>")

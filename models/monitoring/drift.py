@@ -23,6 +23,7 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 
 from models.data.warehouse import table_exists
+from models.monitoring.charts import Chart, chart_path, drift_chart, embed_in_page
 from models.monitoring.common import MONITORING_SCHEMA, as_day, day_column, ensure_schema, fmt
 from models.monitoring.html_safe import html_safe
 from models.settings import MonitoringSettings
@@ -72,6 +73,7 @@ class DriftResult:
     current_rows: dict[str, int]
     skipped_columns: list[str] = field(default_factory=list)
     html_path: Path | None = None
+    charts: list[Chart] = field(default_factory=list)
 
     @property
     def drift_detected(self) -> bool:
@@ -284,7 +286,7 @@ def run_drift_report(
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
     n_drifted = sum(c.drifted for c in column_results)
-    return DriftResult(
+    result = DriftResult(
         run_date=day,
         columns=column_results,
         drift_share=n_drifted / len(column_results),
@@ -294,6 +296,17 @@ def run_drift_report(
         skipped_columns=skipped,
         html_path=html_path,
     )
+    if html_path is not None:
+        chart = drift_chart(
+            result.to_frame(),
+            chart_path(html_path, "columns"),
+            f"Drift per column, train window vs {day} (share {result.drift_share:.2f})",
+        )
+        result.charts = [
+            Chart("columns", chart, "Each column's drift score against its threshold; red: drifted.")
+        ]
+        embed_in_page(html_path, result.charts, f"recgen drift chart ({day})")
+    return result
 
 
 def _column_results(snapshot: dict) -> list[ColumnDrift]:

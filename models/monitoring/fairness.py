@@ -72,12 +72,16 @@ def quality_by_group(
     k: int,
     interactions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per group of ``attribute``: evaluated users, mean NDCG@k, and logged CTR in ``interactions`` (if given)."""
+    """Per group of ``attribute``: evaluated users, mean NDCG@k with its 95 % CI half-width, and logged CTR."""
     groups = users[["user_id", attribute]].drop_duplicates("user_id")
     per_user = ndcg_per_user(recs, relevant, k).merge(groups, on="user_id", how="left")
     per_user[attribute] = per_user[attribute].fillna(UNKNOWN).astype(str)
-    table = per_user.groupby(attribute).agg(n_users=("user_id", "size"), ndcg=("ndcg", "mean"))
-    table = table.rename(columns={"ndcg": f"ndcg@{k}"})
+    table = per_user.groupby(attribute).agg(
+        n_users=("user_id", "size"), ndcg=("ndcg", "mean"), ndcg_std=("ndcg", "std")
+    )
+    # Half-width of the normal 95 % interval of the group mean (NaN for a group of one user).
+    table["ndcg_ci95"] = 1.96 * table.pop("ndcg_std") / np.sqrt(table["n_users"])
+    table = table.rename(columns={"ndcg": f"ndcg@{k}", "ndcg_ci95": f"ndcg@{k}_ci95"})
     if interactions is not None and len(interactions):
         logged = interactions[["user_id", "clicked"]].merge(groups, on="user_id", how="left")
         logged[attribute] = logged[attribute].fillna(UNKNOWN).astype(str)

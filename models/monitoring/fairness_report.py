@@ -1,6 +1,7 @@
 """The fairness report: figures, mitigation side by side, a plain HTML page, an Evidently page and a DuckDB table.
 
-The page ``reports/fairness/<date>.html`` is our own (no scripts, numbers in tables); Evidently's ``ItemBias``
+The page ``reports/fairness/<date>.html`` is our own (no scripts, numbers in tables, PNG charts beside it:
+``<date>_exposure.png``, ``<date>_ndcg_by_group.png``, ``<date>_rerank_tradeoff.png``); Evidently's ``ItemBias``
 (top-k exposure against the catalog, per creator group and per category) goes to
 ``reports/fairness/<date>_evidently.html``, linked from the page.
 """
@@ -8,8 +9,9 @@ The page ``reports/fairness/<date>.html`` is our own (no scripts, numbers in tab
 from __future__ import annotations
 
 import datetime as dt
+import html
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -19,6 +21,7 @@ from evidently.core.datasets import Recsys
 from evidently.metrics import ItemBias
 
 from models.data.warehouse import table_exists
+from models.monitoring.charts import Chart, chart_path, exposure_chart, ndcg_by_group_chart, tradeoff_chart
 from models.monitoring.common import (
     MONITORING_SCHEMA,
     ensure_schema,
@@ -52,6 +55,7 @@ class FairnessReport:
     result: FairnessResult
     html_path: Path | None
     evidently_html_path: Path | None
+    charts: list[Chart] = field(default_factory=list)
 
 
 def run_fairness_report(
@@ -84,6 +88,7 @@ def run_fairness_report(
         print(f"fairness re-ranking {comparison.describe()}")
         log.info("fairness re-ranking %s", comparison.describe())
     evidently_path = None
+    charts: list[Chart] = []
     if html_path is not None:
         evidently_path = html_path.with_name(html_path.stem + "_evidently.html")
         try:
@@ -91,8 +96,38 @@ def run_fairness_report(
         except Exception as error:  # noqa: BLE001 - the page of our own figures must not depend on Evidently
             log.warning("Evidently ItemBias page failed: %s", error)
             evidently_path = None
-        write_text(html_path, fairness_html(result, run_date, evidently_path))
-    return FairnessReport(result, html_path, evidently_path)
+        charts = fairness_charts(result, html_path)
+        write_text(html_path, fairness_html(result, run_date, evidently_path, charts))
+    return FairnessReport(result, html_path, evidently_path, charts)
+
+
+def fairness_charts(result: FairnessResult, html_path: Path) -> list[Chart]:
+    """The report's PNGs beside ``html_path``: exposure vs catalog, NDCG@k per user group, re-ranking trade-off."""
+    k = result.k
+    charts = [
+        Chart(
+            "exposure",
+            exposure_chart(result.exposure, k, chart_path(html_path, "exposure")),
+            f"Share of top-{k} exposure against share of the catalog (and of relevant items) per creator group.",
+        )
+    ]
+    if result.quality:
+        charts.append(
+            Chart(
+                "ndcg_by_group",
+                ndcg_by_group_chart(result.quality, k, chart_path(html_path, "ndcg_by_group")),
+                f"NDCG@{k} per user group; error bars are 95 % confidence intervals of the group mean.",
+            )
+        )
+    if result.mitigation:
+        charts.append(
+            Chart(
+                "rerank_tradeoff",
+                tradeoff_chart(mitigation_frame(result), k, chart_path(html_path, "rerank_tradeoff")),
+                f"Re-ranking trade-off: NDCG@{k} lost against the share of the exposure gap closed, per strength.",
+            )
+        )
+    return charts
 
 
 def evidently_item_bias(
@@ -136,9 +171,15 @@ def mitigation_frame(result: FairnessResult) -> pd.DataFrame:
     return pd.DataFrame([m.as_row() for m in result.mitigation])
 
 
-def fairness_html(result: FairnessResult, run_date: dt.date | None, evidently_path: Path | None) -> str:
-    """The self-contained fairness page: the check, the group tables, exposure, popularity and mitigation."""
+def fairness_html(
+    result: FairnessResult,
+    run_date: dt.date | None,
+    evidently_path: Path | None,
+    charts: list[Chart] | None = None,
+) -> str:
+    """The fairness page: the check, the group tables, exposure, popularity and mitigation, charts beside them."""
     k = result.k
+    figure = {c.name: c.figure_html() for c in charts or []}
     verdict = "pass" if result.passed else "fail"
     check = [
         f'<p class="{verdict}">{verdict.upper()}</p>',
@@ -151,19 +192,20 @@ def fairness_html(result: FairnessResult, run_date: dt.date | None, evidently_pa
     ]
     if evidently_path is not None:
         check.append(
-            f'<p><a href="{evidently_path.name}">Evidently item bias report</a> (top-k distribution of '
+            f'<p><a href="{html.escape(evidently_path.name, quote=True)}">Evidently item bias report</a> (top-k distribution of '
             "creator_group and category; its &quot;train&quot; bars are the catalog)</p>"
         )
-    quality_parts = []
+    quality_parts = [figure["ndcg_by_group"]] if "ndcg_by_group" in figure else []
     for attribute, table in result.quality.items():
         gap = result.ndcg_gaps.get(attribute)
         ctr_gap = result.ctr_gaps.get(attribute)
-        quality_parts.append(f"<h3>{attribute}</h3>")
+        quality_parts.append(f"<h3>{html.escape(attribute)}</h3>")
         quality_parts.append(html_table(table))
         quality_parts.append(paragraph(gap.describe() if gap else "fewer than two gated groups"))
         if ctr_gap:
             quality_parts.append(paragraph(ctr_gap.describe() + " (logged CTR in the evaluation window)"))
     exposure_parts = [
+        *([figure["exposure"]] if "exposure" in figure else []),
         html_table(result.exposure),
         paragraph(result.exposure_gap.describe()),
         paragraph(
@@ -191,6 +233,7 @@ def fairness_html(result: FairnessResult, run_date: dt.date | None, evidently_pa
     ]
     mitigation_parts = (
         [
+            *([figure["rerank_tradeoff"]] if "rerank_tradeoff" in figure else []),
             html_table(mitigation_frame(result)),
             *(paragraph(m.describe()) for m in result.mitigation),
             paragraph(

@@ -38,6 +38,14 @@ from evidently.metrics import (
     Serendipity,
 )
 
+from models.monitoring.charts import (
+    Chart,
+    chart_path,
+    embed_in_page,
+    metric_bars_chart,
+    metric_curves_chart,
+    model_comparison_chart,
+)
 from models.monitoring.common import with_scores
 from models.monitoring.html_safe import html_safe
 
@@ -54,6 +62,15 @@ class QualityResult:
     n_users: int = 0
     n_users_with_relevant: int = 0
     html_path: Path | None = None
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    charts: list[Chart] = field(default_factory=list)
+
+
+# Metrics bounded by [0, 1]: drawn side by side in the bar chart (novelty, diversity and ARP have other scales).
+BOUNDED_PREFIXES = ("ndcg@", "precision@", "recall@", "map@", "mrr@", "hit_rate@", "personalization")
+CURVE_PREFIXES = ("ndcg@", "precision@", "recall@", "hit_rate@", "map@", "mrr@")
+# The ranking columns of reports/evaluation.csv (the offline evaluation of every model) drawn side by side.
+EVALUATION_METRICS = ("ndcg@10", "recall@20", "mrr@10", "hit@10")
 
 
 def _feature_name(category: object) -> str:
@@ -131,6 +148,45 @@ def quality_metrics(k: int, item_features: list[str]) -> dict[str, Callable[[], 
     }
 
 
+def _curve(value: object) -> list[float] | None:
+    """A top-k metric's values at 1..k (Evidently's ``{"value": {rank: value}}``), None for a single value."""
+    if isinstance(value, dict) and isinstance(value.get("value"), dict):
+        return [float(value["value"][key]) for key in sorted(value["value"], key=int)]
+    return None
+
+
+def quality_charts(
+    result: QualityResult, html_path: Path, evaluation: pd.DataFrame | None = None
+) -> list[Chart]:
+    """PNGs beside the report: metrics @1..k as curves, the [0, 1] metrics at k, every model's evaluation."""
+    k = result.k
+    charts = []
+    curves = {name: values for name, values in result.curves.items() if name.startswith(CURVE_PREFIXES)}
+    if curves:
+        path = metric_curves_chart(
+            {name.split("@")[0]: values[:k] for name, values in curves.items()},
+            chart_path(html_path, "metrics_at_k"),
+            f"Ranking metrics at list lengths 1..{k}",
+        )
+        charts.append(Chart("metrics_at_k", path, f"NDCG, precision, recall, hit rate, MAP and MRR @1..{k}."))
+    bounded = {name: v for name, v in result.metrics.items() if name.startswith(BOUNDED_PREFIXES)}
+    if bounded:
+        path = metric_bars_chart(bounded, chart_path(html_path, "metrics"), f"Quality metrics at k={k}")
+        charts.append(Chart("metrics", path, f"The report's metrics bounded by [0, 1], at k={k}."))
+    columns = [c for c in EVALUATION_METRICS if evaluation is not None and c in evaluation]
+    if evaluation is not None and "model" in evaluation and columns and len(evaluation):
+        path = model_comparison_chart(
+            evaluation,
+            columns,
+            chart_path(html_path, "models"),
+            "Offline evaluation: every model, test window",
+        )
+        charts.append(
+            Chart("models", path, "Each model of reports/evaluation.csv on its held-out ranking metrics.")
+        )
+    return charts
+
+
 def _value_at_k(value: object, k: int) -> float:
     """A metric's figure: a SingleValue as is, a top-k curve (rank, value) at its k-th row."""
     if isinstance(value, dict) and "value" in value:
@@ -148,8 +204,12 @@ def run_quality_report(
     item_features: pd.DataFrame,
     k: int = 10,
     html_path: Path | None = None,
+    evaluation: pd.DataFrame | None = None,
 ) -> QualityResult:
-    """Evidently recsys metrics at ``k`` (recommendations_type='score'); the HTML holds those that ran."""
+    """Evidently recsys metrics at ``k`` (recommendations_type='score'); the HTML holds those that ran.
+
+    ``evaluation`` (``reports/evaluation.csv``: a row per model) adds a chart comparing the models.
+    """
     recs, real_scores = with_scores(recs)
     features = category_features(item_features)
     feature_names = _features(features)
@@ -174,7 +234,7 @@ def run_quality_report(
     current = Dataset.from_pandas(frame, data_definition=definition)
     additional = {"current_train_data": Dataset.from_pandas(train, data_definition=train_definition)}
 
-    metrics, failed, working = {}, {}, []
+    metrics, failed, working, curves = {}, {}, [], {}
     candidates = quality_metrics(k, feature_names)
     if not real_scores:  # a score made up from ranks has no distribution worth reporting
         candidates.pop("score_distribution_entropy")
@@ -183,7 +243,11 @@ def run_quality_report(
             snapshot = Report([make()]).run(
                 current_data=current, reference_data=None, additional_data=additional
             )
-            metrics[name] = _value_at_k(snapshot.dict()["metrics"][0]["value"], k)
+            value = snapshot.dict()["metrics"][0]["value"]
+            metrics[name] = _value_at_k(value, k)
+            curve = _curve(value)
+            if curve is not None:
+                curves[name] = curve
             working.append(make)
         except Exception as error:  # noqa: BLE001 - any metric Evidently cannot compute is reported, not fatal
             failed[name] = f"{type(error).__name__}: {error}"[:300]
@@ -193,11 +257,16 @@ def run_quality_report(
         report.run(current_data=current, reference_data=None, additional_data=additional).save_html(
             str(html_path)
         )
-    return QualityResult(
+    result = QualityResult(
         k=k,
         metrics=metrics,
         failed=failed,
         n_users=int(recs["user_id"].nunique()),
         n_users_with_relevant=int(relevant["user_id"].nunique()),
         html_path=html_path if working else None,
+        curves=curves,
     )
+    if result.html_path is not None:
+        result.charts = quality_charts(result, result.html_path, evaluation)
+        embed_in_page(result.html_path, result.charts, f"recgen quality charts (top-{k})")
+    return result

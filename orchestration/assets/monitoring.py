@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 
 from models.data.warehouse import table_exists
+from models.monitoring.charts import Chart
 from models.monitoring.common import mean_ndcg, relevant_pairs
 from models.monitoring.drift import run_drift_report, save_drift_result
 from models.monitoring.fairness_report import run_fairness_report, save_fairness_metrics, summary_figures
@@ -95,6 +96,18 @@ def _evaluation_inputs(
 
 def _report_path(settings: Settings, kind: str, day: dt.date) -> Path:
     return (settings.reports_dir / kind / f"{day.isoformat()}.html").resolve()
+
+
+def chart_metadata(charts: list[Chart]) -> dict[str, dg.MetadataValue]:
+    """One ``chart_<name>`` path per PNG beside the report, and a markdown list linking them all."""
+    metadata: dict[str, dg.MetadataValue] = {
+        f"chart_{c.name}": dg.MetadataValue.path(str(c.path.resolve())) for c in charts
+    }
+    if charts:
+        metadata["charts"] = dg.MetadataValue.md(
+            "\n".join(f"- [{c.path.name}]({c.path.resolve().as_uri()}): {c.caption}" for c in charts)
+        )
+    return metadata
 
 
 def _latest_day(interactions: pd.DataFrame) -> dt.date:
@@ -214,6 +227,7 @@ def drift_report(context: dg.AssetExecutionContext, recgen: RecgenResource) -> d
             "rows_written": dg.MetadataValue.int(rows),
             "report_path": dg.MetadataValue.path(str(path)),
             "report_url": dg.MetadataValue.url(path.as_uri()),
+            **chart_metadata(result.charts),
         }
     )
 
@@ -232,6 +246,7 @@ def quality_report(context: dg.AssetExecutionContext, recgen: RecgenResource) ->
     day = _latest_day(marts["interactions"])
     path = _report_path(settings, "quality", day)
     inter = marts["interactions"]
+    evaluation_csv = settings.reports_dir / "evaluation.csv"  # written by the evaluation asset upstream
     result = run_quality_report(
         recs,
         relevant,
@@ -239,6 +254,7 @@ def quality_report(context: dg.AssetExecutionContext, recgen: RecgenResource) ->
         marts["item_features"],
         k=settings.monitoring.k,
         html_path=path,
+        evaluation=pd.read_csv(evaluation_csv) if evaluation_csv.exists() else None,
     )
     if result.failed:
         context.log.warning(f"Evidently metrics that did not run: {result.failed}")
@@ -254,6 +270,7 @@ def quality_report(context: dg.AssetExecutionContext, recgen: RecgenResource) ->
     if result.html_path is not None:
         metadata["report_path"] = dg.MetadataValue.path(str(path))
         metadata["report_url"] = dg.MetadataValue.url(path.as_uri())
+    metadata |= chart_metadata(result.charts)
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -263,7 +280,7 @@ def quality_report(context: dg.AssetExecutionContext, recgen: RecgenResource) ->
     kinds={"evidently", "duckdb"},
     pool="duckdb",
     description="NDCG@k and CTR by user group and region, top-k exposure by creator group against catalog and "
-    "relevant shares, Gini of exposure, and exposure-aware re-ranking side by side; HTML in "
+    "relevant shares, Gini of exposure, and exposure-aware re-ranking side by side; HTML and PNG charts in "
     "reports/fairness/, figures in monitoring.fairness_metrics.",
 )
 def fairness_report(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
@@ -298,6 +315,7 @@ def fairness_report(context: dg.AssetExecutionContext, recgen: RecgenResource) -
         "rows_written": dg.MetadataValue.int(rows),
         "report_path": dg.MetadataValue.path(str(path)),
         "report_url": dg.MetadataValue.url(path.as_uri()),
+        **chart_metadata(report.charts),
     }
     if report.evidently_html_path is not None:
         metadata["evidently_report_path"] = dg.MetadataValue.path(str(report.evidently_html_path))

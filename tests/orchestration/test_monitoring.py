@@ -69,6 +69,20 @@ def test_report_assets_and_checks(warehouse) -> None:
     assert fairness_meta["passed"].value == "False"
     assert Path(fairness_meta["report_path"].value).exists()
 
+    # Each report's PNG charts: linked from the asset's metadata, files beside the HTML, listed in markdown.
+    for meta, names in (
+        (drift_meta, {"columns"}),
+        (quality_meta, {"metrics_at_k", "metrics"}),
+        (fairness_meta, {"exposure", "ndcg_by_group", "rerank_tradeoff"}),
+    ):
+        report = Path(meta["report_path"].value)
+        for name in names:
+            chart = Path(meta[f"chart_{name}"].value)
+            assert chart == report.with_name(f"{report.stem}_{name}.png")
+            assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert chart.as_uri() in meta["charts"].value
+        assert {key for key in meta if key.startswith("chart_")} == {f"chart_{n}" for n in names}
+
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     drift_check, fairness_check = checks["drift_within_threshold"], checks["fairness_within_threshold"]
     assert not drift_check.passed

@@ -8,6 +8,8 @@ knobs make the last day different (a category floods the feeds, clicks drop), wh
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from pathlib import Path
 
@@ -220,3 +222,35 @@ def make_recs(
             )
         )
     return pd.concat(rows, ignore_index=True), relevant.reset_index(drop=True)
+
+
+_IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const seen = [...document.images].map((i) => [i.getAttribute("src"), i.naturalWidth, i.naturalHeight]);
+  const out = document.createElement("pre");
+  out.id = "recgen-image-probe";
+  out.textContent = JSON.stringify(seen);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def chromium_image_sizes(path: Path, tmp_path: Path, chromium: str) -> dict[str, tuple[int, int]]:
+    """Every ``<img>`` of the page as Chromium loaded it: src -> (naturalWidth, naturalHeight); 0 = not loaded.
+
+    The page is copied beside itself (relative image links resolve the same) with a script that, on the load
+    event, writes the images' natural sizes into the DOM that ``--dump-dom`` prints.
+    """
+    probe = path.with_name(f"probe-{path.name}")
+    text = path.read_text(encoding="utf-8")
+    at = text.lower().rfind("</body>")
+    probe.write_text(
+        text[:at] + _IMAGE_PROBE + text[at:] if at >= 0 else text + _IMAGE_PROBE, encoding="utf-8"
+    )
+    try:
+        dom = chromium_dump_dom(probe, tmp_path, chromium)
+    finally:
+        probe.unlink()
+    found = re.search(r'<pre id="recgen-image-probe">(.*?)</pre>', dom, re.DOTALL)
+    assert found is not None, "the image probe did not run (no load event?)"
+    return {src: (width, height) for src, width, height in json.loads(html.unescape(found.group(1)))}

@@ -124,11 +124,14 @@ def test_quality_by_group_matches_pandas(world) -> None:
         table = quality_by_group(recs, relevant, users, attribute, 10, test_inter).set_index("group")
 
         per_user = pd.Series(loop_ndcg(recs, relevant, 10), name="ndcg").rename_axis("user_id").reset_index()
-        expected = per_user.merge(users, on="user_id").groupby(attribute)["ndcg"].agg(["mean", "size"])
+        expected = per_user.merge(users, on="user_id").groupby(attribute)["ndcg"].agg(["mean", "size", "std"])
         logged = test_inter.merge(users, on="user_id").groupby(attribute)["clicked"].agg(["mean", "size"])
 
         assert table["ndcg@10"].to_dict() == pytest.approx(expected["mean"].to_dict())
         assert table["n_users"].to_dict() == expected["size"].to_dict()
+        # the error bars of the report's chart: 95 % normal interval of each group's mean
+        ci95 = 1.96 * expected["std"] / np.sqrt(expected["size"])
+        assert table["ndcg@10_ci95"].to_dict() == pytest.approx(ci95.to_dict())
         assert table["ctr"].to_dict() == pytest.approx(logged["mean"].to_dict())
         assert table["impressions"].to_dict() == logged["size"].to_dict()
         gap = largest_gap(table.reset_index(), attribute, "ndcg@10")
