@@ -144,6 +144,19 @@ class RankerSettings(BaseModel):
         None, description="weight of the two-tower logit added to the ranker's; None = tuned on valid NDCG@10"
     )
     retrieval_weight_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    stack_batch_users: int = Field(32, ge=1, description="stacked ranker: users (candidate lists) per step")
+    stack_windows: int = Field(
+        2, ge=1, description="stacked ranker: label windows of valid's length, the last ending at valid's end"
+    )
+    stack_holdout_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="stacked ranker: share of valid-window users held out to pick epochs, MMR",
+    )
+    mmr_lambda_grid: tuple[float, ...] = Field(
+        (1.0, 0.95, 0.9, 0.8), description="MMR weights tried on valid (1 = no diversity term)"
+    )
 
 
 class EvaluationSettings(BaseModel):
