@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DatasetKind = Literal["simulator", "movielens", "mind"]
+DatasetKind = Literal["simulator", "movielens", "mind", "recbole"]
 
 
 def packaged_encoder_path() -> str:
@@ -325,7 +325,10 @@ class Settings(BaseSettings):
         None, description="where DuckDB spills; None or empty: DuckDB's default, <duckdb file>.tmp"
     )
     dataset: DatasetKind = "simulator"
-    dataset_path: Path | None = Field(None, description="folder of a MovieLens or MIND dataset")
+    dataset_path: Path | None = Field(
+        None,
+        description="folder of a MovieLens or MIND dataset, or of RecBole atomic files (<name>.inter ...)",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dagster_executor: Literal["in_process", "multiprocess"] = Field(
         "in_process",
