@@ -90,3 +90,39 @@ def test_no_seen_item_and_no_unpublished_item_is_recommended(rec_data: RecData, 
         assert (
             len(recs[user]) == len(set(recs[user])) == 20
         )  # every user, cold ones too, gets k distinct items
+
+
+def test_ease_matches_the_closed_form_worked_by_hand() -> None:
+    # X (4 users x 5 items): items {0, 1} co-occur once, items {2, 3} and {3, 4} once each, so with l2 = 1
+    # G + I splits into the blocks [[3, 1], [1, 2]] (inverse [[2, -1], [-1, 3]] / 5) and
+    # [[2, 1, 0], [1, 3, 1], [0, 1, 2]] (inverse [[5, -2, 1], [-2, 4, -2], [1, -2, 5]] / 8).
+    # B_ij = -P_ij / P_jj off the diagonal: e.g. B_01 = (1/5) / (3/5) = 1/3, B_24 = -(1/8) / (5/8) = -1/5.
+    from models.baselines import EASERecommender, ease_weights
+
+    x = np.array(
+        [[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]],
+        dtype=float,
+    )
+    by_hand = np.array(
+        [
+            [0, 1 / 3, 0, 0, 0],
+            [1 / 2, 0, 0, 0, 0],
+            [0, 0, 0, 1 / 2, -1 / 5],
+            [0, 0, 2 / 5, 0, 2 / 5],
+            [0, 0, -1 / 5, 1 / 2, 0],
+        ]
+    )
+    np.testing.assert_allclose(ease_weights(x, l2=1.0), by_hand, atol=1e-12)
+
+    # The recommender on the same engagements: u3 (items 3, 4) scores i2 at 2/5 - 1/5 = 1/5 and recommends
+    # it first; u1 (item 0) gets i1 (1/3) first.
+    view = _hand_made_view(
+        [("u0", "i0"), ("u0", "i1"), ("u1", "i0"), ("u2", "i2"), ("u2", "i3"), ("u3", "i3"), ("u3", "i4")]
+    )
+    model = EASERecommender(l2=1.0).fit(view)
+    np.testing.assert_allclose(model.weights.numpy()[:5, :5], by_hand, atol=1e-6)
+    assert model.weights.shape == (6, 6) and float(model.weights[5].abs().sum()) == 0.0  # i5 never seen
+    scores = model.score(["u3", "u1"], ["i2", "i1"])
+    np.testing.assert_allclose(scores, [1 / 5, 1 / 3], atol=1e-5)
+    recs = model.recommend(["u3", "u1"], k=1)
+    assert recs == {"u3": ["i2"], "u1": ["i1"]}
