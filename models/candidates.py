@@ -173,3 +173,28 @@ def window_relevant(data: RecData, start: pd.Timestamp, end: pd.Timestamp) -> di
         if keep:
             out[str(user)] = keep
     return out
+
+
+class FreshPopularity:
+    """Recency-weighted popularity as of the view's end: each engagement decays with half-life ``half_life_days``."""
+
+    name = "fresh"
+
+    def __init__(self, half_life_days: float = 7.0) -> None:
+        self.half_life_days = half_life_days
+
+    def fit(self, view: RecData) -> FreshPopularity:
+        """Count the view's engagements, each weighted by 0.5 ** (age / half-life) at ``view.now``."""
+        counts = np.zeros(view.n_items, dtype=np.float64)
+        h = view.histories
+        if len(h):
+            age = ((view.now - h["event_ts"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+            np.add.at(
+                counts, view.item_idx(h["item_id"]), 0.5 ** (np.clip(age, 0, None) / self.half_life_days)
+            )
+        self.scores = torch.as_tensor(counts, dtype=torch.float32)
+        return self
+
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        """The same recency-weighted counts for every user."""
+        return self.scores.unsqueeze(0).expand(len(user_ids), -1)

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -670,7 +670,8 @@ def mmr_rerank(
 # features are computed as of the test split's start from sources refitted on everything before it.
 
 ITEM_FEATURES = [
-    "log_engaged_1d", "log_engaged_7d", "log_engaged_28d", "log_engaged_all", "log_rated_all",
+    "log_share_engaged_1d", "log_share_engaged_7d", "log_share_engaged_28d", "log_share_engaged_all",
+    "log_rated_all",
     "mean_rating_smoothed", "log_days_since_first_event", "log_days_since_last_engagement",
     "log_days_since_published",
 ]  # fmt: skip
@@ -725,8 +726,10 @@ def point_in_time_item_features(view: RecData) -> np.ndarray:
     ratings = inter["rating"].to_numpy(float)[ok]
 
     def count(window_days: float) -> np.ndarray:
+        """log share of the window's engagements: activity levels differ between windows, shares less so."""
         keep = (h_idx >= 0) & (h_age < window_days)
-        return np.bincount(h_idx[keep], minlength=n).astype(float)
+        counts = np.bincount(h_idx[keep], minlength=n).astype(float)
+        return np.log((counts + 0.1) / (counts.sum() + 1.0))
 
     rated = ~np.isnan(ratings)
     n_rated = np.bincount(i_idx[rated], minlength=n).astype(float)
@@ -741,7 +744,7 @@ def point_in_time_item_features(view: RecData) -> np.ndarray:
     published = ((now - view.items["published_at"]) / pd.Timedelta(days=1)).to_numpy(float)
     return np.stack(
         [
-            np.log1p(count(1.0)), np.log1p(count(7.0)), np.log1p(count(28.0)), np.log1p(count(np.inf)),
+            count(1.0), count(7.0), count(28.0), count(np.inf),
             np.log1p(n_rated), (sum_rated + 5.0 * global_mean) / (n_rated + 5.0),
             _log1p_days(since_first), _log1p_days(since_last), _log1p_days(published),
         ],
@@ -1012,3 +1015,23 @@ def train_stacked_ranker(
         model.load_state_dict(best_state)
     model.eval()
     return ranker, pd.DataFrame(rows)
+
+
+def concat_examples(parts: Sequence[StackExamples]) -> StackExamples:
+    """Lists of several windows in one set (padded to the widest)."""
+    width = max(p.items.shape[1] for p in parts)
+
+    def pad(a: np.ndarray, value: float) -> np.ndarray:
+        extra = width - a.shape[1]
+        if extra == 0:
+            return a
+        return np.concatenate([a, np.full((a.shape[0], extra, *a.shape[2:]), value, dtype=a.dtype)], axis=1)
+
+    return StackExamples(
+        [u for p in parts for u in p.user_ids],
+        np.concatenate([pad(p.items, -1) for p in parts]),
+        np.concatenate([pad(p.mask, False) for p in parts]),
+        np.concatenate([pad(p.dense, 0.0) for p in parts]),
+        np.concatenate([p.history for p in parts]),
+        np.concatenate([pad(p.labels, 0.0) for p in parts]),
+    )

@@ -181,7 +181,7 @@ class RankerSettings(BaseModel):
         0.2,
         gt=0,
         lt=1,
-        description="stacked ranker: share of valid-window users held out to pick epochs, MMR",
+        description="stacked ranker with one window: share of its users held out to pick epochs and MMR",
     )
     mmr_lambda_grid: tuple[float, ...] = Field(
         (1.0, 0.95, 0.9, 0.8), description="MMR weights tried on valid (1 = no diversity term)"
