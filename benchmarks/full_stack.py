@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -115,7 +115,7 @@ def main() -> None:
         "--candidates",
         type=int,
         nargs=4,
-        default=[100, 50, 30, 50],
+        default=[200, 100, 50, 200],
         metavar=("EASE", "KNN", "POP", "FRESH"),
         help="candidates per source (two-tower: the same as item-kNN)",
     )
@@ -177,7 +177,7 @@ def main() -> None:
         t = time.perf_counter()
         encoder = None
         if args.two_tower:
-            from models.profile import train_profile_model
+            from models.two_tower import train_profile_model
 
             encoder, _ = train_profile_model(data, settings.model_copy(update={"seed": seed}))
             n_per_source["two_tower"] = args.candidates[1]

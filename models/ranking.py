@@ -38,11 +38,12 @@ from torch import nn
 from models import metrics
 from models.candidates import CandidateSet
 from models.history import HistoryStore, HistoryWindows, length_batches, to_hours
-from models.profile import ColdStart, ProfileEncoder, history_signals, user_vectors_at
+from models.progress import EpochProgress
 from models.recdata import RecData
 from models.retrieval import ItemSpace
 from models.settings import RankerSettings, Settings
 from models.torch_utils import autocast, grad_scaler, seed_everything
+from models.two_tower import ColdStart, TwoTowerRetriever, history_signals, user_vectors_at
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def _log1p(x: pd.Series | np.ndarray) -> np.ndarray:
 class PairContext:
     """What pair building needs besides the pairs: the profile encoder, histories and catalog-wide arrays."""
 
-    encoder: ProfileEncoder
+    encoder: TwoTowerRetriever
     store: HistoryStore
     space: ItemSpace  # the catalog in the profile model's space
     categories: np.ndarray  # category per catalog position
@@ -399,7 +400,7 @@ def samples_to_pairs(samples: pd.DataFrame, item_index: Mapping[str, int]) -> pd
 
 
 def pair_context(
-    data: RecData, encoder: ProfileEncoder, cold_interest_weight: float, popularity: np.ndarray
+    data: RecData, encoder: TwoTowerRetriever, cold_interest_weight: float, popularity: np.ndarray
 ) -> PairContext:
     """The pair-building context for ``data``'s catalog and histories."""
     categories = data.items["category"].fillna("").to_numpy(dtype=object)
@@ -542,7 +543,9 @@ def with_unexposed_negatives(
     return pd.concat([pairs, negatives], ignore_index=True), np.concatenate([groups, groups[source]])
 
 
-def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> tuple[Ranker, pd.DataFrame]:
+def train_ranker(
+    data: RecData, settings: Settings, encoder: TwoTowerRetriever
+) -> tuple[Ranker, pd.DataFrame]:
     """Fit on train samples; early-stop on valid NDCG@10 over ``ranking_groups`` (AUC logged); keep the best epoch."""
     cfg = settings.ranker
     device = settings.resolved_device
@@ -581,6 +584,7 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
     best_state: dict[str, torch.Tensor] | None = None
     best_score, since_best = -math.inf, 0
     use_position = cfg.position_debias
+    progress = EpochProgress("ranker", total=cfg.epochs, log=log).__enter__()
     for epoch in range(cfg.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -608,7 +612,7 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
             "samples_per_s": len(train) / elapsed if elapsed > 0 else float("nan"),
         }
         rows.append(row)
-        log.info("ranker epoch %s: %s", epoch + 1, row)
+        progress.step(loss=row["train_loss"], valid_ndcg10=row["valid_ndcg@10"], valid_auc=row["valid_auc"])
         score = row["valid_ndcg@10"] if not math.isnan(row["valid_ndcg@10"]) else -row["train_loss"]
         if score > best_score:
             best_score, since_best = score, 0
@@ -616,7 +620,9 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
         else:
             since_best += 1
             if since_best >= cfg.patience:
+                progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
                 break
+    progress.finish()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -752,6 +758,15 @@ def point_in_time_item_features(view: RecData) -> np.ndarray:
     ).astype(np.float32)  # fmt: skip
 
 
+def _list_zscore(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(U, C, F) values standardized over each row's real candidates (0 on padding)."""
+    m = mask[..., None].astype(np.float32)
+    n = np.clip(m.sum(1, keepdims=True), 1, None)
+    mean = (values * m).sum(1, keepdims=True) / n
+    std = np.sqrt((((values - mean) * m) ** 2).sum(1, keepdims=True) / n)
+    return np.where(m > 0, (values - mean) / np.clip(std, 1e-6, None), 0.0).astype(np.float32)
+
+
 def build_stack_examples(
     view: RecData, cands: CandidateSet, labels: Mapping[str, set[int]] | None = None
 ) -> StackExamples:
@@ -809,6 +824,11 @@ def build_stack_examples(
         axis=-1,
     ).astype(np.float32)
     dense[~cands.mask] = 0.0
+    # item and cross features z-scored within each user's list: their levels drift between cutoffs (catalog
+    # ages, counts and history lengths grow), while the order within a list is what a listwise ranker uses
+    first = per_source.shape[-1]
+    cols = np.r_[first : first + len(ITEM_FEATURES), dense.shape[-1] - len(CROSS_FEATURES) : dense.shape[-1]]
+    dense[..., cols] = _list_zscore(dense[..., cols], cands.mask)
     label = np.zeros((n_users, width), dtype=np.float32)
     if labels is not None:
         for r, u in enumerate(users):
@@ -961,8 +981,6 @@ def train_stacked_ranker(
     epochs: int | None = None,
 ) -> tuple[StackedRanker, pd.DataFrame]:
     """Fit the listwise ranker; with ``valid`` keep the epoch of best valid NDCG@10, else run ``epochs``."""
-    from models.progress import EpochProgress
-
     seed_everything(seed)
     n_features = train.dense.shape[-1]
     model = ListwiseRanker(n_features, item_text.shape[1], cfg).to(device)
@@ -970,11 +988,11 @@ def train_stacked_ranker(
     model.dense_mean.copy_(torch.as_tensor(flat.mean(0)))
     model.dense_std.copy_(torch.as_tensor(flat.std(0) + 1e-3))
     ranker = StackedRanker(model, sources, cfg, item_text, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.stack_learning_rate, weight_decay=1e-4)
     scaler = grad_scaler(device)
     rng = np.random.default_rng(seed)
     users_with_positives = np.flatnonzero(train.labels.sum(1) > 0)
-    n_epochs = epochs or cfg.epochs
+    n_epochs = epochs or cfg.stack_epochs
     rows: list[dict[str, Any]] = []
     best_state, best_score, since_best = None, -math.inf, 0
     with EpochProgress("stacked ranker", total=n_epochs, log=log) as progress:

@@ -25,10 +25,9 @@ from models import metrics
 from models.baselines import BaseRecommender
 from models.candidates import CandidateSource, generate_candidates, window_relevant
 from models.history import HistoryStore, to_hours
-from models.interests import InterestProfile
+from models.interests import InterestProfile, build_interest_profile, compute_idf
 from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
 from models.monitoring.rerank import catalog_shares, rerank_list
-from models.profile import ColdStart, ProfileEncoder, build_interest_profile, compute_idf, user_vectors_at
 from models.ranking import (
     TWO_TOWER_FEATURE,
     PairContext,
@@ -44,6 +43,7 @@ from models.ranking import (
 from models.recdata import RecData, exclusion_lists, split_list
 from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
 from models.settings import RetrievalSettings, Settings
+from models.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
 
 QUERY_DELAY_HOURS = 1.0 / 3600  # histories are read strictly before the query time: query 1 s after "now"
 ANONYMOUS = "__anonymous__"
@@ -67,7 +67,7 @@ class TwoTowerRecommender(BaseRecommender):
 
     name = "two_tower"
 
-    def __init__(self, encoder: ProfileEncoder, cold_interest_weight: float = 0.7) -> None:
+    def __init__(self, encoder: TwoTowerRetriever, cold_interest_weight: float = 0.7) -> None:
         super().__init__()
         self.encoder = encoder
         self.cold_interest_weight = cold_interest_weight
@@ -107,7 +107,7 @@ class FullStackModel:
     name = "full_stack"
 
     def __init__(
-        self, encoder: ProfileEncoder, ranker: Ranker, retrieval: RetrievalSettings, mmr_lambda: float,
+        self, encoder: TwoTowerRetriever, ranker: Ranker, retrieval: RetrievalSettings, mmr_lambda: float,
         retrieval_weight: float = 1.0, cold_interest_weight: float = 0.7,
     ) -> None:  # fmt: skip
         self.encoder = encoder
@@ -329,7 +329,7 @@ class FullStackModel:
         """Load what :meth:`save` wrote."""
         config = json.loads((path / "stack.json").read_text())
         model = cls(
-            ProfileEncoder.load(path / "profile", device),
+            TwoTowerRetriever.load(path / "profile", device),
             Ranker.load(path / "ranker", device),
             RetrievalSettings(**config["retrieval"]),
             config["mmr_lambda"],
@@ -733,8 +733,9 @@ def fit_stacked_ranker(
         rows.append({"mmr_lambda": lam, "holdout_ndcg@10": metrics.mean_defined(values)})
     mmr_table = pd.DataFrame(rows)
     best = mmr_table.sort_values(["holdout_ndcg@10", "mmr_lambda"], ascending=[False, False]).iloc[0]
-    full = concat_examples(parts)
-    final, _ = train_stacked_ranker(
-        full, None, None, sources, data.item_text, cfg, device, seed, epochs=epochs
-    )
-    return StackFit(final, float(best["mmr_lambda"]), epochs, log_frame, mmr_table, recall)
+    if cfg.stack_refit and len(parts) >= 2:
+        full = concat_examples(parts)
+        ranker, _ = train_stacked_ranker(
+            full, None, None, sources, data.item_text, cfg, device, seed, epochs=epochs
+        )
+    return StackFit(ranker, float(best["mmr_lambda"]), epochs, log_frame, mmr_table, recall)

@@ -174,14 +174,19 @@ class RankerSettings(BaseModel):
     )
     retrieval_weight_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
     stack_batch_users: int = Field(32, ge=1, description="stacked ranker: users (candidate lists) per step")
+    stack_epochs: int = Field(12, ge=1, description="stacked ranker: most epochs (the best on valid is kept)")
+    stack_learning_rate: float = Field(5e-4, gt=0, description="stacked ranker: AdamW learning rate")
     stack_windows: int = Field(
-        2, ge=1, description="stacked ranker: label windows of valid's length, the last ending at valid's end"
+        4, ge=1, description="stacked ranker: label windows of valid's length, the last ending at valid's end"
     )
     stack_holdout_share: float = Field(
         0.2,
         gt=0,
         lt=1,
         description="stacked ranker with one window: share of its users held out to pick epochs and MMR",
+    )
+    stack_refit: bool = Field(
+        False, description="stacked ranker: refit on every window (valid included) with the chosen epochs"
     )
     mmr_lambda_grid: tuple[float, ...] = Field(
         (1.0, 0.95, 0.9, 0.8), description="MMR weights tried on valid (1 = no diversity term)"

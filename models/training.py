@@ -25,12 +25,12 @@ import pandas as pd
 from models import metrics
 from models.baselines import BPRRecommender, ItemKNNRecommender, PopularityRecommender
 from models.history import to_hours
-from models.profile import ProfileEncoder, train_profile_model
 from models.ranking import Ranker, train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.recommender import FullStackModel, TwoTowerRecommender, recency_popularity
 from models.retrieval import RetrievalIndex
 from models.settings import Settings
+from models.two_tower import TwoTowerRetriever, train_profile_model
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,17 @@ def build_data(frames: Mapping[str, pd.DataFrame], embeddings: pd.DataFrame) -> 
 
 
 # --- fitting --------------------------------------------------------------------------------------------------
-def fit_profile_model(settings: Settings, data: RecData) -> tuple[ProfileEncoder, pd.DataFrame]:
+def fit_profile_model(settings: Settings, data: RecData) -> tuple[TwoTowerRetriever, pd.DataFrame]:
     """Train the two-tower profile model (train split, best epoch on valid); returns the model and epoch log."""
     return train_profile_model(data, settings)
 
 
-def fit_ranker(settings: Settings, data: RecData, encoder: ProfileEncoder) -> tuple[Ranker, pd.DataFrame]:
+def fit_ranker(settings: Settings, data: RecData, encoder: TwoTowerRetriever) -> tuple[Ranker, pd.DataFrame]:
     """Train the deep ranker on train-split samples with early stopping on valid; returns it and the epoch log."""
     return train_ranker(data, settings, encoder)
 
 
-def build_retrieval(settings: Settings, data: RecData, encoder: ProfileEncoder) -> RetrievalIndex:
+def build_retrieval(settings: Settings, data: RecData, encoder: TwoTowerRetriever) -> RetrievalIndex:
     """The retrieval index over ``data``'s whole catalog as of ``data.now`` (IVF above the ANN threshold)."""
     return RetrievalIndex(
         space=encoder.catalog_space(data.items, data.item_text),
@@ -129,7 +129,7 @@ def fit_baselines(settings: Settings, view: RecData) -> dict[str, Any]:
 
 
 def full_stack(
-    settings: Settings, encoder: ProfileEncoder, ranker: Ranker, retrieval_weight: float
+    settings: Settings, encoder: TwoTowerRetriever, ranker: Ranker, retrieval_weight: float
 ) -> FullStackModel:
     """An unfitted full stack with the settings' retrieval sizes and MMR weight."""
     return FullStackModel(
@@ -139,7 +139,7 @@ def full_stack(
 
 
 def build_models(
-    settings: Settings, view: RecData, encoder: ProfileEncoder, ranker: Ranker, retrieval_weight: float
+    settings: Settings, view: RecData, encoder: TwoTowerRetriever, ranker: Ranker, retrieval_weight: float
 ) -> dict[str, Any]:
     """Every evaluated model, fitted/indexed on ``view``: baselines, two_tower and full_stack."""
     models = fit_baselines(settings, view)
@@ -158,7 +158,7 @@ def evaluation_users(data: RecData, split: str, max_users: int | None, seed: int
 
 
 def tune_retrieval_weight(
-    settings: Settings, data: RecData, encoder: ProfileEncoder, ranker: Ranker
+    settings: Settings, data: RecData, encoder: TwoTowerRetriever, ranker: Ranker
 ) -> tuple[float, pd.DataFrame]:
     """Weight of the two-tower logit in the final score, chosen on valid NDCG@10 (ties -> the smaller weight)."""
     grid = (
@@ -297,7 +297,7 @@ def evaluate_models(
 def run_evaluation(
     settings: Settings,
     data: RecData,
-    encoder: ProfileEncoder,
+    encoder: TwoTowerRetriever,
     ranker: Ranker,
     retrieval_weight: float,
     split: str = "test",
@@ -312,7 +312,7 @@ def run_evaluation(
 def evaluate_all(
     settings: Settings,
     data: RecData,
-    encoder: ProfileEncoder,
+    encoder: TwoTowerRetriever,
     ranker: Ranker,
     retrieval_weight: float | None = None,
     split: str = "test",
@@ -358,7 +358,7 @@ def full_stack_wins(
 class PipelineResult:
     """Everything one end-to-end training run produced."""
 
-    encoder: ProfileEncoder
+    encoder: TwoTowerRetriever
     ranker: Ranker
     retrieval_weight: float
     profile_log: pd.DataFrame

@@ -20,13 +20,14 @@ import pandas as pd
 
 from models import training
 from models.encoders import TextEncoder, embed_items, write_item_embeddings
-from models.profile import ProfileEncoder, build_interest_profiles, evaluate_retrieval
+from models.interests import build_interest_profiles
 from models.ranking import Ranker, feature_schema
 from models.recdata import RecData, write_frame
 from models.recommender import TwoTowerRecommender
 from models.registry import ArtifactVersion, ModelRegistry, data_snapshot_id, marts_snapshot_stats
 from models.settings import Settings
 from models.torch_utils import limit_cpu_threads
+from models.two_tower import TwoTowerRetriever, evaluate_retrieval
 from orchestration.resources import RecgenResource
 
 GROUP = "models"
@@ -79,14 +80,14 @@ class _Inputs:
     snapshot: str
     registry: ModelRegistry
     profile: ArtifactVersion
-    encoder: ProfileEncoder
+    encoder: TwoTowerRetriever
 
 
 def _inputs_with_profile_model(recgen: RecgenResource) -> _Inputs:
     settings, data, snapshot = _read_data(recgen)
     registry = ModelRegistry.from_settings(settings)
     profile = _latest(registry, "profile_model")
-    encoder = ProfileEncoder.load(profile.path, settings.resolved_device)
+    encoder = TwoTowerRetriever.load(profile.path, settings.resolved_device)
     return _Inputs(settings, data, snapshot, registry, profile, encoder)
 
 
