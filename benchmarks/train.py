@@ -32,7 +32,7 @@ from models.recdata import MART_COLUMNS, RecData
 from models.recommender import TwoTowerRecommender
 from models.settings import Settings, get_settings
 from models.torch_utils import limit_cpu_threads
-from models.training import full_stack
+from models.evaluation import full_stack
 
 START = pd.Timestamp("2026-10-01")
 

@@ -9,7 +9,7 @@ import pytest
 
 from models.recommender import FullStackModel, Recommender, ScoredItem, TwoTowerRecommender
 from models.registry import ModelRegistry
-from models.training import full_stack
+from models.evaluation import full_stack
 from tests.models.conftest import TOPICS, TinyStack, tiny_settings
 
 
