@@ -102,6 +102,17 @@ class SplitSettings(BaseModel):
         """True for the share-of-events split, False for the days split."""
         return self.test_share is not None
 
+    def dbt_vars(self) -> dict[str, object]:
+        """The dbt vars of the split models (dbt_project.yml documents them); None shares = the days split."""
+        return {
+            "valid_days": self.valid_days,
+            "test_days": self.test_days,
+            "test_share": self.test_share,
+            "valid_share": self.valid_share,
+            "negatives_per_positive": self.negatives_per_positive,
+            "session_gap_minutes": self.session_gap_minutes,
+        }
+
 
 SHARE_SPLIT_DATASETS = ("movielens", "recbole")
 DEFAULT_SHARE_SPLIT = (0.1, 0.1)  # (test_share, valid_share) for SHARE_SPLIT_DATASETS
