@@ -92,7 +92,7 @@ def evaluate(name: str, seeds: list[int]) -> tuple[pd.DataFrame, dict[str, objec
 
     settings = get_settings()
     limit_cpu_threads(settings.torch_threads)
-    with warehouse.connect(settings.database, read_only=True) as con:
+    with warehouse.connect(settings.database) as con:
         frames = evaluation.read_marts(con)
         embeddings = evaluation.read_item_embeddings(con)
     data = evaluation.build_data(frames, embeddings)

@@ -201,6 +201,11 @@ class EvaluationSettings(BaseModel):
         description="seeds every model is trained and evaluated with (the table shows mean and std); the "
         "training assets train with the first",
     )
+    gate_promotion: bool = Field(
+        True,
+        description="promote the evaluated full stack only when the paired 95% interval of NDCG@10 against "
+        "the best baseline lies above 0; False only for smoke tests of the serving path on tiny worlds",
+    )
     bootstrap_samples: int = Field(
         2000, ge=100, description="paired bootstrap resamples of test users (full_stack vs best baseline)"
     )

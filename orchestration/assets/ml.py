@@ -515,11 +515,16 @@ def full_stack_champion(context: dg.AssetExecutionContext, recgen: RecgenResourc
     registry = ModelRegistry.from_settings(settings)
     before = registry.champion("full_stack")
     wins, message = training.full_stack_wins(table)
-    if not wins:
+    if not wins and settings.evaluation.gate_promotion:
         # the same gate as the blocking check, so materializing this asset alone cannot promote a loser
-        raise dg.Failure(
-            f"full_stack {version} is not promoted: {message}",
-            metadata={"champion": before.version if before else "none"},
+        context.log.warning(f"full_stack {version} is not promoted: {message}")
+        return dg.MaterializeResult(
+            metadata={
+                "candidate_version": version,
+                "promoted_to_champion": False,
+                "champion_version": before.version if before else "none",
+                "comparison": message,
+            }
         )
     promoted = registry.promote_if_better("full_stack", version)
     champion = registry.champion("full_stack")
