@@ -29,11 +29,11 @@ import torch
 from models import metrics
 from models.baselines import EASERecommender, ItemKNNRecommender, PopularityRecommender
 from models.candidates import FreshPopularity
+from models.evaluation import read_item_embeddings, read_marts
 from models.recdata import RecData
 from models.recommender import StackedFullStack, TwoTowerRecommender, fit_stacked_ranker
 from models.retrieval import mask_seen
 from models.settings import Settings
-from models.training import read_item_embeddings, read_marts
 
 EASE_GRID = (50.0, 100.0, 200.0, 500.0, 1000.0)
 KNN_GRID = (20, 50, 100, 200)

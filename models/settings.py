@@ -102,6 +102,17 @@ class SplitSettings(BaseModel):
         """True for the share-of-events split, False for the days split."""
         return self.test_share is not None
 
+    def dbt_vars(self) -> dict[str, object]:
+        """The dbt vars of the split models (dbt_project.yml documents them); None shares = the days split."""
+        return {
+            "valid_days": self.valid_days,
+            "test_days": self.test_days,
+            "test_share": self.test_share,
+            "valid_share": self.valid_share,
+            "negatives_per_positive": self.negatives_per_positive,
+            "session_gap_minutes": self.session_gap_minutes,
+        }
+
 
 SHARE_SPLIT_DATASETS = ("movielens", "recbole")
 DEFAULT_SHARE_SPLIT = (0.1, 0.1)  # (test_share, valid_share) for SHARE_SPLIT_DATASETS
@@ -194,13 +205,46 @@ class RankerSettings(BaseModel):
 
 
 class EvaluationSettings(BaseModel):
-    """Offline evaluation cut-offs."""
+    """Offline evaluation (models/evaluation.py): cut-offs, seeds, the baselines' valid grids, the bootstrap.
+
+    Protocol: parameters learned on train, hyperparameters and epochs chosen on valid, no refit on train +
+    valid; every model is evaluated at test as of the test cutoff, once per seed.
+    """
 
     k_values: tuple[int, ...] = (10, 20)
     max_users: int | None = Field(None, description="evaluate on at most this many test users (None = all)")
-    itemknn_neighbors: int = Field(50, ge=1, description="item-kNN baseline: neighbours kept per item")
+    seeds: tuple[int, ...] = Field(
+        (42, 43, 44),
+        min_length=1,
+        description="seeds every model is trained and evaluated with (the table shows mean and std); the "
+        "training assets train with the first",
+    )
+    gate_promotion: bool = Field(
+        True,
+        description="promote the evaluated full stack only when the paired 95% interval of NDCG@10 against "
+        "the best baseline lies above 0; False only for smoke tests of the serving path on tiny worlds",
+    )
+    bootstrap_samples: int = Field(
+        2000, ge=100, description="paired bootstrap resamples of test users (full_stack vs best baseline)"
+    )
+    itemknn_neighbors: int = Field(50, ge=1, description="item-kNN neighbours outside the evaluation grid")
+    itemknn_neighbors_grid: tuple[int, ...] = Field(
+        (20, 50, 100, 200), description="item-kNN: chosen on valid"
+    )
+    itemknn_shrinkage_grid: tuple[float, ...] = Field(
+        (0.0, 10.0, 50.0), description="item-kNN similarity shrinkage: chosen on valid"
+    )
+    ease_l2_grid: tuple[float, ...] = Field(
+        (50.0, 100.0, 250.0, 500.0, 1000.0), description="EASE's lambda: chosen on valid"
+    )
+    recency_half_life_grid: tuple[float, ...] = Field(
+        (1.0, 3.0, 7.0, 30.0), description="recency-weighted popularity half-life in days: chosen on valid"
+    )
     bpr_dim: int = Field(64, ge=2, description="BPR baseline: factors")
-    bpr_epochs: int = Field(30, ge=1)
+    bpr_epochs: int = Field(30, ge=1, description="BPR: most epochs (early stopping on valid NDCG@10)")
+    bpr_patience: int = Field(
+        3, ge=1, description="BPR: epochs without a better valid NDCG@10 before stopping"
+    )
     bpr_learning_rate: float = 0.01
     bpr_weight_decay: float = 1e-5
 

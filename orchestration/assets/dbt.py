@@ -36,17 +36,8 @@ class RecgenDbtTranslator(DagsterDbtTranslator):
 
 
 def dbt_vars(recgen: RecgenResource) -> dict[str, Any]:
-    """dbt vars that come from the one settings object."""
-    s = recgen.settings().split
-    return {
-        "valid_days": s.valid_days,
-        "test_days": s.test_days,
-        # both set: the share-of-events split; both None: the days split (int_split__boundaries)
-        "test_share": s.test_share,
-        "valid_share": s.valid_share,
-        "negatives_per_positive": s.negatives_per_positive,
-        "session_gap_minutes": s.session_gap_minutes,
-    }
+    """dbt vars that come from the one settings object (both shares set: the share split, else days)."""
+    return recgen.settings().split.dbt_vars()
 
 
 @dbt_assets(

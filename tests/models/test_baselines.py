@@ -126,3 +126,31 @@ def test_ease_matches_the_closed_form_worked_by_hand() -> None:
     np.testing.assert_allclose(scores, [1 / 5, 1 / 3], atol=1e-5)
     recs = model.recommend(["u3", "u1"], k=1)
     assert recs == {"u3": ["i2"], "u1": ["i1"]}
+
+
+def test_observe_reads_new_histories_without_relearning() -> None:
+    # Learned on u3 = {i3, i4}; after observing a view where u1 also engaged with i3, EASE's weights are the
+    # same and u1's scores follow its new history (i2 and i4 are i3's neighbours).
+    from models.baselines import EASERecommender, ItemKNNRecommender
+
+    rows = [("u0", "i0"), ("u0", "i1"), ("u1", "i0"), ("u2", "i2"), ("u2", "i3"), ("u3", "i3"), ("u3", "i4")]
+    train = _hand_made_view(rows)
+    later = _hand_made_view([*rows, ("u1", "i3")])
+    model = EASERecommender(l2=1.0).fit(train)
+    weights = model.weights.clone()
+    before = model.score(["u1"], ["i4"])[0]
+    model.observe(later)
+    assert torch_equal(model.weights, weights)
+    assert model.score(["u1"], ["i4"])[0] > before + 0.3  # B_34 = 2/5 now counts
+    assert "i3" not in model.recommend(["u1"], k=5)["u1"]  # newly seen: excluded
+    knn = ItemKNNRecommender(n_neighbors=5, shrinkage=10.0).fit(train)
+    plain = ItemKNNRecommender(n_neighbors=5).fit(train)
+    # shrinkage divides by (sqrt(n_i n_j) + 10): i2-i3 co-occur once, n = 1 and 2
+    np.testing.assert_allclose(knn.similarity[2, 3], 1 / (np.sqrt(2) + 10.0))
+    np.testing.assert_allclose(plain.similarity[2, 3], 1 / np.sqrt(2))
+
+
+def torch_equal(a: object, b: object) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))  # type: ignore[arg-type]
