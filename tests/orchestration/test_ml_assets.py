@@ -106,6 +106,11 @@ def test_models_stage_materializes_registers_and_checks(ml_home: Path) -> None:
     assert (
         pd.read_csv(settings.reports_dir / "evaluation.csv")["model"].tolist() == evaluation["model"].tolist()
     )
+    # ndcg@10 means full-ranking NDCG: the ranker's figure over one slate's items is named slate_ndcg@10
+    from models.registry import ModelRegistry
+
+    ranker_metrics = ModelRegistry.from_settings(settings).latest("ranker").metrics  # type: ignore[union-attr]
+    assert "slate_ndcg@10" in ranker_metrics and "ndcg@10" not in ranker_metrics
     meta = _metadata(result, "evaluation")
     assert Path(str(meta["plot"])).read_bytes()[:4] == b"\x89PNG"
     assert meta["promoted_to_champion"] is False  # evaluation registers; full_stack_champion promotes
