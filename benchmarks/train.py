@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from models.profile import ProfileEncoder, TwoTowerModel
+from models.evaluation import full_stack
 from models.ranking import train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.recommender import TwoTowerRecommender
 from models.settings import Settings, get_settings
 from models.torch_utils import limit_cpu_threads
-from models.training import full_stack
+from models.two_tower import TwoTowerModel, TwoTowerRetriever
 
 START = pd.Timestamp("2026-10-01")
 
@@ -122,7 +122,7 @@ def bench(settings: Settings, data: RecData, n_eval_users: int) -> dict[str, flo
         data.n_items, data.items["category"].nunique(), data.item_text.shape[1], settings.profile
     )
     categories = sorted(data.items["category"].unique().tolist())
-    encoder = ProfileEncoder(model, data.items["item_id"].tolist(), categories, settings.profile, device)
+    encoder = TwoTowerRetriever(model, data.items["item_id"].tolist(), categories, settings.profile, device)
     ranker, log = train_ranker(data, settings, encoder)
     view = data.as_of(data.split_start("test"))
     users = sorted(data.relevant("test"))[:n_eval_users] or data.users["user_id"].tolist()[:n_eval_users]

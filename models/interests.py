@@ -1,16 +1,28 @@
-"""The readable interest profile: the shape shared by the profile model, generation, explanations and serving."""
+"""Readable interest profiles (category/tag weights, TF-IDF keywords, style) from a time-ordered history.
+
+The shape is shared by generation (prompt conditioning), explanations and serving.
+"""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.recdata import RecData, split_list
+from models.text import tokenize
 
 
 @dataclass(frozen=True)
 class InterestProfile:
     """What a user is into, in words, with weights that sum to 1 within each list.
 
-    Produced by ``models.profile`` from a time-ordered history (or from declared attributes for cold-start
+    Produced by :func:`build_interest_profile` from a time-ordered history (or from declared attributes for cold-start
     users); read by ``models.generation`` (prompt conditioning, personalization metric) and by the service
     (explanations).
     """
@@ -51,3 +63,125 @@ class InterestProfile:
             n_events=int(data.get("n_events", 0)),
             cold_start=bool(data.get("cold_start", False)),
         )
+
+
+def compute_idf(items: pd.DataFrame) -> dict[str, float]:
+    """Smoothed inverse document frequency of title+body terms over the catalog."""
+    df: Counter[str] = Counter()
+    for title, body in zip(items["title"], items["body"], strict=True):
+        df.update(set(tokenize(title)) | set(tokenize(body)))
+    n = len(items)
+    return {term: math.log((1 + n) / (1 + count)) + 1.0 for term, count in df.items()}
+
+
+def event_weights(
+    history: pd.DataFrame, now: pd.Timestamp | None = None, half_life_days: float = 7.0
+) -> np.ndarray:
+    """Weight per history event: recency half-life decay x (1 + log dwell / 4) x (rating / 3 when rated)."""
+    ts = pd.to_datetime(history["event_ts"])
+    now = pd.Timestamp(now) if now is not None else ts.max()
+    age_days = ((now - ts) / pd.Timedelta(days=1)).clip(lower=0).to_numpy(dtype=float)
+    recency = 0.5 ** (age_days / half_life_days)
+    dwell = (
+        1.0
+        + np.log1p(
+            history.get("dwell_seconds", pd.Series(0.0, index=history.index))
+            .fillna(0)
+            .clip(lower=0)
+            .to_numpy(float)
+        )
+        / 4.0
+    )
+    rating = history.get("rating", pd.Series(np.nan, index=history.index)).astype(float).to_numpy()
+    rating_factor = np.where(np.isnan(rating), 1.0, rating / 3.0)
+    return recency * dwell * rating_factor
+
+
+def _top_normalized(weights: Mapping[str, float], top_k: int) -> list[tuple[str, float]]:
+    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+    total = sum(w for _, w in top)
+    return [(name, round(float(w / total), 4)) for name, w in top] if total > 0 else []
+
+
+def build_interest_profile(
+    user_id: str,
+    history_items_df: pd.DataFrame,
+    user_row: Mapping[str, Any] | pd.Series | None,
+    top_k: int = 5,
+    *,
+    idf: Mapping[str, float] | None = None,
+    now: pd.Timestamp | None = None,
+    half_life_days: float = 7.0,
+    n_keywords: int | None = None,
+) -> InterestProfile:
+    """Category/tag weights and keywords from a history joined with item features; declared interests when empty.
+
+    ``history_items_df`` has one row per engagement: item_id, event_ts, dwell_seconds, rating, title, body,
+    category, tags. Weights decay with recency and grow with dwell and rating; keywords are weighted term
+    frequencies times the catalog IDF (``compute_idf``), so words every item uses do not dominate.
+    """
+    row = dict(user_row) if user_row is not None else {}
+    style = row.get("preferred_style")
+    style = str(style) if style is not None and not pd.isna(style) else "concise"
+    if history_items_df is None or history_items_df.empty:
+        declared = split_list(row.get("declared_interests"))
+        share = round(1.0 / len(declared), 4) if declared else 0.0
+        return InterestProfile(
+            user_id=user_id,
+            top_categories=[(c, share) for c in declared[:top_k]],
+            preferred_style=style,
+            n_events=0,
+            cold_start=True,
+        )
+    weights = event_weights(history_items_df, now, half_life_days)
+    categories: dict[str, float] = {}
+    tags: dict[str, float] = {}
+    terms: dict[str, float] = {}
+    for w, cat, tag_str, title, body in zip(
+        weights,
+        history_items_df["category"],
+        history_items_df["tags"],
+        history_items_df["title"],
+        history_items_df["body"],
+        strict=True,
+    ):
+        if cat is not None and not pd.isna(cat):
+            categories[str(cat)] = categories.get(str(cat), 0.0) + w
+        for tag in split_list(tag_str):
+            tags[tag] = tags.get(tag, 0.0) + w
+        tokens = tokenize(title) * 2 + tokenize(
+            body
+        )  # a title word says more about the item than a body word
+        for term, count in Counter(tokens).items():
+            terms[term] = terms.get(term, 0.0) + w * count / max(len(tokens), 1)
+    if idf is not None:
+        default_idf = max(idf.values(), default=1.0)
+        terms = {t: v * idf.get(t, default_idf) for t, v in terms.items()}
+    return InterestProfile(
+        user_id=user_id,
+        top_categories=_top_normalized(categories, top_k),
+        top_tags=_top_normalized(tags, top_k),
+        keywords=_top_normalized(terms, n_keywords or top_k),
+        preferred_style=style,
+        n_events=len(history_items_df),
+        cold_start=False,
+    )
+
+
+def build_interest_profiles(
+    data: RecData, user_ids: Iterable[str] | None = None, top_k: int = 5, n_keywords: int = 8
+) -> dict[str, InterestProfile]:
+    """Profiles for many users from ``data``'s histories (the whole view) and user rows."""
+    idf = compute_idf(data.items)
+    item_cols = data.items[["item_id", "title", "body", "category", "tags"]]
+    joined = data.histories.merge(item_cols, on="item_id", how="left")
+    by_user = dict(tuple(joined.groupby("user_id", sort=False)))
+    rows = data.user_rows()
+    users = list(user_ids) if user_ids is not None else list(rows)
+    empty = joined.iloc[0:0]
+    return {
+        u: build_interest_profile(
+            u, by_user.get(u, empty), rows.get(u), top_k, idf=idf, now=data.now, n_keywords=n_keywords
+        )
+        for u in users
+    }

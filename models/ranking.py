@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import metrics
+from models.candidates import CandidateSet
 from models.history import HistoryStore, HistoryWindows, length_batches, to_hours
-from models.profile import ColdStart, ProfileEncoder, history_signals, user_vectors_at
+from models.progress import EpochProgress
 from models.recdata import RecData
 from models.retrieval import ItemSpace
 from models.settings import RankerSettings, Settings
 from models.torch_utils import autocast, grad_scaler, seed_everything
+from models.two_tower import ColdStart, TwoTowerRetriever, history_signals, user_vectors_at
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +298,7 @@ def _log1p(x: pd.Series | np.ndarray) -> np.ndarray:
 class PairContext:
     """What pair building needs besides the pairs: the profile encoder, histories and catalog-wide arrays."""
 
-    encoder: ProfileEncoder
+    encoder: TwoTowerRetriever
     store: HistoryStore
     space: ItemSpace  # the catalog in the profile model's space
     categories: np.ndarray  # category per catalog position
@@ -398,7 +400,7 @@ def samples_to_pairs(samples: pd.DataFrame, item_index: Mapping[str, int]) -> pd
 
 
 def pair_context(
-    data: RecData, encoder: ProfileEncoder, cold_interest_weight: float, popularity: np.ndarray
+    data: RecData, encoder: TwoTowerRetriever, cold_interest_weight: float, popularity: np.ndarray
 ) -> PairContext:
     """The pair-building context for ``data``'s catalog and histories."""
     categories = data.items["category"].fillna("").to_numpy(dtype=object)
@@ -541,7 +543,9 @@ def with_unexposed_negatives(
     return pd.concat([pairs, negatives], ignore_index=True), np.concatenate([groups, groups[source]])
 
 
-def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> tuple[Ranker, pd.DataFrame]:
+def train_ranker(
+    data: RecData, settings: Settings, encoder: TwoTowerRetriever
+) -> tuple[Ranker, pd.DataFrame]:
     """Fit on train samples; early-stop on valid NDCG@10 over ``ranking_groups`` (AUC logged); keep the best epoch."""
     cfg = settings.ranker
     device = settings.resolved_device
@@ -580,6 +584,7 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
     best_state: dict[str, torch.Tensor] | None = None
     best_score, since_best = -math.inf, 0
     use_position = cfg.position_debias
+    progress = EpochProgress("ranker", total=cfg.epochs, log=log).__enter__()
     for epoch in range(cfg.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -607,7 +612,7 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
             "samples_per_s": len(train) / elapsed if elapsed > 0 else float("nan"),
         }
         rows.append(row)
-        log.info("ranker epoch %s: %s", epoch + 1, row)
+        progress.step(loss=row["train_loss"], valid_ndcg10=row["valid_ndcg@10"], valid_auc=row["valid_auc"])
         score = row["valid_ndcg@10"] if not math.isnan(row["valid_ndcg@10"]) else -row["train_loss"]
         if score > best_score:
             best_score, since_best = score, 0
@@ -615,7 +620,9 @@ def train_ranker(data: RecData, settings: Settings, encoder: ProfileEncoder) -> 
         else:
             since_best += 1
             if since_best >= cfg.patience:
+                progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
                 break
+    progress.finish()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -659,3 +666,390 @@ def mmr_rerank(
         available[nxt] = False
         max_sim = np.maximum(max_sim, vecs @ vecs[nxt])
     return candidates[np.asarray(picked)]
+
+
+# --- the stacked ranker over multi-source candidates (the full stack's ranking stage) --------------------------
+#
+# Time-based stacking: the candidate sources are fitted on the view as of a cutoff, every feature is computed as
+# of that cutoff, and the labels are the next window's engagements with items the user had not seen (exactly the
+# target the full stack is evaluated on). Training windows end at the valid split's end; at test the same
+# features are computed as of the test split's start from sources refitted on everything before it.
+
+ITEM_FEATURES = [
+    "log_share_engaged_1d", "log_share_engaged_7d", "log_share_engaged_28d", "log_share_engaged_all",
+    "log_rated_all",
+    "mean_rating_smoothed", "log_days_since_first_event", "log_days_since_last_engagement",
+    "log_days_since_published",
+]  # fmt: skip
+USER_FEATURES = ["log_history_length", "log_days_since_last_event", "log_engaged_7d_user"]
+CROSS_FEATURES = ["text_cos_recent", "text_cos_history", "text_max_cos_last5", "category_share"]
+STACK_HISTORY = 50  # history items the ranker's attention reads
+
+
+def stack_feature_names(sources: list[str]) -> list[str]:
+    """Column names of :attr:`StackExamples.dense` for candidate sources ``sources``."""
+    per_source = [f"{s}_{kind}" for s in sources for kind in ("score", "log_rank", "proposed")]
+    return per_source + ITEM_FEATURES + USER_FEATURES + CROSS_FEATURES
+
+
+@dataclass
+class StackExamples:
+    """One list per user: candidate features as of a cutoff, the history the attention reads, and labels."""
+
+    user_ids: list[str]
+    items: np.ndarray  # (U, C) catalog positions, -1 = padding
+    mask: np.ndarray  # (U, C)
+    dense: np.ndarray  # (U, C, F)
+    history: np.ndarray  # (U, L) catalog positions of the last STACK_HISTORY engagements, -1 = padding
+    labels: np.ndarray  # (U, C) 1 where the candidate is engaged with in the label window
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def take(self, rows: np.ndarray) -> StackExamples:
+        """The users at ``rows``."""
+        return StackExamples(
+            [self.user_ids[r] for r in rows], self.items[rows], self.mask[rows], self.dense[rows],
+            self.history[rows], self.labels[rows],
+        )  # fmt: skip
+
+
+def _log1p_days(x: np.ndarray) -> np.ndarray:
+    return np.log1p(np.clip(np.nan_to_num(x, nan=3650.0), 0, None))
+
+
+def point_in_time_item_features(view: RecData) -> np.ndarray:
+    """(items, len(ITEM_FEATURES)) as of ``view.now``: engagements in recent windows, ratings, ages."""
+    now = view.now
+    n = view.n_items
+    h = view.histories
+    h_idx = view.item_idx(h["item_id"])
+    h_age = ((now - h["event_ts"]) / pd.Timedelta(days=1)).to_numpy(float)
+    inter = view.interactions
+    i_idx = view.item_idx(inter["item_id"])
+    ok = i_idx >= 0
+    i_idx, inter_ts = i_idx[ok], inter["event_ts"].to_numpy()[ok]
+    ratings = inter["rating"].to_numpy(float)[ok]
+
+    def count(window_days: float) -> np.ndarray:
+        """log share of the window's engagements: activity levels differ between windows, shares less so."""
+        keep = (h_idx >= 0) & (h_age < window_days)
+        counts = np.bincount(h_idx[keep], minlength=n).astype(float)
+        return np.log((counts + 0.1) / (counts.sum() + 1.0))
+
+    rated = ~np.isnan(ratings)
+    n_rated = np.bincount(i_idx[rated], minlength=n).astype(float)
+    sum_rated = np.bincount(i_idx[rated], weights=ratings[rated], minlength=n)
+    global_mean = float(ratings[rated].mean()) if rated.any() else 0.0
+    first = pd.Series(inter_ts).groupby(i_idx).min() if len(i_idx) else pd.Series(dtype="datetime64[ns]")
+    since_first = np.full(n, np.nan)
+    since_first[first.index.to_numpy()] = ((now - first) / pd.Timedelta(days=1)).to_numpy(float)
+    last = pd.Series(h_age).groupby(h_idx).min() if len(h_idx) else pd.Series(dtype=float)
+    since_last = np.full(n, np.nan)
+    since_last[last.index.to_numpy()[last.index.to_numpy() >= 0]] = last[last.index >= 0].to_numpy()
+    published = ((now - view.items["published_at"]) / pd.Timedelta(days=1)).to_numpy(float)
+    return np.stack(
+        [
+            count(1.0), count(7.0), count(28.0), count(np.inf),
+            np.log1p(n_rated), (sum_rated + 5.0 * global_mean) / (n_rated + 5.0),
+            _log1p_days(since_first), _log1p_days(since_last), _log1p_days(published),
+        ],
+        axis=1,
+    ).astype(np.float32)  # fmt: skip
+
+
+def _list_zscore(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(U, C, F) values standardized over each row's real candidates (0 on padding)."""
+    m = mask[..., None].astype(np.float32)
+    n = np.clip(m.sum(1, keepdims=True), 1, None)
+    mean = (values * m).sum(1, keepdims=True) / n
+    std = np.sqrt((((values - mean) * m) ** 2).sum(1, keepdims=True) / n)
+    return np.where(m > 0, (values - mean) / np.clip(std, 1e-6, None), 0.0).astype(np.float32)
+
+
+def build_stack_examples(
+    view: RecData, cands: CandidateSet, labels: Mapping[str, set[int]] | None = None
+) -> StackExamples:
+    """Features of ``cands`` as of ``view.now`` (and labels from ``labels``, the next window's relevant items)."""
+    users = cands.user_ids
+    n_users, width = cands.items.shape
+    history = view.history_idx()
+    hist = np.full((n_users, STACK_HISTORY), -1, dtype=np.int64)
+    for r, u in enumerate(users):
+        seq = history.get(u, np.zeros(0, dtype=np.int64))[-STACK_HISTORY:]
+        if len(seq):
+            hist[r, -len(seq) :] = seq
+    hist_mask = hist >= 0
+    hist_len = np.asarray([len(history.get(u, ())) for u in users], dtype=float)
+    last_event = view.interactions.groupby("user_id")["event_ts"].max()
+    since_last = ((view.now - pd.Series(users).map(last_event)) / pd.Timedelta(days=1)).to_numpy(float)
+    h = view.histories
+    recent = h[(view.now - h["event_ts"]) < pd.Timedelta(days=7)]["user_id"].value_counts()
+    recent_user = pd.Series(users).map(recent).fillna(0).to_numpy(float)
+    user_feats = np.stack([np.log1p(hist_len), _log1p_days(since_last), np.log1p(recent_user)], axis=1)
+    item_feats = point_in_time_item_features(view)
+    cand = np.where(cands.mask, cands.items, 0)
+    text = view.item_text / np.clip(np.linalg.norm(view.item_text, axis=1, keepdims=True), 1e-12, None)
+    text = text.astype(np.float32)
+    hist_text = np.where(hist_mask[..., None], text[np.where(hist_mask, hist, 0)], 0.0)
+
+    def mean_text(cols: slice) -> np.ndarray:
+        m = hist_mask[:, cols, None]
+        v = (hist_text[:, cols] * m).sum(1) / np.clip(m.sum(1), 1, None)
+        return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
+
+    cand_text = text[cand]  # (U, C, T)
+    cos_recent = np.einsum("uct,ut->uc", cand_text, mean_text(slice(-10, None)))
+    cos_all = np.einsum("uct,ut->uc", cand_text, mean_text(slice(None)))
+    last5 = np.einsum("uct,ult->ucl", cand_text, hist_text[:, -5:])
+    last5 = np.where(hist_mask[:, None, -5:], last5, -1.0).max(-1)
+    last5 = np.where(hist_mask[:, -5:].any(1)[:, None], last5, 0.0)
+    codes, _ = pd.factorize(view.items["category"].fillna(""))
+    n_cat = int(codes.max()) + 1 if len(codes) else 1
+    cat_counts = np.zeros((n_users, n_cat))
+    rows = np.repeat(np.arange(n_users), STACK_HISTORY)[hist_mask.ravel()]
+    np.add.at(cat_counts, (rows, codes[hist[hist_mask]]), 1.0)
+    cat_share = np.take_along_axis(cat_counts, codes[cand], axis=1) / np.maximum(hist_len, 1)[:, None]
+    per_source = np.stack(
+        [cands.scores, np.log(cands.ranks.clip(min=1).astype(np.float32)), cands.proposed.astype(np.float32)],
+        axis=-1,
+    ).reshape(n_users, width, -1)
+    dense = np.concatenate(
+        [
+            per_source,
+            item_feats[cand],
+            np.broadcast_to(user_feats[:, None, :], (n_users, width, user_feats.shape[1])),
+            np.stack([cos_recent, cos_all, last5, cat_share], axis=-1),
+        ],
+        axis=-1,
+    ).astype(np.float32)
+    dense[~cands.mask] = 0.0
+    # item and cross features z-scored within each user's list: their levels drift between cutoffs (catalog
+    # ages, counts and history lengths grow), while the order within a list is what a listwise ranker uses
+    first = per_source.shape[-1]
+    cols = np.r_[first : first + len(ITEM_FEATURES), dense.shape[-1] - len(CROSS_FEATURES) : dense.shape[-1]]
+    dense[..., cols] = _list_zscore(dense[..., cols], cands.mask)
+    label = np.zeros((n_users, width), dtype=np.float32)
+    if labels is not None:
+        for r, u in enumerate(users):
+            rel = labels.get(u)
+            if rel:
+                label[r] = np.isin(cands.items[r], list(rel)) & cands.mask[r]
+    return StackExamples(list(users), cands.items, cands.mask, dense, hist, label)
+
+
+class ListwiseRanker(nn.Module):
+    """MLP over the candidate features plus target attention over the history's text vectors.
+
+    The attention (DIN-style, Zhou et al., 2018) projects the candidate's and the history items' text
+    embeddings into a learned space, pools the history with softmax(candidate . history) weights and feeds the
+    pooled similarity and the strongest single match to the MLP beside the dense features.
+    """
+
+    def __init__(self, n_features: int, text_dim: int, cfg: RankerSettings) -> None:
+        super().__init__()
+        d = cfg.hidden_dim
+        self.att_dim = max(8, d // 2)
+        self.proj = nn.Linear(text_dim, self.att_dim, bias=False)
+        self.register_buffer("dense_mean", torch.zeros(n_features))
+        self.register_buffer("dense_std", torch.ones(n_features))
+        self.mlp = nn.Sequential(
+            nn.Linear(n_features + 2, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, d), nn.GELU(),
+            nn.Linear(d, 1),
+        )  # fmt: skip
+
+    def forward(
+        self, dense: torch.Tensor, cand_text: torch.Tensor, hist_text: torch.Tensor, hist_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, C) logits from dense (B, C, F), candidate text (B, C, T), history text (B, L, T) and its mask."""
+        c = self.proj(cand_text)
+        h = self.proj(hist_text)
+        sim = torch.einsum("bcd,bld->bcl", c, h) / math.sqrt(self.att_dim)
+        masked = sim.masked_fill(~hist_mask[:, None, :], float("-inf"))
+        weights = torch.nan_to_num(torch.softmax(masked, dim=-1), nan=0.0)
+        pooled = (weights * sim).sum(-1)
+        best = torch.where(hist_mask.any(1)[:, None], masked.max(-1).values, torch.zeros_like(pooled))
+        x = torch.cat(
+            [(dense - self.dense_mean) / self.dense_std, pooled.unsqueeze(-1), best.unsqueeze(-1)], dim=-1
+        )
+        return self.mlp(x).squeeze(-1)
+
+
+class StackedRanker:
+    """A trained :class:`ListwiseRanker` with its feature schema and the catalog text it reads."""
+
+    def __init__(
+        self, model: ListwiseRanker, sources: list[str], cfg: RankerSettings, item_text: np.ndarray,
+        device: str = "cpu",
+    ) -> None:  # fmt: skip
+        self.model = model.to(device).eval()
+        self.sources = sources
+        self.cfg = cfg
+        self.device = device
+        self.set_catalog(item_text)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return stack_feature_names(self.sources)
+
+    def set_catalog(self, item_text: np.ndarray) -> None:
+        """The catalog's text embeddings (unit vectors) plus a zero row for padding."""
+        text = np.asarray(item_text, dtype=np.float32)
+        text = text / np.clip(np.linalg.norm(text, axis=1, keepdims=True), 1e-12, None)
+        self._text = torch.as_tensor(np.vstack([text, np.zeros((1, text.shape[1]), np.float32)])).to(
+            self.device
+        )
+
+    def _logits(self, batch: StackExamples) -> torch.Tensor:
+        pad = len(self._text) - 1
+        dev = self.device
+        cand = torch.as_tensor(np.where(batch.mask, batch.items, pad), device=dev)
+        hist_mask = batch.history >= 0
+        hist = torch.as_tensor(np.where(hist_mask, batch.history, pad), device=dev)
+        with autocast(dev):
+            logits = self.model(
+                torch.as_tensor(batch.dense, device=dev), self._text[cand], self._text[hist],
+                torch.as_tensor(hist_mask, device=dev),
+            )  # fmt: skip
+        return logits.float().masked_fill(~torch.as_tensor(batch.mask, device=dev), float("-inf"))
+
+    @torch.inference_mode()
+    def score(self, examples: StackExamples, batch_size: int = 128) -> np.ndarray:
+        """(users, width) relevance logits, -inf on padding."""
+        self.model.eval()
+        out = np.full(examples.items.shape, -np.inf, dtype=np.float32)
+        for s in range(0, len(examples), batch_size):
+            rows = np.arange(s, min(s + batch_size, len(examples)))
+            out[rows] = self._logits(examples.take(rows)).cpu().numpy()
+        return out
+
+    def save(self, path: Path) -> None:
+        """Write weights, config and the feature schema into ``path``."""
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), path / "ranker_weights.pt")
+        (path / "ranker_config.json").write_text(
+            json.dumps(
+                {
+                    "settings": self.cfg.model_dump(),
+                    "sources": self.sources,
+                    "features": self.feature_names,
+                    "text_dim": int(self._text.shape[1]),
+                }
+            )
+        )
+
+    @classmethod
+    def load(cls, path: Path, item_text: np.ndarray, device: str = "cpu") -> StackedRanker:
+        """Load what :meth:`save` wrote (``item_text``: the catalog it will score)."""
+        config = json.loads((path / "ranker_config.json").read_text())
+        cfg = RankerSettings(**config["settings"])
+        model = ListwiseRanker(len(config["features"]), config["text_dim"], cfg)
+        model.load_state_dict(torch.load(path / "ranker_weights.pt", map_location=device, weights_only=True))
+        return cls(model, config["sources"], cfg, item_text, device)
+
+
+def listwise_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy over each user's candidates, the positives sharing the target mass (ListNet)."""
+    n_pos = labels.sum(1)
+    keep = n_pos > 0
+    log_p = torch.log_softmax(logits[keep], dim=1).clamp(min=-1e4)
+    target = labels[keep] / n_pos[keep, None]
+    return -(target * log_p).sum(1).mean()
+
+
+def stacked_ndcg(
+    ranker: StackedRanker, examples: StackExamples, relevant: Mapping[str, set[int]], k: int = 10
+) -> float:
+    """Mean full-ranking NDCG@k of the ranker's order (relevant items outside the candidates count as misses)."""
+    scores = ranker.score(examples)
+    values = []
+    for r, user in enumerate(examples.user_ids):
+        order = np.argsort(-scores[r], kind="stable")[: int(examples.mask[r].sum())]
+        values.append(metrics.ndcg_at_k(examples.items[r][order].tolist(), relevant.get(user, set()), k))
+    return metrics.mean_defined(values)
+
+
+def train_stacked_ranker(
+    train: StackExamples,
+    valid: StackExamples | None,
+    valid_relevant: Mapping[str, set[int]] | None,
+    sources: list[str],
+    item_text: np.ndarray,
+    cfg: RankerSettings,
+    device: str,
+    seed: int,
+    epochs: int | None = None,
+) -> tuple[StackedRanker, pd.DataFrame]:
+    """Fit the listwise ranker; with ``valid`` keep the epoch of best valid NDCG@10, else run ``epochs``."""
+    seed_everything(seed)
+    n_features = train.dense.shape[-1]
+    model = ListwiseRanker(n_features, item_text.shape[1], cfg).to(device)
+    flat = train.dense[train.mask]
+    model.dense_mean.copy_(torch.as_tensor(flat.mean(0)))
+    model.dense_std.copy_(torch.as_tensor(flat.std(0) + 1e-3))
+    ranker = StackedRanker(model, sources, cfg, item_text, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.stack_learning_rate, weight_decay=1e-4)
+    scaler = grad_scaler(device)
+    rng = np.random.default_rng(seed)
+    users_with_positives = np.flatnonzero(train.labels.sum(1) > 0)
+    n_epochs = epochs or cfg.stack_epochs
+    rows: list[dict[str, Any]] = []
+    best_state, best_score, since_best = None, -math.inf, 0
+    with EpochProgress("stacked ranker", total=n_epochs, log=log) as progress:
+        for epoch in range(n_epochs):
+            model.train()
+            t0 = time.perf_counter()
+            losses = []
+            order = rng.permutation(users_with_positives)
+            for s in range(0, len(order), cfg.stack_batch_users):
+                batch = train.take(order[s : s + cfg.stack_batch_users])
+                loss = listwise_loss(ranker._logits(batch), torch.as_tensor(batch.labels, device=device))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss.detach()))
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "seconds": time.perf_counter() - t0,
+            }
+            if valid is not None and valid_relevant is not None:
+                row["valid_ndcg@10"] = stacked_ndcg(ranker, valid, valid_relevant)
+            rows.append(row)
+            progress.step(loss=row["train_loss"], valid_ndcg10=row.get("valid_ndcg@10", float("nan")))
+            if valid is None:
+                continue
+            score = row["valid_ndcg@10"]
+            if score > best_score:
+                best_score, since_best = score, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+                if since_best >= cfg.patience:
+                    progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return ranker, pd.DataFrame(rows)
+
+
+def concat_examples(parts: Sequence[StackExamples]) -> StackExamples:
+    """Lists of several windows in one set (padded to the widest)."""
+    width = max(p.items.shape[1] for p in parts)
+
+    def pad(a: np.ndarray, value: float) -> np.ndarray:
+        extra = width - a.shape[1]
+        if extra == 0:
+            return a
+        return np.concatenate([a, np.full((a.shape[0], extra, *a.shape[2:]), value, dtype=a.dtype)], axis=1)
+
+    return StackExamples(
+        [u for p in parts for u in p.user_ids],
+        np.concatenate([pad(p.items, -1) for p in parts]),
+        np.concatenate([pad(p.mask, False) for p in parts]),
+        np.concatenate([pad(p.dense, 0.0) for p in parts]),
+        np.concatenate([p.history for p in parts]),
+        np.concatenate([pad(p.labels, 0.0) for p in parts]),
+    )

@@ -195,24 +195,15 @@ class RecData:
         published during the split (not in the catalog yet when the recommendations are made).
         """
         start = self.split_start(split)
-        before = pd.concat(
-            [
-                self.histories.loc[self.histories["event_ts"] < start, ["user_id", "item_id"]],
-                self.interactions.loc[
-                    (self.interactions["event_ts"] < start) & self.interactions["rating"].notna(),
-                    ["user_id", "item_id"],
-                ],
-            ]
-        )
-        seen: dict[str, set[str]] = before.groupby("user_id")["item_id"].agg(set).to_dict()
-        published = self.items.set_index("item_id")["published_at"]
-        not_yet = set(published.index[(published >= start).fillna(False).to_numpy()])
+        view = self.as_of(start)
         window = self.histories[self.histories["split"] == split]
+        users = [str(u) for u in window["user_id"].unique()]
+        # the same exclusion set every model gets at the split's start (one builder: exclusion_lists)
+        excluded = dict(zip(users, exclusion_lists(view.seen_idx(), view.unpublished(), users), strict=True))
         out: dict[str, set[int]] = {}
         for user, item_ids in window.groupby("user_id")["item_id"]:
-            keep = {
-                self.item_index[i] for i in item_ids if i not in seen.get(user, set()) and i not in not_yet
-            }
+            idx = self.item_idx(item_ids)
+            keep = set(idx[(idx >= 0) & ~np.isin(idx, excluded[str(user)])].tolist())
             if keep:
                 out[str(user)] = keep
         return out

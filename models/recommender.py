@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,16 +21,29 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models import metrics
 from models.baselines import BaseRecommender
+from models.candidates import CandidateSource, generate_candidates, window_relevant
 from models.history import HistoryStore, to_hours
-from models.interests import InterestProfile
+from models.interests import InterestProfile, build_interest_profile, compute_idf
 from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
 from models.monitoring.rerank import catalog_shares, rerank_list
-from models.profile import ColdStart, ProfileEncoder, build_interest_profile, compute_idf, user_vectors_at
-from models.ranking import TWO_TOWER_FEATURE, PairContext, Ranker, build_pair_inputs, mmr_rerank
+from models.ranking import (
+    TWO_TOWER_FEATURE,
+    PairContext,
+    Ranker,
+    StackedRanker,
+    StackExamples,
+    build_pair_inputs,
+    build_stack_examples,
+    concat_examples,
+    mmr_rerank,
+    train_stacked_ranker,
+)  # fmt: skip
 from models.recdata import RecData, exclusion_lists, split_list
 from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
 from models.settings import RetrievalSettings, Settings
+from models.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
 
 QUERY_DELAY_HOURS = 1.0 / 3600  # histories are read strictly before the query time: query 1 s after "now"
 ANONYMOUS = "__anonymous__"
@@ -54,7 +67,7 @@ class TwoTowerRecommender(BaseRecommender):
 
     name = "two_tower"
 
-    def __init__(self, encoder: ProfileEncoder, cold_interest_weight: float = 0.7) -> None:
+    def __init__(self, encoder: TwoTowerRetriever, cold_interest_weight: float = 0.7) -> None:
         super().__init__()
         self.encoder = encoder
         self.cold_interest_weight = cold_interest_weight
@@ -94,7 +107,7 @@ class FullStackModel:
     name = "full_stack"
 
     def __init__(
-        self, encoder: ProfileEncoder, ranker: Ranker, retrieval: RetrievalSettings, mmr_lambda: float,
+        self, encoder: TwoTowerRetriever, ranker: Ranker, retrieval: RetrievalSettings, mmr_lambda: float,
         retrieval_weight: float = 1.0, cold_interest_weight: float = 0.7,
     ) -> None:  # fmt: skip
         self.encoder = encoder
@@ -316,7 +329,7 @@ class FullStackModel:
         """Load what :meth:`save` wrote."""
         config = json.loads((path / "stack.json").read_text())
         model = cls(
-            ProfileEncoder.load(path / "profile", device),
+            TwoTowerRetriever.load(path / "profile", device),
             Ranker.load(path / "ranker", device),
             RetrievalSettings(**config["retrieval"]),
             config["mmr_lambda"],
@@ -563,3 +576,166 @@ class Recommender:
         if SOURCE_POPULAR in source:
             return templates["popular"]
         return templates["default"]
+
+
+# --- the stacked full stack: multi-source candidates -> listwise ranker -> MMR ------------------------------
+SourceFactory = Callable[[RecData], dict[str, CandidateSource]]
+
+
+class StackedFullStack:
+    """Candidates from every source (unioned) -> :class:`StackedRanker` over point-in-time features -> MMR.
+
+    ``make_sources(view)`` returns the candidate sources fitted on ``view`` (two-tower, EASE, item-kNN,
+    popularity, fresh); :meth:`fit` calls it, so refitting the stack on a later view refits every source and
+    recomputes every feature as of that view's end, while the ranker's weights stay those learned by
+    :func:`fit_stacked_ranker`.
+    """
+
+    name = "full_stack"
+
+    def __init__(
+        self, make_sources: SourceFactory, n_per_source: Mapping[str, int], ranker: StackedRanker,
+        mmr_lambda: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.make_sources = make_sources
+        self.n_per_source = dict(n_per_source)
+        self.ranker = ranker
+        self.mmr_lambda = mmr_lambda
+
+    def fit(self, view: RecData) -> StackedFullStack:
+        """Fit every source on ``view``; features are computed as of ``view.now``."""
+        self.view = view
+        self.sources = self.make_sources(view)
+        self.item_ids = view.items["item_id"].to_numpy()
+        self.item_index = view.item_index
+        self.text_vecs = view.item_text / np.clip(
+            np.linalg.norm(view.item_text, axis=1, keepdims=True), 1e-12, None
+        )
+        self.ranker.set_catalog(view.item_text)
+        self._seen = view.seen_idx()
+        self._unpublished = view.unpublished()
+        return self
+
+    def examples(self, user_ids: Sequence[str], exclude_seen: bool = True) -> StackExamples:
+        """Candidates and features of ``user_ids`` as of the view's end."""
+        excl = exclusion_lists(self._seen if exclude_seen else {}, self._unpublished, list(user_ids))
+        cands = generate_candidates(self.sources, self.n_per_source, list(user_ids), excl)
+        return build_stack_examples(self.view, cands)
+
+    def ranked_positions(
+        self, user_ids: Sequence[str], k: int, mmr_lambda: float | None = None, exclude_seen: bool = True,
+        batch_size: int = 512,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
+        """Top-k catalog positions per user after the ranker and MMR."""
+        lam = self.mmr_lambda if mmr_lambda is None else mmr_lambda
+        out: dict[str, np.ndarray] = {}
+        users = list(user_ids)
+        for s in range(0, len(users), batch_size):
+            ex = self.examples(users[s : s + batch_size], exclude_seen)
+            scores = self.ranker.score(ex)
+            for r, user in enumerate(ex.user_ids):
+                m = ex.mask[r]
+                out[user] = mmr_rerank(ex.items[r][m], scores[r][m], self.text_vecs, k, lam)
+        return out
+
+    def recommend(self, user_ids: list[str], k: int, exclude_seen: bool = True) -> dict[str, list[str]]:
+        """Top-k item ids per user."""
+        ranked = self.ranked_positions(user_ids, k, exclude_seen=exclude_seen)
+        return {u: self.item_ids[p].tolist() for u, p in ranked.items()}
+
+    def score(self, user_ids: list[str], item_ids: list[str]) -> np.ndarray:
+        """Ranker logit of each pair that is among the user's candidates, NaN otherwise."""
+        distinct = list(dict.fromkeys(user_ids))
+        ex = self.examples(distinct, exclude_seen=False)
+        scores = self.ranker.score(ex)
+        lookup = {
+            (u, int(i)): float(s)
+            for r, u in enumerate(ex.user_ids)
+            for i, s, m in zip(ex.items[r], scores[r], ex.mask[r], strict=True)
+            if m
+        }
+        return np.asarray(
+            [
+                lookup.get((u, self.item_index.get(i, -1)), np.nan)
+                for u, i in zip(user_ids, item_ids, strict=True)
+            ]
+        )
+
+
+@dataclass
+class StackFit:
+    """What :func:`fit_stacked_ranker` learned and how it chose it."""
+
+    ranker: StackedRanker
+    mmr_lambda: float
+    epochs: int
+    log: pd.DataFrame
+    mmr_table: pd.DataFrame
+    candidate_recall: float
+
+
+def stacking_windows(data: RecData, n_windows: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Label windows of the valid split's length, the last one being valid itself (oldest first)."""
+    start, end = data.split_start("valid"), data.split_end("valid")
+    length = end - start
+    windows = [(start - i * length, end - i * length) for i in range(n_windows)]
+    first = data.histories["event_ts"].min() if len(data.histories) else start
+    return [w for w in reversed(windows) if w[0] > first]
+
+
+def fit_stacked_ranker(
+    data: RecData, make_sources: SourceFactory, n_per_source: Mapping[str, int], settings: Settings,
+    seed: int | None = None,
+) -> StackFit:  # fmt: skip
+    """Time-based stacking: features as of each window's start, labels from the window; epochs and MMR on held-out users.
+
+    The last window is the valid split: the ranker is trained on the earlier windows and the epoch count and MMR
+    weight are chosen on valid, then it is refitted on every window's lists (valid included) with that epoch
+    count. With a single window a share of its users is held out instead.
+    """
+    cfg = settings.ranker
+    seed = settings.seed if seed is None else seed
+    device = settings.resolved_device
+    parts: list[StackExamples] = []
+    for start, end in stacking_windows(data, cfg.stack_windows):
+        view = data.as_of(start)
+        labels = window_relevant(data, start, end)
+        users = sorted(labels)
+        stack = StackedFullStack(make_sources, n_per_source, None, 1.0)  # type: ignore[arg-type]
+        stack.view, stack.sources = view, make_sources(view)
+        stack._seen, stack._unpublished = view.seen_idx(), view.unpublished()
+        cands = generate_candidates(stack.sources, n_per_source, users, view.exclusions(users))
+        parts.append(build_stack_examples(view, cands, labels))
+        last_cands, last_labels = cands, labels
+    recall = last_cands.recall(last_labels)
+    last = parts[-1]
+    if len(parts) >= 2:
+        # choose on the last window (valid) after training on the earlier ones only: users of one window share
+        # its future, so a split by user inside a window would reward memorizing that window's hot items
+        train, holdout = concat_examples(parts[:-1]), last
+    else:
+        held = np.random.default_rng(seed).random(len(last)) < cfg.stack_holdout_share
+        train, holdout = last.take(np.flatnonzero(~held)), last.take(np.flatnonzero(held))
+    sources = list(n_per_source)
+    ranker, log_frame = train_stacked_ranker(
+        train, holdout, last_labels, sources, data.item_text, cfg, device, seed
+    )
+    epochs = int(log_frame.loc[log_frame["valid_ndcg@10"].idxmax(), "epoch"])
+    text_vecs = data.item_text / np.clip(np.linalg.norm(data.item_text, axis=1, keepdims=True), 1e-12, None)
+    scores = ranker.score(holdout)
+    rows = []
+    for lam in cfg.mmr_lambda_grid:
+        values = []
+        for r, user in enumerate(holdout.user_ids):
+            m = holdout.mask[r]
+            top = mmr_rerank(holdout.items[r][m], scores[r][m], text_vecs, 10, lam)
+            values.append(metrics.ndcg_at_k(top.tolist(), last_labels[user], 10))
+        rows.append({"mmr_lambda": lam, "holdout_ndcg@10": metrics.mean_defined(values)})
+    mmr_table = pd.DataFrame(rows)
+    best = mmr_table.sort_values(["holdout_ndcg@10", "mmr_lambda"], ascending=[False, False]).iloc[0]
+    if cfg.stack_refit and len(parts) >= 2:
+        full = concat_examples(parts)
+        ranker, _ = train_stacked_ranker(
+            full, None, None, sources, data.item_text, cfg, device, seed, epochs=epochs
+        )
+    return StackFit(ranker, float(best["mmr_lambda"]), epochs, log_frame, mmr_table, recall)

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.profile import ProfileEncoder, train_profile_model
 from models.ranking import Ranker, train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.settings import Settings, get_settings
 from models.torch_utils import torch_threads
+from models.two_tower import TwoTowerRetriever, train_profile_model
 
 TOPICS = ("sports", "politics", "science", "travel")
 TOPIC_WORDS = {
@@ -39,7 +39,8 @@ ML_TEST_MODULES = {
     f"test_{m}"
     for m in (
         "encoders",
-        "profile",
+        "two_tower",
+        "candidates",
         "retrieval",
         "ranking",
         "baselines",
@@ -270,7 +271,7 @@ class TinyStack:
 
     settings: Settings
     data: RecData
-    encoder: ProfileEncoder
+    encoder: TwoTowerRetriever
     ranker: Ranker
     profile_log: pd.DataFrame
     ranker_log: pd.DataFrame

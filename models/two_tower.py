@@ -1,4 +1,4 @@
-"""The profile model: a user's time-ordered history -> a vector in the item tower's space, plus a readable profile.
+"""The two-tower retriever: a user's time-ordered history -> a vector in the item tower's space.
 
 Two towers share one space. The item tower adds a projection of the frozen text embedding, a learned id
 embedding (slot 0 = an item the model never saw, so new items fall back to text + category) and a category
@@ -10,7 +10,7 @@ negatives: in-batch negatives alone are all popular items, which leaves the long
 Users without history get :func:`cold_start_user_vectors`: the mean of the centroids of their declared
 categories, blended with the popularity-weighted catalog centroid.
 
-:func:`build_interest_profile` is the readable side: category/tag weights and keywords from the history.
+The readable side (category/tag weights and keywords from the history) is ``models.interests``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from torch import nn
 
 from models import metrics
 from models.history import HistoryStore, HistoryWindows, length_batches, to_hours
-from models.interests import InterestProfile
+from models.progress import EpochProgress
 from models.recdata import RecData, split_list
 from models.retrieval import ItemSpace, mask_seen
 from models.settings import ProfileSettings, Settings
@@ -159,7 +157,7 @@ class CatalogFeatures:
     cat_idx: torch.Tensor  # (n,) category slot, 0 = unknown
 
 
-class ProfileEncoder:
+class TwoTowerRetriever:
     """A trained two-tower model with its vocabularies: encodes catalogs and histories into one space."""
 
     def __init__(
@@ -262,7 +260,7 @@ class ProfileEncoder:
         )
 
     @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> ProfileEncoder:
+    def load(cls, path: Path, device: str = "cpu") -> TwoTowerRetriever:
         """Load what :meth:`save` wrote."""
         config = json.loads((path / "profile_config.json").read_text())
         cfg = ProfileSettings(**config["settings"])
@@ -302,7 +300,7 @@ def cold_start_user_vectors(
 
 
 def user_vectors_at(
-    encoder: ProfileEncoder,
+    encoder: TwoTowerRetriever,
     store: HistoryStore,
     user_ids: np.ndarray | list[str],
     hours: np.ndarray,
@@ -374,7 +372,7 @@ def _next_item_examples(store: HistoryStore) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_retrieval(
-    encoder: ProfileEncoder,
+    encoder: TwoTowerRetriever,
     data: RecData,
     split: str,
     k: int = 10,
@@ -397,7 +395,7 @@ def evaluate_retrieval(
     return {f"ndcg@{k}": ndcg, "recall@20": recall, "n_users": len(users)}
 
 
-def train_profile_model(data: RecData, settings: Settings) -> tuple[ProfileEncoder, pd.DataFrame]:
+def train_profile_model(data: RecData, settings: Settings) -> tuple[TwoTowerRetriever, pd.DataFrame]:
     """Train the two towers on train-split histories; keep the epoch with the best valid NDCG@10."""
     cfg = settings.profile
     device = settings.resolved_device
@@ -407,7 +405,7 @@ def train_profile_model(data: RecData, settings: Settings) -> tuple[ProfileEncod
     item_vocab = data.items["item_id"].tolist()
     category_vocab = sorted(data.items["category"].dropna().unique().tolist())
     model = TwoTowerModel(len(item_vocab), len(category_vocab), data.item_text.shape[1], cfg).to(device)
-    encoder = ProfileEncoder(model, item_vocab, category_vocab, cfg, device)
+    encoder = TwoTowerRetriever(model, item_vocab, category_vocab, cfg, device)
     catalog = encoder.catalog_features(data.items, data.item_text)
     starts, targets = _next_item_examples(store)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -419,6 +417,7 @@ def train_profile_model(data: RecData, settings: Settings) -> tuple[ProfileEncod
     # an exact softmax over the catalog while that is cheap; sampled (in-batch + uniform) negatives beyond
     full_softmax = n_items <= cfg.full_softmax_max_items
     batch_rng = np.random.default_rng(settings.seed)
+    progress = EpochProgress("two-tower retriever", total=cfg.epochs, log=log).__enter__()
     for epoch in range(cfg.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -481,300 +480,15 @@ def train_profile_model(data: RecData, settings: Settings) -> tuple[ProfileEncod
             "examples_per_s": len(targets) / elapsed if elapsed > 0 else float("nan"),
         }
         history_rows.append(row)
-        log.info("profile epoch %s: %s", epoch + 1, row)
+        progress.step(
+            loss=row["train_loss"], valid_ndcg10=row["valid_ndcg@10"], examples_per_s=row["examples_per_s"]
+        )
         score = valid["ndcg@10"] if not math.isnan(valid["ndcg@10"]) else -row["train_loss"]
         if best_state is None or score > best_ndcg:
             best_ndcg = score
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    progress.finish()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return encoder, pd.DataFrame(history_rows)
-
-
-# --- the readable interest profile -------------------------------------------------------------------------
-
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "also",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "him",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "just",
-        "me",
-        "more",
-        "most",
-        "my",
-        "new",
-        "news",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "out",
-        "over",
-        "own",
-        "same",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "story",
-        "stories",
-        "says",
-        "said",
-        "one",
-        "two",
-        "year",
-        "years",
-        "day",
-        "days",
-        "week",
-        "know",
-        "things",
-        "thing",
-        "get",
-        "got",
-        "like",
-        "make",
-        "made",
-        "many",
-        "much",
-        "still",
-        "even",
-        "well",
-        "first",
-        "last",
-        "time",
-        "people",
-        "way",
-        "back",
-        "really",
-        "every",
-    ]
-)
-_TOKEN = re.compile(r"[a-z][a-z'-]{2,}")
-
-
-def tokenize(text: object) -> list[str]:
-    """Lower-case word tokens of 3+ letters without stopwords."""
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return []
-    return [t.strip("'-") for t in _TOKEN.findall(str(text).lower()) if t not in _STOPWORDS]
-
-
-def compute_idf(items: pd.DataFrame) -> dict[str, float]:
-    """Smoothed inverse document frequency of title+body terms over the catalog."""
-    df: Counter[str] = Counter()
-    for title, body in zip(items["title"], items["body"], strict=True):
-        df.update(set(tokenize(title)) | set(tokenize(body)))
-    n = len(items)
-    return {term: math.log((1 + n) / (1 + count)) + 1.0 for term, count in df.items()}
-
-
-def event_weights(
-    history: pd.DataFrame, now: pd.Timestamp | None = None, half_life_days: float = 7.0
-) -> np.ndarray:
-    """Weight per history event: recency half-life decay x (1 + log dwell / 4) x (rating / 3 when rated)."""
-    ts = pd.to_datetime(history["event_ts"])
-    now = pd.Timestamp(now) if now is not None else ts.max()
-    age_days = ((now - ts) / pd.Timedelta(days=1)).clip(lower=0).to_numpy(dtype=float)
-    recency = 0.5 ** (age_days / half_life_days)
-    dwell = (
-        1.0
-        + np.log1p(
-            history.get("dwell_seconds", pd.Series(0.0, index=history.index))
-            .fillna(0)
-            .clip(lower=0)
-            .to_numpy(float)
-        )
-        / 4.0
-    )
-    rating = history.get("rating", pd.Series(np.nan, index=history.index)).astype(float).to_numpy()
-    rating_factor = np.where(np.isnan(rating), 1.0, rating / 3.0)
-    return recency * dwell * rating_factor
-
-
-def _top_normalized(weights: Mapping[str, float], top_k: int) -> list[tuple[str, float]]:
-    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
-    total = sum(w for _, w in top)
-    return [(name, round(float(w / total), 4)) for name, w in top] if total > 0 else []
-
-
-def build_interest_profile(
-    user_id: str,
-    history_items_df: pd.DataFrame,
-    user_row: Mapping[str, Any] | pd.Series | None,
-    top_k: int = 5,
-    *,
-    idf: Mapping[str, float] | None = None,
-    now: pd.Timestamp | None = None,
-    half_life_days: float = 7.0,
-    n_keywords: int | None = None,
-) -> InterestProfile:
-    """Category/tag weights and keywords from a history joined with item features; declared interests when empty.
-
-    ``history_items_df`` has one row per engagement: item_id, event_ts, dwell_seconds, rating, title, body,
-    category, tags. Weights decay with recency and grow with dwell and rating; keywords are weighted term
-    frequencies times the catalog IDF (``compute_idf``), so words every item uses do not dominate.
-    """
-    row = dict(user_row) if user_row is not None else {}
-    style = row.get("preferred_style")
-    style = str(style) if style is not None and not pd.isna(style) else "concise"
-    if history_items_df is None or history_items_df.empty:
-        declared = split_list(row.get("declared_interests"))
-        share = round(1.0 / len(declared), 4) if declared else 0.0
-        return InterestProfile(
-            user_id=user_id,
-            top_categories=[(c, share) for c in declared[:top_k]],
-            preferred_style=style,
-            n_events=0,
-            cold_start=True,
-        )
-    weights = event_weights(history_items_df, now, half_life_days)
-    categories: dict[str, float] = {}
-    tags: dict[str, float] = {}
-    terms: dict[str, float] = {}
-    for w, cat, tag_str, title, body in zip(
-        weights,
-        history_items_df["category"],
-        history_items_df["tags"],
-        history_items_df["title"],
-        history_items_df["body"],
-        strict=True,
-    ):
-        if cat is not None and not pd.isna(cat):
-            categories[str(cat)] = categories.get(str(cat), 0.0) + w
-        for tag in split_list(tag_str):
-            tags[tag] = tags.get(tag, 0.0) + w
-        tokens = tokenize(title) * 2 + tokenize(
-            body
-        )  # a title word says more about the item than a body word
-        for term, count in Counter(tokens).items():
-            terms[term] = terms.get(term, 0.0) + w * count / max(len(tokens), 1)
-    if idf is not None:
-        default_idf = max(idf.values(), default=1.0)
-        terms = {t: v * idf.get(t, default_idf) for t, v in terms.items()}
-    return InterestProfile(
-        user_id=user_id,
-        top_categories=_top_normalized(categories, top_k),
-        top_tags=_top_normalized(tags, top_k),
-        keywords=_top_normalized(terms, n_keywords or top_k),
-        preferred_style=style,
-        n_events=len(history_items_df),
-        cold_start=False,
-    )
-
-
-def build_interest_profiles(
-    data: RecData, user_ids: Iterable[str] | None = None, top_k: int = 5, n_keywords: int = 8
-) -> dict[str, InterestProfile]:
-    """Profiles for many users from ``data``'s histories (the whole view) and user rows."""
-    idf = compute_idf(data.items)
-    item_cols = data.items[["item_id", "title", "body", "category", "tags"]]
-    joined = data.histories.merge(item_cols, on="item_id", how="left")
-    by_user = dict(tuple(joined.groupby("user_id", sort=False)))
-    rows = data.user_rows()
-    users = list(user_ids) if user_ids is not None else list(rows)
-    empty = joined.iloc[0:0]
-    return {
-        u: build_interest_profile(
-            u, by_user.get(u, empty), rows.get(u), top_k, idf=idf, now=data.now, n_keywords=n_keywords
-        )
-        for u in users
-    }

@@ -10,17 +10,15 @@ import pytest
 import torch
 
 from models.history import HistoryStore, HistoryWindows, to_hours
-from models.profile import (
+from models.interests import build_interest_profile, build_interest_profiles, compute_idf
+from models.recdata import RecData, split_list
+from models.two_tower import (
     ColdStart,
-    ProfileEncoder,
-    build_interest_profile,
-    build_interest_profiles,
-    compute_idf,
+    TwoTowerRetriever,
     evaluate_retrieval,
     recency_buckets,
     user_vectors_at,
 )
-from models.recdata import RecData, split_list
 from tests.models.conftest import TOPICS, TinyStack
 
 
@@ -98,7 +96,7 @@ def test_recency_buckets_grow_logarithmically() -> None:
 
 def test_save_and_load_round_trip(tiny_stack: TinyStack, tmp_path: Path) -> None:
     tiny_stack.encoder.save(tmp_path)
-    loaded = ProfileEncoder.load(tmp_path)
+    loaded = TwoTowerRetriever.load(tmp_path)
     data = tiny_stack.data
     a = tiny_stack.encoder.catalog_space(data.items, data.item_text)
     b = loaded.catalog_space(data.items, data.item_text)
