@@ -156,16 +156,7 @@ def main() -> None:
         from models.evaluation import write_report
 
         write_report(table, home / "reports", "evaluation.csv")
-        shown = table.rename(
-            columns={
-                "ndcg@10": "_1",
-                "ndcg@10_std": "_2",
-                "recall@20": "_3",
-                "recall@20_std": "_4",
-                "mrr@10": "_5",
-            }
-        )
-        print_table(name, shown, comparison, n_users)
+        print_table(name, table, comparison, n_users)
         stages = ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
         print(
             f"[{name}] wall {time.perf_counter() - started:.0f}s ({stages}); table: {home / 'reports' / 'evaluation.csv'}"

@@ -26,8 +26,11 @@ from tests.orchestration.test_ml_assets import TINY_MODELS
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-EVALUATION_COLUMNS = ["model", "ndcg@10", "recall@20", "mrr@10", "hit@10", "coverage", "novelty", "diversity"]
-BASELINES = ["popularity", "itemknn", "bpr"]
+EVALUATION_COLUMNS = [
+    "model", "ndcg@10", "ndcg@10_std", "recall@20", "recall@20_std", "mrr@10", "hit@10", "coverage", "novelty",
+    "diversity",
+]  # fmt: skip
+BASELINES = ["popularity", "recency_popularity", "itemknn", "ease", "bpr"]
 # Small models and few epochs: the test checks that the pipeline runs on MovieLens data, not model quality.
 SMALL_MODELS = {
     **TINY_MODELS,
