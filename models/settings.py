@@ -193,6 +193,31 @@ class GenerationSettings(BaseModel):
     n_embd: int = Field(128, ge=16)
     n_head: int = Field(4, ge=1)
     n_positions: int = Field(256, ge=64)
+    heldout_share: float = Field(
+        0.1, ge=0, lt=1, description="share of the catalog's items kept out of training (held-out evaluation)"
+    )
+    target_scorer: Literal["minilm", "overlap"] = Field(
+        "minilm",
+        description="how a blurb's training target picks the item sentence for the reader: MiniLM similarity "
+        "to the profile, or word overlap (cheap, for tests)",
+    )
+    example_rounds: int = Field(2, ge=1, description="training examples drawn per item and task")
+    train_on_corpus: bool = Field(
+        True, description="also train the own LM on the items' own titles and bodies as plain text"
+    )
+    # the generated_content check
+    max_fallback_rate: float = Field(
+        0.10, ge=0, le=1, description="the check fails when more rows than this fall back (fresh rows)"
+    )
+    min_faithfulness: float = Field(
+        0.99, ge=0, le=1, description="the check fails when fewer model rows than this are faithful"
+    )
+    min_distinct_2: float = Field(
+        0.3, ge=0, le=1, description="the check fails when model rows' distinct-2 is below this"
+    )
+    lift_encoder: str | None = Field(
+        None, description="encoder of the personalization lift (None = encoder.model_name_or_path, MiniLM)"
+    )
     # guardrails
     max_words: int = Field(60, ge=1, description="longest accepted output, in words")
     min_words: int = Field(3, ge=1, description="shortest accepted output (titles: 1)")
@@ -200,6 +225,9 @@ class GenerationSettings(BaseModel):
         4, ge=0, description="fewest words beyond function and template words in an output (titles: 1)"
     )
     max_repeated_ngrams: int = Field(2, ge=0, description="repeated 3-grams tolerated in one output")
+    min_sentence_words: int = Field(
+        4, ge=1, description="words of the shortest complete sentence (the well-formedness guardrail)"
+    )
     grounding_content_words: bool = Field(
         True, description="also check plain content words (not only names and numbers) against the sources"
     )
