@@ -142,16 +142,16 @@ def fallback_reasons(rows: Sequence[GeneratedContent]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def _share_without(rows: Sequence[GeneratedContent], kind: str) -> float:
+def _share_without(rows: Sequence[GeneratedContent], *kinds: str) -> float:
     fresh = [r for r in rows if not r.cached]
     if not fresh:
         return float("nan")
-    return sum(kind not in reason_kinds(r.fallback_reason) for r in fresh) / len(fresh)
+    return sum(not set(kinds) & set(reason_kinds(r.fallback_reason)) for r in fresh) / len(fresh)
 
 
 def well_formed_share(rows: Sequence[GeneratedContent]) -> float:
     """Share of fresh model outputs the well-formedness guardrail accepted (before any fallback)."""
-    return _share_without(rows, "not_well_formed")
+    return _share_without(rows, "not_well_formed", "empty", "too_short")
 
 
 def raw_faithfulness(rows: Sequence[GeneratedContent]) -> float:
