@@ -61,7 +61,8 @@ class Content(BaseModel):
     passed_guardrails: bool = Field(description="false when the model's output was replaced by the fallback")
     fallback_reason: str | None = None
     faithful: bool = Field(
-        True, description="every number, name and content claim of the text is supported by the item's own facts"
+        True,
+        description="every number, name and content claim of the text is supported by the item's own facts",
     )
     unsupported_claims: list[str] = Field(
         default_factory=list, description="the claims the item's facts do not support (empty when faithful)"
