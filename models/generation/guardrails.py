@@ -352,7 +352,7 @@ def check_output(
     if n_words:
         problems = sentence_problems(scrubbed, task, config.min_sentence_words)
         if problems:
-            reasons.append("not_well_formed: " + "; ".join(problems[:3]))
+            reasons.append("not_well_formed: " + " / ".join(problems[:3]))
     blocked = blocked_terms(scrubbed, config.blocklist)
     if blocked:
         reasons.append("blocklist: " + ", ".join(blocked))

@@ -31,6 +31,7 @@ from models.generation.prompts import (
     fit_reason,
     resolve_style,
 )
+from models.generation.text import split_sentences
 from models.interests import InterestProfile
 from models.settings import GenerationSettings
 
@@ -198,9 +199,10 @@ class Checked:
 
 def trim_unfinished(text: str) -> str:
     """Cut a text the token budget stopped mid-way back to its last complete sentence (if it has one)."""
-    ends = [text.rfind(mark) for mark in (". ", "! ", "? ")] + [len(text) - 1 if text[-1:] in ".!?" else -1]
-    cut = max(ends)
-    return text[: cut + 1] if cut > 0 else text
+    sentences = split_sentences(text)
+    while sentences and sentences[-1][-1:] not in ".!?":
+        sentences.pop()
+    return " ".join(sentences) if sentences else text
 
 
 def trim_repetition(text: str, n: int = 3) -> str:

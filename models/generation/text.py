@@ -5,6 +5,25 @@ from __future__ import annotations
 import re
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# Titles and company suffixes that end with a full stop inside a sentence ("Dr. Priya Raman", "Table Co. said").
+ABBREVIATIONS: frozenset[str] = frozenset(
+    re.findall(
+        r"\S+", "Dr Mr Mrs Ms Prof Rep Sen Gov Gen Sgt Capt Lt Col St Mt Jr Sr Co Corp Inc Ltd Bros No vs etc"
+    )
+)
+
+
+def _joined_abbreviations(parts: list[str]) -> list[str]:
+    # "Dr." + "Priya Raman spoke." -> one sentence; a part ending in an abbreviation continues into the next
+    out: list[str] = []
+    for part in parts:
+        if out and out[-1].rsplit(None, 1)[-1].rstrip(".") in ABBREVIATIONS and out[-1].endswith("."):
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
+
+
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
 
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
@@ -32,7 +51,8 @@ def split_sentences(text: str | None) -> list[str]:
     """Sentences of ``text`` (split after . ! ? before a capital or digit), stripped, empty ones dropped."""
     if not text:
         return []
-    return [s.strip() for s in _SENTENCE_END.split(" ".join(str(text).split())) if s.strip()]
+    parts = [s.strip() for s in _SENTENCE_END.split(" ".join(str(text).split())) if s.strip()]
+    return _joined_abbreviations(parts)
 
 
 def truncate_words(text: str, max_words: int) -> str:
