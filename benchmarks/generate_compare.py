@@ -7,6 +7,7 @@ pipeline (``models.generation.evaluation.evaluate``). Candidates:
 
 - ``own-lm-800``: the own small LM at the old budget (800 steps, 2 layers x 128, no item-text corpus);
 - ``own-lm``: the own LM as configured now (GenerationSettings defaults: more steps, item-text corpus);
+- ``champion``: the registry's champion as the pipeline trained it (nothing trained here);
 - ``bert2bert``: MiniLM warm-started encoder-decoder (``EncoderDecoderModel.from_encoder_decoder_pretrained``).
 
 Usage (prints a markdown table, writes JSON with samples):
@@ -134,6 +135,20 @@ def train_candidate(
     """Train one candidate; returns its dir and training figures."""
     base = GenerationSettings(heldout_share=args.heldout_share)
     started = time.perf_counter()
+    if name == "champion":  # the registry's champion (after the pipeline), not trained here
+        from models.generation.artifacts import REGISTRY_NAME, model_location
+        from models.registry import ModelRegistry
+
+        champion = ModelRegistry(get_settings().artifacts_dir).champion(REGISTRY_NAME)
+        if champion is None:
+            raise SystemExit("no generator champion: materialize content_generator first")
+        metrics = champion.metrics
+        return Path(model_location(champion)), {
+            "train_seconds": float(metrics.get("train_seconds") or 0.0),
+            "steps": int(champion.config.get("steps") or 0),
+            "valid_loss_before": metrics.get("loss_before"),
+            "valid_loss_after": metrics.get("loss_after"),
+        }
     if name == "own-lm-800":
         settings = base.model_copy(
             update={"train_steps": 800, "train_batch_size": 8, "train_on_corpus": False}
@@ -181,6 +196,11 @@ def main() -> None:
         torch.set_num_threads(settings.torch_threads)
     items = simulator_items(args.items)
     heldout = heldout_item_ids(items, args.heldout_share)
+    if args.candidates == ["champion"]:
+        from models.generation.generator import read_marker
+
+        path, _ = train_candidate("champion", items, Path("."), args)
+        heldout = set((read_marker(path) or {}).get("heldout_items", heldout))
     readers = reader_panel(items, args.readers, args.seed)
     requests = requests_for(items, heldout, readers, args.per_split, args.seed)
     texts = items_by_id(items)
