@@ -65,7 +65,9 @@ def test_generator_then_daily_copy(home: Path, tmp_path: Path) -> None:
 
     again = dg.materialize(everything, selection=[generated_content], partition_key=day, resources=resources)
     meta = again.asset_materializations_for_node("generated_content")[0].metadata
-    assert meta["n_cached_rows"].value == 8 and meta["model_calls"].value == 0  # everything came from the cache
+    assert (
+        meta["n_cached_rows"].value == 8 and meta["model_calls"].value == 0
+    )  # everything came from the cache
 
     con = duckdb.connect(str(home / "recgen.duckdb"))
     assert con.execute("select count(*) from generation.generated_content").fetchone() == (8,)
