@@ -61,6 +61,13 @@ class Content(BaseModel):
     style: str
     passed_guardrails: bool = Field(description="false when the model's output was replaced by the fallback")
     fallback_reason: str | None = None
+    faithful: bool = Field(
+        True,
+        description="every number, name and content claim of the text is supported by the item's own facts",
+    )
+    unsupported_claims: list[str] = Field(
+        default_factory=list, description="the claims the item's facts do not support (empty when faithful)"
+    )
     model_version: str
     cached: bool = Field(description="true when served from the content cache, false when written now")
     n_tokens: int

@@ -205,8 +205,15 @@ class ServingModels:
                 made = generate_content(requests, self.generator, self.cache_con, self.settings.generation)
             if self.cache_con is not None:
                 self.n_cached = cache.cache_size(self.cache_con)
-            return [c.to_dict() for c in made]
-        return self._cached_only(requests)
+            return [self._with_verdict(c.to_dict()) for c in made]
+        return [None if c is None else self._with_verdict(c) for c in self._cached_only(requests)]
+
+    def _with_verdict(self, content: dict[str, Any]) -> dict[str, Any]:
+        """Add the faithfulness verdict: which claims of the text the item's own facts do not support."""
+        from models.generation.guardrails import unsupported_claims
+
+        claims = unsupported_claims(str(content["text"]), self.items[str(content["item_id"])].sources)
+        return {**content, "faithful": not claims, "unsupported_claims": claims}
 
     def _cached_only(self, requests: list[GenerationRequest]) -> list[dict[str, Any] | None]:
         assert self.generator is not None

@@ -196,3 +196,20 @@ def rows_without_reason(con: duckdb.DuckDBPyConnection) -> int:
         """
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def latest_day_rows(con: duckdb.DuckDBPyConnection) -> tuple[dt.date | None, list[GeneratedContent]]:
+    """The rows of the day written last (by ``generated_at``), each with its stored verdict (not as cached)."""
+    ensure_content_table(con)
+    row = con.execute(f"select day from {CONTENT_TABLE} order by generated_at desc limit 1").fetchone()
+    if not row:
+        return None, []
+    frame = con.execute(
+        f"select * from {CONTENT_TABLE} where day = ? order by user_id, item_id, task", [row[0]]
+    ).df()
+    fields = [f for f in GeneratedContent.__dataclass_fields__ if f != "cached"]
+    out = [GeneratedContent(**{f: rec[f] for f in fields}, cached=False) for rec in frame.to_dict("records")]
+    for i, r in enumerate(out):
+        if r.fallback_reason is not None and r.fallback_reason != r.fallback_reason:  # NaN from pandas
+            out[i] = GeneratedContent(**{**r.to_dict(), "fallback_reason": None})
+    return row[0], out

@@ -8,26 +8,56 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from models.generation.guardrails import strip_opening, unsupported_claims
+from models.generation.prompts import INTEREST_PHRASINGS, STYLE_PHRASINGS, STYLED_TASKS
 from models.generation.service import GeneratedContent, ItemText
 from models.generation.text import lead_sentences, words_of
 from models.interests import InterestProfile
 
 SUMMARY_KEYS = (
-    "grounding_rate",
+    "n_rows",
+    "n_model_rows",
+    "n_fallback_rows",
+    "n_cached_rows",
     "fallback_rate",
+    "fallback_reasons",
+    "well_formed_share",
+    "faithfulness",
+    "raw_faithfulness",
+    "personalization_lift",
+    "distinct_1",
     "distinct_2",
-    "personalization",
-    "rouge_l",
+    "repeated_3gram_rate",
+    "style_accuracy",
     "tokens_per_s",
     "p95_latency_ms",
     "n_items",
 )
+# Figures reported again over the rows of held-out items (prefix heldout_) and of seen items (prefix seen_).
+SPLIT_KEYS = (
+    "n_model_rows",
+    "n_fallback_rows",
+    "n_cached_rows",
+    "fallback_rate",
+    "fallback_reasons",
+    "well_formed_share",
+    "faithfulness",
+    "raw_faithfulness",
+    "personalization_lift",
+    "distinct_2",
+    "style_accuracy",
+    "p95_latency_ms",
+    "n_items",
+)
+Embed = Callable[[Sequence[str]], np.ndarray]
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -85,18 +115,132 @@ def personalization(
     return hits / len(blurbs)
 
 
-def grounding_rate(rows: Sequence[GeneratedContent]) -> float:
-    """Share of model outputs the grounding check accepted (rejections for other reasons count as grounded)."""
-    if not rows:
-        return float("nan")
-    return sum("ungrounded" not in (r.fallback_reason or "") for r in rows) / len(rows)
+def model_rows(rows: Sequence[GeneratedContent]) -> list[GeneratedContent]:
+    """Rows the model wrote in this run and the guardrails published (no fallbacks, no cache hits)."""
+    return [r for r in rows if r.passed_guardrails and not r.cached]
 
 
 def fallback_rate(rows: Sequence[GeneratedContent]) -> float:
-    """Share of rows whose model output was replaced by the extractive fallback."""
-    if not rows:
+    """Share of rows generated now whose model output was replaced by the extractive fallback (cache hits aside)."""
+    fresh = [r for r in rows if not r.cached]
+    if not fresh:
         return float("nan")
-    return sum(not r.passed_guardrails for r in rows) / len(rows)
+    return sum(not r.passed_guardrails for r in fresh) / len(fresh)
+
+
+def reason_kinds(reason: str | None) -> list[str]:
+    """The kinds of a fallback reason ("ungrounded: X; repetition: ..." -> ["ungrounded", "repetition"])."""
+    return [part.split(":")[0].strip() for part in (reason or "").split("; ") if part.strip()]
+
+
+def fallback_reasons(rows: Sequence[GeneratedContent]) -> dict[str, int]:
+    """How many fresh fallback rows record each kind of reason (a row may record several)."""
+    counts: Counter[str] = Counter()
+    for r in rows:
+        if not r.cached and not r.passed_guardrails:
+            counts.update(dict.fromkeys(reason_kinds(r.fallback_reason), 1))
+    return dict(counts.most_common())
+
+
+def _share_without(rows: Sequence[GeneratedContent], *kinds: str) -> float:
+    fresh = [r for r in rows if not r.cached]
+    if not fresh:
+        return float("nan")
+    return sum(not set(kinds) & set(reason_kinds(r.fallback_reason)) for r in fresh) / len(fresh)
+
+
+def well_formed_share(rows: Sequence[GeneratedContent]) -> float:
+    """Share of fresh model outputs the well-formedness guardrail accepted (before any fallback)."""
+    return _share_without(rows, "not_well_formed", "empty", "too_short")
+
+
+def raw_faithfulness(rows: Sequence[GeneratedContent]) -> float:
+    """Share of fresh model outputs, before the guardrails, with no unsupported claim (rejected ones count)."""
+    return _share_without(rows, "ungrounded")
+
+
+def faithful(row: GeneratedContent, items: Mapping[str, ItemText]) -> bool:
+    """Whether every number, name and content claim of the row is supported by its own item's facts."""
+    item = items.get(row.item_id)
+    return item is not None and not unsupported_claims(row.text, item.sources)
+
+
+def faithfulness(rows: Sequence[GeneratedContent], items: Mapping[str, ItemText]) -> float:
+    """Share of model rows whose claims are all supported by the item's own facts (NaN without model rows)."""
+    written = [r for r in rows if r.passed_guardrails]
+    if not written:
+        return float("nan")
+    return sum(faithful(r, items) for r in written) / len(written)
+
+
+def style_of(text: str) -> str:
+    """The style a rule set reads off an output: its template opening, else its punctuation and register."""
+    opening, _ = strip_opening(text)
+    if opening:
+        for table in (STYLE_PHRASINGS, INTEREST_PHRASINGS):
+            for style, phrasings in table.items():
+                for template in phrasings:
+                    head = template.split("{text}")[0].strip()
+                    if head and _opening_matches(head, opening):
+                        return style
+    if "!" in text:
+        return "enthusiastic"
+    if re.search(r"\b(you|your|you're|it's|don't)\b", text, re.IGNORECASE):
+        return "casual"
+    return "concise"
+
+
+def _opening_matches(template_head: str, opening: str) -> bool:
+    parts = [re.escape(p) for p in template_head.split("{interest}")]
+    return re.fullmatch(r".+?".join(parts), opening) is not None
+
+
+def style_accuracy(rows: Sequence[GeneratedContent]) -> float:
+    """Share of styled model rows whose style the rule set (:func:`style_of`) reads back correctly."""
+    styled = [r for r in rows if r.task in STYLED_TASKS]
+    if not styled:
+        return float("nan")
+    return sum(style_of(r.text) == r.style for r in styled) / len(styled)
+
+
+def profile_text(profile: InterestProfile) -> str:
+    """The readable profile as one text for the encoder: categories, tags and keywords, strongest first."""
+    return ", ".join(profile.interest_terms(12)) or "no interests"
+
+
+def personalization_lift(
+    rows: Sequence[GeneratedContent], profiles: Mapping[str, InterestProfile], embed: Embed | None
+) -> tuple[float, int]:
+    """Mean of sim(copy, own profile) - mean sim(copy, other users' profiles) over personalized rows.
+
+    The other users are those with a copy of the same item (so the item's content cancels out), else every
+    other user; returns the lift (NaN without an encoder or rows) and how many rows had same-item others.
+    """
+    blurbs = [r for r in rows if r.task == "blurb" and r.user_id in profiles]
+    if embed is None or not blurbs or len(profiles) < 2:
+        return float("nan"), 0
+    users = sorted({r.user_id for r in blurbs} | set(profiles))
+    texts = {u: profile_text(profiles[u]) for u in users if u in profiles}
+    user_list = list(texts)
+    profile_vecs = embed([texts[u] for u in user_list])
+    index = {u: i for i, u in enumerate(user_list)}
+    copy_vecs = embed([r.text for r in blurbs])
+    by_item: dict[str, set[str]] = {}
+    for r in blurbs:
+        by_item.setdefault(r.item_id, set()).add(r.user_id)
+    lifts, same_item = [], 0
+    for r, vec in zip(blurbs, copy_vecs, strict=True):
+        own = texts[r.user_id]
+        others = [u for u in by_item[r.item_id] if u != r.user_id and texts[u] != own]
+        if others:
+            same_item += 1
+        else:
+            others = [u for u in user_list if texts[u] != own]
+        if not others:
+            continue
+        sims = profile_vecs @ vec
+        lifts.append(float(sims[index[r.user_id]] - np.mean([sims[index[u]] for u in others])))
+    return (float(np.mean(lifts)) if lifts else float("nan")), same_item
 
 
 def summary_rouge_l(rows: Sequence[GeneratedContent], items: Mapping[str, ItemText]) -> float:
@@ -110,8 +254,8 @@ def summary_rouge_l(rows: Sequence[GeneratedContent], items: Mapping[str, ItemTe
 
 
 def latency_percentiles(rows: Sequence[GeneratedContent]) -> dict[str, float]:
-    """p50 and p95 latency (ms) of the rows generated now (all rows when every one was cached)."""
-    generated = [r.latency_ms for r in rows if not r.cached] or [r.latency_ms for r in rows]
+    """p50 and p95 latency (ms) of the rows generated now (NaN when every row was cached)."""
+    generated = [r.latency_ms for r in rows if not r.cached]
     if not generated:
         return {"p50_latency_ms": float("nan"), "p95_latency_ms": float("nan")}
     return {
@@ -120,37 +264,94 @@ def latency_percentiles(rows: Sequence[GeneratedContent]) -> dict[str, float]:
     }
 
 
+def repeated_ngram_rate(texts: Sequence[str], n: int = 3) -> float:
+    """Share of word n-gram occurrences across ``texts`` that repeat an earlier one (1 - distinct-n)."""
+    d = distinct_n(texts, n)
+    return 1.0 - d if any(len(words_of(t)) >= n for t in texts) else float("nan")
+
+
+def quality_figures(
+    rows: Sequence[GeneratedContent],
+    items: Mapping[str, ItemText],
+    profiles: Mapping[str, InterestProfile],
+    embed: Embed | None = None,
+) -> dict[str, Any]:
+    """Counts over all rows; quality over the model rows only (fallbacks and cache hits counted apart)."""
+    written = model_rows(rows)
+    texts = [r.text for r in written]
+    lift, same_item = personalization_lift(written, profiles, embed)
+    return {
+        "n_rows": len(rows),
+        "n_model_rows": len(written),
+        "n_fallback_rows": sum(not r.cached and not r.passed_guardrails for r in rows),
+        "n_cached_rows": sum(r.cached for r in rows),
+        "fallback_rate": fallback_rate(rows),
+        "fallback_reasons": fallback_reasons(rows),
+        "well_formed_share": well_formed_share(rows),
+        "faithfulness": faithfulness(written, items),
+        "raw_faithfulness": raw_faithfulness(rows),
+        "personalization_lift": lift,
+        "lift_same_item_rows": same_item,
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "repeated_3gram_rate": repeated_ngram_rate(texts, 3),
+        "style_accuracy": style_accuracy(written),
+        "mentions_interest": personalization(written, profiles),
+        "rouge_l_summary": summary_rouge_l(written, items),
+        **latency_percentiles(rows),
+        "n_items": len({r.item_id for r in rows}),
+    }
+
+
 def evaluate(
     rows: Sequence[GeneratedContent],
     items: Mapping[str, ItemText],
     profiles: Mapping[str, InterestProfile],
     generator_stats: Mapping[str, float] | None = None,
+    heldout_items: Sequence[str] | frozenset[str] = (),
+    embed: Embed | None = None,
 ) -> dict[str, Any]:
-    """Every figure of the generation summary, plus counts (cached rows, model calls)."""
-    fresh = [r for r in rows if not r.cached]
+    """Every figure of the generation summary: all rows, then seen_* and heldout_* (items never trained on)."""
     stats = dict(generator_stats or {})
-    tokens_per_s = stats.get("tokens_per_s")
-    if tokens_per_s is None:
-        # Without the generator's own timing: tokens of fresh rows over the summed batch wall time is not
-        # exact (rows share batches), so only the generator's figure is reported.
-        tokens_per_s = float("nan")
-    figures: dict[str, Any] = {
-        "grounding_rate": grounding_rate(rows),
-        "fallback_rate": fallback_rate(rows),
-        "distinct_2": distinct_2([r.text for r in rows]),
-        "personalization": personalization(rows, profiles),
-        "rouge_l": summary_rouge_l(rows, items),
-        "rouge_l_model": summary_rouge_l([r for r in rows if r.passed_guardrails], items),
-        "tokens_per_s": float(tokens_per_s),
-        **latency_percentiles(rows),
-        "n_items": len({r.item_id for r in rows}),
-        "n_rows": len(rows),
-        "n_generated": len(fresh),
-        "n_cached": len(rows) - len(fresh),
-        "model_calls": int(stats.get("model_calls", 0)),
-        "generated_tokens": int(stats.get("generated_tokens", 0)),
-    }
+    figures = quality_figures(rows, items, profiles, embed)
+    figures["tokens_per_s"] = float(stats.get("tokens_per_s", float("nan")))
+    figures["model_calls"] = int(stats.get("model_calls", 0))
+    figures["generated_tokens"] = int(stats.get("generated_tokens", 0))
+    held = set(heldout_items)
+    for prefix, part in (
+        ("seen_", [r for r in rows if r.item_id not in held]),
+        ("heldout_", [r for r in rows if r.item_id in held]),
+    ):
+        sub = quality_figures(part, items, profiles, embed)
+        figures.update({prefix + k: sub[k] for k in SPLIT_KEYS})
     return figures
+
+
+def sample_rows(rows: Sequence[GeneratedContent], per_style: int = 5) -> list[GeneratedContent]:
+    """Up to ``per_style`` model rows per style (fallback rows where a style has too few), distinct texts."""
+    out: list[GeneratedContent] = []
+    for style in sorted({r.style for r in rows}):
+        mine = [r for r in rows if r.style == style]
+        ordered = [r for r in mine if r.passed_guardrails] + [r for r in mine if not r.passed_guardrails]
+        seen: set[str] = set()
+        for r in ordered:
+            if r.text not in seen and len(seen) < per_style:
+                seen.add(r.text)
+                out.append(r)
+    return out
+
+
+def check_failures(figures: Mapping[str, Any], settings: Any) -> list[str]:
+    """Why the copy fails its check (``GenerationSettings`` thresholds); empty when it passes."""
+    failures = []
+    rate, faith, d2 = figures.get("fallback_rate"), figures.get("faithfulness"), figures.get("distinct_2")
+    if rate is None or not math.isfinite(rate) or rate > settings.max_fallback_rate:
+        failures.append(f"fallback rate {rate} > {settings.max_fallback_rate}")
+    if faith is None or not math.isfinite(faith) or faith < settings.min_faithfulness:
+        failures.append(f"faithfulness {faith} < {settings.min_faithfulness}")
+    if d2 is None or not math.isfinite(d2) or d2 < settings.min_distinct_2:
+        failures.append(f"distinct-2 {d2} < {settings.min_distinct_2}")
+    return failures
 
 
 def _json_safe(value: Any) -> Any:

@@ -145,6 +145,7 @@ class Generator:
         self.decoding = decoding or DecodingConfig()
         self.batch_size = batch_size
         self.device = device
+        self.heldout_items: frozenset[str] = frozenset()  # items its training never saw (from the marker)
         self.n_model_calls = 0
         self.n_generated_tokens = 0
         self.generation_seconds = 0.0
@@ -171,7 +172,7 @@ class Generator:
         """Load a model by Hugging Face name or local path; recgen's own dirs carry version and prompt format."""
         model, tokenizer, resolved = load_model_and_tokenizer(name_or_path, device)
         marker = read_marker(name_or_path) or {}
-        return cls(
+        generator = cls(
             model,
             tokenizer,
             model_version=marker.get("version") or f"hf:{name_or_path}",
@@ -180,6 +181,8 @@ class Generator:
             batch_size=batch_size,
             device=resolved,
         )
+        generator.heldout_items = frozenset(marker.get("heldout_items", ()))
+        return generator
 
     @classmethod
     def from_settings(cls, settings: Any, model_dir: str | Path | None = None) -> Generator:
@@ -239,11 +242,11 @@ class Generator:
     def _word_constraint(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         """One word trie per prompt: the prompt's words plus the template words (see ``constraints``)."""
         from models.generation import constraints
-        from models.generation.prompts import BLURB_TEMPLATE, STYLE_TEMPLATES
+        from models.generation.prompts import all_templates
 
         if self._token_kinds is None:
             self._token_kinds = constraints.TokenKinds.of(self.tokenizer)
-            texts = [t.format(text="", interest="") for t in [*STYLE_TEMPLATES.values(), BLURB_TEMPLATE]]
+            texts = [t.format(text="", interest="") for t in all_templates()]
             texts += [".", ",", ":", "!", "?", "-", "'", "(", ")"]
             self._template_words = constraints.template_words(self.tokenizer, self._token_kinds, texts)
         kinds = self._token_kinds

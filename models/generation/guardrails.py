@@ -17,8 +17,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from models.generation.prompts import PromptFields, quote_data, reference_output, template_words
-from models.generation.text import PII_PLACEHOLDERS, scrub_pii, split_sentences, words_of
+from models.generation.prompts import (
+    PromptFields,
+    quote_data,
+    reference_output,
+    template_openings,
+    template_words,
+)
+from models.generation.text import PII_PLACEHOLDERS, is_verb, scrub_pii, split_sentences, words_of
 
 # Function words and generic connectives any fluent sentence may use without a source.
 STOPWORDS: frozenset[str] = frozenset(
@@ -62,6 +68,7 @@ class GuardrailConfig:
     blocklist: tuple[str, ...] = ()
     content_words: bool = True
     min_content_words: int = 4
+    min_sentence_words: int = 4
 
     @classmethod
     def from_settings(cls, settings: object) -> GuardrailConfig:
@@ -73,6 +80,7 @@ class GuardrailConfig:
             blocklist=tuple(settings.blocklist),  # type: ignore[attr-defined]
             content_words=settings.grounding_content_words,  # type: ignore[attr-defined]
             min_content_words=settings.min_content_words,  # type: ignore[attr-defined]
+            min_sentence_words=settings.min_sentence_words,  # type: ignore[attr-defined]
         )
 
 
@@ -204,6 +212,121 @@ def blocked_terms(text: str, blocklist: Sequence[str]) -> list[str]:
     ]
 
 
+# Words a complete sentence does not end on ("... a path to a better." is a fragment).
+DANGLING: frozenset[str] = frozenset(
+    words_of(
+        """a an the of to in on at for with from by and or but nor that this these those its their his her our
+    your as than into about over under between across through within after before while because if whose
+    which who very more most said says would will could can may might must should is are was were be"""
+    )
+)
+DOUBLED = re.compile(r"\b([A-Za-z0-9'-]+(?:\s+[A-Za-z0-9'-]+){0,3})[\s,]+\1\b", re.IGNORECASE)
+
+
+def _opening_pattern(opening: str) -> re.Pattern[str]:
+    # "For fans of {interest}:" -> a regex where the interest is one to four words
+    parts = [re.escape(p) for p in opening.split("{interest}")]
+    return re.compile("^" + r"[A-Za-z0-9'-]+(?:[ -][A-Za-z0-9'-]+){0,3}".join(parts) + r"\s*")
+
+
+_OPENINGS: list[re.Pattern[str]] = []
+
+
+def strip_opening(text: str) -> tuple[str, str]:
+    """Split ``text`` into the template opening it starts with ("Great news!", "For fans of x:") and the rest."""
+    if not _OPENINGS:
+        _OPENINGS.extend(_opening_pattern(o) for o in template_openings())
+    opening, rest = "", text
+    found = True
+    while found:  # a fallback may nest openings: "Quick read: For fans of x: ..."
+        found = False
+        for pattern in _OPENINGS:
+            match = pattern.match(rest)
+            if match and match.end() < len(rest):
+                opening, rest = f"{opening} {match.group(0).strip()}".strip(), rest[match.end() :].strip()
+                found = True
+                break
+    return opening, rest
+
+
+def sentence_problems(text: str, task: str, min_sentence_words: int = 4) -> list[str]:
+    """Why ``text`` is not made of complete sentences (empty when it is).
+
+    After the template opening, every sentence must start with a capital letter or digit, end with ``.``, ``!``
+    or ``?``, have at least ``min_sentence_words`` words with a verb among them (a lexicon, see
+    ``text.is_verb``), and not end on a function word; no word or phrase may be doubled ("National Assembly
+    National Assembly") and no sentence repeated. Titles are checked for doubled phrases and dangling ends only.
+    """
+    problems: list[str] = []
+    doubled = DOUBLED.search(text)
+    if doubled:
+        problems.append(f"doubled phrase {doubled.group(1)!r}")
+    if task == "title":
+        last = words_of(text)[-1:] if words_of(text) else []
+        if last and last[0] in DANGLING:
+            problems.append(f"dangling end {last[0]!r}")
+        return problems
+    _, rest = strip_opening(text)
+    sentences = split_sentences(rest)
+    if not sentences:
+        return [*problems, "no sentence after the opening"]
+    seen: set[str] = set()
+    for sentence in sentences:
+        words = words_of(sentence)
+        head = sentence.lstrip("\"'([")
+        short = sentence if len(sentence) <= 40 else sentence[:37] + "..."
+        if not head[:1].isupper() and not head[:1].isdigit():
+            problems.append(f"lower-case start {short!r}")
+        if sentence[-1:] not in ".!?":
+            problems.append(f"no terminal punctuation {short!r}")
+        if len(words) < min_sentence_words:
+            problems.append(f"fragment {short!r}")
+        elif not any(is_verb(w) for w in words):
+            problems.append(f"no verb {short!r}")
+        if words and words[-1] in DANGLING:
+            problems.append(f"dangling end {short!r}")
+        key = " ".join(words)
+        if key in seen:
+            problems.append(f"repeated sentence {short!r}")
+        seen.add(key)
+    return problems
+
+
+def _claims(text: str) -> set[str]:
+    # names (capitalized words not at a sentence start unless a run) and numbers of one sentence
+    names = {m.group(0) for m in CAPITALIZED.finditer(text) if m.group(0).lower() not in allowed_words()}
+    return names | {n.replace(",", "") for n in NUMBER.findall(text)}
+
+
+def mixed_claims(output: str, sources: Iterable[str]) -> list[str]:
+    """Output sentences whose names and numbers never occur together in one source sentence.
+
+    Each fact can be right on its own while the sentence pairs a person with another sentence's figure
+    ("Chef Lorenzo Bianchi expects 48,448 users" when the item gives that figure to someone else).
+    """
+    source_sets = [_claims(s) for src in sources if src for s in split_sentences(src)]
+    out = []
+    for sentence in split_sentences(strip_opening(output)[1]):
+        claims = _claims(sentence)
+        if len(claims) >= 2 and not any(claims <= known for known in source_sets):
+            out.append(sentence if len(sentence) <= 40 else sentence[:37] + "...")
+    return out
+
+
+def unsupported_claims(text: str, sources: Sequence[str], content_words: bool = True) -> list[str]:
+    """Every number, name and content claim of ``text`` that the ``sources`` do not support (empty = faithful).
+
+    Unknown numbers, names and content words; numbers with the wrong neighbours; multi-word names not written
+    so in the sources; sentences combining names and numbers no source sentence combines.
+    """
+    invented = ungrounded_terms(text, sources, content_words)
+    # a name made of invented words is already reported word by word
+    names = [n for n in broken_names(text, sources, allowed_words()) if not set(n.split()) & set(invented)]
+    invented += misplaced_numbers(text, sources) + names
+    # combinations are judged only when every part is supported on its own
+    return invented or mixed_claims(text, sources)
+
+
 def check_output(
     text: str,
     task: str,
@@ -232,16 +355,15 @@ def check_output(
     malformed = MALFORMED.search(scrubbed)
     if malformed:
         reasons.append(f"malformed: {malformed.group(0)!r}")
+    if n_words:
+        problems = sentence_problems(scrubbed, task, config.min_sentence_words)
+        if problems:
+            reasons.append("not_well_formed: " + " / ".join(problems[:3]))
     blocked = blocked_terms(scrubbed, config.blocklist)
     if blocked:
         reasons.append("blocklist: " + ", ".join(blocked))
     sources = [*item_texts, *profile_terms]
-    invented = ungrounded_terms(scrubbed, sources, config.content_words)
-    # a name made of invented words is already reported word by word
-    names = [
-        n for n in broken_names(scrubbed, sources, allowed_words()) if not set(n.split()) & set(invented)
-    ]
-    invented += misplaced_numbers(scrubbed, sources) + names
+    invented = unsupported_claims(scrubbed, sources, config.content_words)
     if invented:
         reasons.append("ungrounded: " + ", ".join(invented[:10]))
     return GuardrailResult(text=scrubbed, passed=not reasons, reasons=reasons, ungrounded=invented)

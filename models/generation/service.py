@@ -28,9 +28,10 @@ from models.generation.prompts import (
     TASKS,
     PromptFields,
     build_prompt,
+    fit_reason,
     resolve_style,
 )
-from models.generation.text import truncate_words
+from models.generation.text import split_sentences, truncate_words
 from models.interests import InterestProfile
 from models.settings import GenerationSettings
 
@@ -118,23 +119,63 @@ class GeneratedContent:
         return asdict(self)
 
 
+PROMPT_CATEGORIES, PROMPT_TAGS, PROMPT_KEYWORDS = 2, 2, 2
+
+
+def profile_terms(profile: InterestProfile) -> tuple[tuple[str, float], ...]:
+    """The readable profile a personalized prompt shows: top categories, tags and keywords with their weights."""
+    out: dict[str, float] = {}
+    for pairs, k in (
+        (profile.top_categories, PROMPT_CATEGORIES),
+        (profile.top_tags, PROMPT_TAGS),
+        (profile.keywords, PROMPT_KEYWORDS),
+    ):
+        for term, weight in pairs[:k]:
+            out.setdefault(str(term), round(float(weight), 2))
+    return tuple(out.items())
+
+
 def segment_interests(profile: InterestProfile) -> tuple[str, ...]:
-    """The interests a personalized prompt names: the segment's categories, so one segment gives one prompt."""
-    return tuple(sorted(c for c, _ in profile.top_categories[:2]))
+    """The interest terms a personalized prompt names, strongest kind first (categories, tags, keywords)."""
+    return tuple(t for t, _ in profile_terms(profile))
+
+
+def item_fit(profile: InterestProfile, item: ItemText) -> str | None:
+    """Why ``item`` fits ``profile`` (the explanation's reason): a shared category, else tag, else keyword."""
+    return fit_reason(
+        [c for c, _ in profile.top_categories],
+        [t for t, _ in profile.top_tags],
+        [k for k, _ in profile.keywords],
+        item.category,
+        item.tags,
+        f"{item.title} {item.body}",
+    )
 
 
 def request_fields(request: GenerationRequest) -> tuple[PromptFields, str]:
-    """The prompt fields and cache segment of a request."""
+    """The prompt fields and cache segment of a request.
+
+    A personalized task's segment is everything of the profile its prompt shows (style, terms and weights,
+    and why the item fits), so two users share a cached text exactly when they would get the same prompt.
+    """
     personalized = request.task in PERSONALIZED_TASKS
     style = resolve_style(request.task, request.style, request.profile.preferred_style)
+    terms = profile_terms(request.profile) if personalized else ()
+    fit = item_fit(request.profile, request.item) if personalized else None
     fields = PromptFields(
         task=request.task,
         style=style,
         title=request.item.title,
         body=request.item.body,
-        interests=segment_interests(request.profile) if personalized else (),
+        interests=tuple(t for t, _ in terms),
+        weights=tuple(w for _, w in terms),
+        fit=fit,
     )
-    return fields, request.profile.segment if personalized else NO_SEGMENT
+    if not personalized:
+        return fields, NO_SEGMENT
+    shown = "|".join(f"{t}={w:.2f}" for t, w in terms)
+    digest = hashlib.md5(f"{shown}#{fit}".encode()).hexdigest()[:12]
+    return fields, f"{style}:{digest}"
 
 
 def fit_prompt(fields: PromptFields, generator: Generator, max_fact_words: int) -> str:
@@ -164,9 +205,10 @@ class Checked:
 
 def trim_unfinished(text: str) -> str:
     """Cut a text the token budget stopped mid-way back to its last complete sentence (if it has one)."""
-    ends = [text.rfind(mark) for mark in (". ", "! ", "? ")] + [len(text) - 1 if text[-1:] in ".!?" else -1]
-    cut = max(ends)
-    return text[: cut + 1] if cut > 0 else text
+    sentences = split_sentences(text)
+    while sentences and sentences[-1][-1:] not in ".!?":
+        sentences.pop()
+    return " ".join(sentences) if sentences else text
 
 
 def trim_repetition(text: str, n: int = 3) -> str:
@@ -190,9 +232,8 @@ def finalize_text(
     raw = trim_repetition(raw)
     if not finished:
         raw = trim_unfinished(raw)
-    result = check_output(
-        raw, fields.task, item.sources, list(fields.interests), GuardrailConfig.from_settings(settings)
-    )
+    # Only the item's own facts ground an output: an interest the item does not carry is not a fact about it.
+    result = check_output(raw, fields.task, item.sources, (), GuardrailConfig.from_settings(settings))
     if result.passed:
         return Checked(result.text, True, None)
     fallback = extractive_fallback(fields, settings.max_words, item.terms, settings.blocklist)

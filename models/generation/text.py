@@ -5,6 +5,25 @@ from __future__ import annotations
 import re
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# Titles and company suffixes that end with a full stop inside a sentence ("Dr. Priya Raman", "Table Co. said").
+ABBREVIATIONS: frozenset[str] = frozenset(
+    re.findall(
+        r"\S+", "Dr Mr Mrs Ms Prof Rep Sen Gov Gen Sgt Capt Lt Col St Mt Jr Sr Co Corp Inc Ltd Bros No vs etc"
+    )
+)
+
+
+def _joined_abbreviations(parts: list[str]) -> list[str]:
+    # "Dr." + "Priya Raman spoke." -> one sentence; a part ending in an abbreviation continues into the next
+    out: list[str] = []
+    for part in parts:
+        if out and out[-1].rsplit(None, 1)[-1].rstrip(".") in ABBREVIATIONS and out[-1].endswith("."):
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
+
+
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
 
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
@@ -32,7 +51,8 @@ def split_sentences(text: str | None) -> list[str]:
     """Sentences of ``text`` (split after . ! ? before a capital or digit), stripped, empty ones dropped."""
     if not text:
         return []
-    return [s.strip() for s in _SENTENCE_END.split(" ".join(str(text).split())) if s.strip()]
+    parts = [s.strip() for s in _SENTENCE_END.split(" ".join(str(text).split())) if s.strip()]
+    return _joined_abbreviations(parts)
 
 
 def truncate_words(text: str, max_words: int) -> str:
@@ -53,3 +73,54 @@ def lead_sentences(body: str | None, n: int = 2, max_words: int = 40) -> str:
 def words_of(text: str) -> list[str]:
     """Lower-cased word tokens (letters and digits, with inner apostrophes and hyphens)."""
     return [w.lower() for w in _WORD.findall(text)]
+
+
+def _wordlist(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# A verb lexicon for the well-formedness check (no POS tagger ships offline: NLTK's and spaCy's models are
+# downloads). Base forms; inflections (-s, -es, -ed, -ing, a final e dropped) are folded in :func:`is_verb`.
+VERBS: frozenset[str] = _wordlist(
+    """accept add affect agree aim allow announce appear apply argue arrive ask attract back bake become begin
+    believe benchmark bet bring build buy call campaign celebrate change chart cheer clinch close compare
+    compete complete confirm consider continue cook cost count cover create cruise cut debate decide
+    defeat deliver demand describe design detect develop diagnose discover dominate draw drive drop earn
+    ease embrace end endorse enter equalize escape examine expand expect explain explore face fall feel
+    ferment find finish focus follow forecast gain get give go grill grow head headline heal help hike hire
+    hit hold hope host improve include increase introduce invest join keep know land launch lead learn leave
+    legislate lift like link look lose love make map mark matter mean measure meet miss move name need
+    negotiate note observe offer open outline pay plan plate play point predict prepare present prescribe
+    prevent promise propose protect prove publish push put qualify question raise rally ratify reach read
+    rebound recommend record recover reduce release remain reopen replicate report reshape resign respond
+    rest return reveal review revive rise roast run save say score screen season see sell send sequence
+    serve set share ship show sign signal slow sprint stand start stay stop study suggest support survey
+    survive take talk taste tell test think track trade train travel treat trend try turn unveil update
+    upgrade use veto visit vote wait walk wander want warn watch weigh welcome win work write"""
+)
+AUXILIARIES: frozenset[str] = _wordlist(
+    """is are was were be been being am has have had do does did will would can could may might must shall
+    should said says drew grew led made took won saw came gave found told felt left kept brought began ran
+    wrote held stood met paid sent built spent lost fell rose sold bought thought knew shown became
+    struck"""
+)
+
+
+def is_verb(word: str) -> bool:
+    """Whether ``word`` is a verb form of the lexicon (an auxiliary, an irregular form, or an inflection)."""
+    w = word.lower()
+    if w in AUXILIARIES or w in VERBS:
+        return True
+    for suffix in ("ies", "ied"):
+        if w.endswith(suffix) and w[: -len(suffix)] + "y" in VERBS:
+            return True
+    for suffix in ("es", "s", "ed", "d", "ing"):
+        if w.endswith(suffix):
+            stem = w[: -len(suffix)]
+            if (
+                stem in VERBS
+                or stem + "e" in VERBS
+                or (len(stem) > 2 and stem[-1] == stem[-2] and stem[:-1] in VERBS)
+            ):
+                return True
+    return False

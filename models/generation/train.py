@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -36,11 +38,16 @@ from models.generation.prompts import (
     PromptFields,
     build_prompt,
     fact_text,
-    reference_output,
+    fit_reason,
     resolve_style,
+    training_target,
 )
+from models.generation.text import words_of
+from models.progress import EpochProgress
 
-FORMAT_VERSION = 1  # bump when the example format changes, so old artifacts get new versions
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # bump when the example format changes, so old artifacts get new versions
 # How often each task appears per item per round: blurbs and style transfer vary with interests and style.
 TASK_MIX: tuple[str, ...] = ("summary", "title", "blurb", "blurb", "style_transfer", "style_transfer")
 EVAL_EXAMPLES = 64
@@ -61,6 +68,7 @@ class TrainResult:
     seconds: float
     device: str
     reused: bool = False
+    heldout_items: tuple[str, ...] = ()  # items kept out of training (the held-out evaluation's)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -76,6 +84,70 @@ def item_terms(row: Any) -> list[str]:
     return [str(category), *tags] if category else tags
 
 
+def heldout_item_ids(items: pd.DataFrame, share: float) -> set[str]:
+    """Items kept out of training (by a hash of the item id, so the split is stable as the catalog grows)."""
+    if share <= 0:
+        return set()
+    out = set()
+    for item_id in items["item_id"].astype(str):
+        bucket = int(hashlib.md5(f"heldout:{item_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        if bucket < share:
+            out.add(item_id)
+    return out
+
+
+SentenceScorer = Callable[[Sequence[str], Sequence[str]], list[list[float]]]
+
+
+def minilm_scorer(model_name_or_path: str | None = None) -> SentenceScorer:
+    """Score sentences against profiles by MiniLM cosine similarity (the packaged encoder by default).
+
+    A profile is the weighted mean of its terms' embeddings (each term encoded once), so scoring thousands
+    of synthetic profiles costs one encoding per distinct term and sentence.
+    """
+    from models.encoders import TextEncoder
+    from models.settings import packaged_encoder_path
+
+    encoder = TextEncoder(model_name_or_path or packaged_encoder_path(), batch_size=64, max_length=64)
+    cache: dict[str, np.ndarray] = {}
+
+    def embed(texts: Sequence[str]) -> None:
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            for text, vector in zip(missing, encoder.encode(missing), strict=True):
+                cache[text] = vector
+
+    def score(sentences: Sequence[str], profile_terms: Sequence[str]) -> list[list[float]]:
+        embed([*sentences, *profile_terms])
+        if not profile_terms:
+            return [[0.0] * len(sentences)]
+        profile = np.mean([cache[t] for t in profile_terms], axis=0)
+        profile /= max(float(np.linalg.norm(profile)), 1e-9)
+        return [[float(cache[s] @ profile) for s in sentences]]
+
+    return score
+
+
+def overlap_scorer(sentences: Sequence[str], profile_terms: Sequence[str]) -> list[list[float]]:
+    """Score sentences by the words they share with the profile terms (a cheap stand-in for MiniLM)."""
+    words = {w for t in profile_terms for w in words_of(t)}
+    return [[float(len(words & set(words_of(s)))) for s in sentences]]
+
+
+def _synthetic_profile(
+    rng: random.Random, own: list[str], vocabulary: list[str], body_words: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """Categories, tags and keywords of a made-up reader: often sharing one of the item's terms, often not."""
+    categories = [rng.choice(vocabulary)]
+    if own and rng.random() < 0.6:
+        categories.insert(rng.randrange(2), own[0])
+    tags = rng.sample(vocabulary, k=min(len(vocabulary), rng.randint(0, 2)))
+    if len(own) > 1 and rng.random() < 0.4:
+        tags.insert(0, rng.choice(own[1:]))
+    keywords = rng.sample(body_words, k=min(len(body_words), rng.randint(0, 2))) if body_words else []
+    return list(dict.fromkeys(categories)), list(dict.fromkeys(tags))[:2], keywords
+
+
 def build_examples(
     items: pd.DataFrame,
     seed: int = 0,
@@ -83,41 +155,75 @@ def build_examples(
     max_fact_words: int = 60,
     max_words: int = 40,
     prompt_format: str = "control",
+    scorer: SentenceScorer | None = None,
 ) -> list[tuple[str, str]]:
-    """(prompt, target) pairs for every item and task, with interests and styles drawn by a seeded RNG.
+    """(prompt, target) pairs for every item and task, with synthetic readers and styles drawn by a seeded RNG.
 
-    Interests mix one of the item's own terms (most of the time) with terms of other items, so the model
-    learns to name the interest that matches the facts and to ignore the others.
+    Targets vary: several phrasings per style (``prompts.training_target``), for blurbs the fact sentence most
+    relevant to the reader's profile (``scorer``: MiniLM similarity by default, word overlap as a cheap
+    stand-in) introduced by why the item fits (the explanation's reason, when the item carries one of the
+    reader's terms). The extractive fallback is one of the possible targets, never the only one.
     """
+    from models.generation.text import split_sentences
+
     rng = random.Random(seed)
+    score = scorer or overlap_scorer
     rows = list(items.itertuples(index=False))
     vocabulary = sorted({t for row in rows for t in item_terms(row)})
     examples: list[tuple[str, str]] = []
     for _ in range(rounds):
         for row in rows:
             own = item_terms(row)
+            facts = fact_text(str(row.body or ""), max_fact_words)
+            sentences = split_sentences(facts)
+            body_words = sorted({w for w in words_of(facts) if len(w) >= 5 and not w.isdigit()})
             for task in TASK_MIX:
-                interests: list[str] = rng.sample(vocabulary, k=min(len(vocabulary), rng.randint(1, 2)))
-                if own and rng.random() < 0.75:
-                    interests.insert(rng.randrange(len(interests) + 1), rng.choice(own))
-                interests = list(dict.fromkeys(interests))
                 style = (
                     resolve_style(task, rng.choice(STYLES))
                     if task in STYLED_TASKS
                     else resolve_style(task, None)
                 )
+                interests: tuple[str, ...] = ()
+                weights: tuple[float, ...] = ()
+                fit = None
+                sentence = None
+                if task == "blurb":
+                    cats, tags, keywords = _synthetic_profile(rng, own, vocabulary, body_words)
+                    terms = [*cats, *tags, *keywords]
+                    raw = [rng.random() + 0.1 for _ in terms]
+                    interests = tuple(terms)
+                    weights = tuple(round(w / sum(raw), 2) for w in raw)
+                    fit = fit_reason(
+                        cats, tags, keywords, own[0] if own else "", own[1:], f"{row.title} {facts}"
+                    )
+                    if sentences:
+                        scores = score(sentences, terms)[0]
+                        sentence = sentences[max(range(len(sentences)), key=lambda i: (scores[i], -i))]
+                elif task == "style_transfer" and sentences:
+                    sentence = sentences[0] if rng.random() < 0.6 else rng.choice(sentences)
                 # The target is built from the facts the prompt shows, so every target is copyable from it.
                 fields = PromptFields(
                     task=task,
                     style=style,
                     title=str(row.title or ""),
-                    body=fact_text(str(row.body or ""), max_fact_words),
-                    interests=tuple(interests) if task == "blurb" else (),
+                    body=facts,
+                    interests=interests,
+                    weights=weights,
+                    fit=fit,
                 )
-                target = reference_output(fields, max_words=max_words, item_terms=own)
+                target = training_target(fields, rng, sentence, max_words=max_words)
                 if target:
                     examples.append((build_prompt(fields, prompt_format, max_fact_words), target))
     return examples
+
+
+def corpus_examples(items: pd.DataFrame) -> list[tuple[str, str]]:
+    """The items' own titles and sentences as plain language-model text (empty prompt): fluency, not copying."""
+    out = []
+    for row in items.itertuples(index=False):
+        out.append(("", str(row.title or "")))
+        out.append(("", str(row.body or "")))
+    return [(p, t) for p, t in out if t.strip()]
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
@@ -155,7 +261,8 @@ def _encode_causal(
     eos = tokenizer.eos_token_id
     out = []
     for prompt, target in examples:
-        p_ids = tokenizer(prompt)["input_ids"]
+        # plain corpus text (no prompt) starts after an EOS, like a new document
+        p_ids = tokenizer(prompt)["input_ids"] if prompt else [eos]
         t_ids = tokenizer(" " + target)["input_ids"] + [eos]
         if len(p_ids) + len(t_ids) <= max_len:
             out.append((p_ids + t_ids, len(p_ids)))
@@ -230,12 +337,18 @@ def _train_loop(
     learning_rate: float,
     device: str,
     seed: int,
+    valid: list[Any] | None = None,
+    name: str = "generator",
+    blocks: int = 10,
 ) -> tuple[float, float]:
-    """AdamW with linear warm-up and cosine decay; returns the eval loss before and after.
+    """AdamW with linear warm-up and cosine decay; returns the validation loss before and after.
 
-    The eval loss is the mean over EVAL_EXAMPLES of ``encoded`` drawn with ``seed + 1``, in batches of 16.
+    The validation loss is the mean over up to EVAL_EXAMPLES of ``valid`` (examples of held-out items) drawn
+    with ``seed + 1``, in batches of 16; without ``valid`` it falls back to a sample of the training examples.
+    Progress is logged with :class:`EpochProgress` once per block of ``steps / blocks`` steps.
     """
-    eval_set = random.Random(seed + 1).sample(encoded, k=min(EVAL_EXAMPLES, len(encoded)))
+    pool = valid if valid else encoded
+    eval_set = random.Random(seed + 1).sample(pool, k=min(EVAL_EXAMPLES, len(pool)))
     eval_batches = [make_batch(eval_set[i : i + 16]) for i in range(0, len(eval_set), 16)]
     loss_before = _mean_loss(model, eval_batches, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -254,19 +367,31 @@ def _train_loop(
     amp_dtype = model_dtype(device) if use_amp else torch.float32
     # Batches of neighbours in length order (from a random start) waste little compute on padding.
     by_length = sorted(range(len(encoded)), key=lambda i: (_length(encoded[i]), i))
-    model.train()
-    for _ in range(steps):
-        start = rng.randrange(max(1, len(by_length) - batch_size + 1))
-        batch = make_batch([encoded[i] for i in by_length[start : start + batch_size]])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
-            loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-    loss_after = _mean_loss(model, eval_batches, device)
+    blocks = max(1, min(blocks, steps))
+    bounds = [round(steps * (b + 1) / blocks) for b in range(blocks)]
+    loss_after = loss_before
+    step = 0
+    valid_name = "valid_loss" if valid else "train_sample_loss"
+    with EpochProgress(name, total=blocks, log=log, unit="block") as progress:
+        for bound in bounds:
+            model.train()
+            total, n = 0.0, 0
+            while step < bound:
+                start = rng.randrange(max(1, len(by_length) - batch_size + 1))
+                batch = make_batch([encoded[i] for i in by_length[start : start + batch_size]])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
+                    loss = model(**batch).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                total += float(loss.detach())
+                n += 1
+                step += 1
+            loss_after = _mean_loss(model, eval_batches, device)
+            progress.step(loss=total / max(n, 1), **{valid_name: loss_after, "steps": step})
     return loss_before, loss_after
 
 
@@ -300,6 +425,10 @@ def lm_version(items: pd.DataFrame, settings: Any, seed: int, base: str | None =
                 "max_fact_words",
                 "use_lora",
                 "lora_r",
+                "heldout_share",
+                "target_scorer",
+                "example_rounds",
+                "train_on_corpus",
             )
         },
     }
@@ -335,6 +464,7 @@ def _reused(output_dir: Path, version: str) -> TrainResult | None:
         seconds=0.0,
         device=str(marker.get("device", "cpu")),
         reused=True,
+        heldout_items=tuple(marker.get("heldout_items", ())),
     )
 
 
@@ -362,10 +492,30 @@ def train_default_lm(
     device = resolve_device(device)
     started = time.perf_counter()
     torch.manual_seed(seed)
-    examples = build_examples(items, seed=seed, rounds=2, max_fact_words=settings.max_fact_words)
-    corpus = [*items["title"].astype(str), *items["body"].astype(str), *(p + " " + t for p, t in examples)]
+    heldout = heldout_item_ids(items, settings.heldout_share)
+    train_items = items[~items["item_id"].astype(str).isin(heldout)]
+    valid_items = items[items["item_id"].astype(str).isin(heldout)]
+    scorer = minilm_scorer() if settings.target_scorer == "minilm" else overlap_scorer
+    examples = build_examples(
+        train_items,
+        seed=seed,
+        rounds=settings.example_rounds,
+        max_fact_words=settings.max_fact_words,
+        scorer=scorer,
+    )
+    valid_examples = build_examples(
+        valid_items, seed=seed + 7, rounds=1, max_fact_words=settings.max_fact_words, scorer=scorer
+    )
+    lm_text = corpus_examples(train_items) if settings.train_on_corpus else []
+    # The tokenizer sees the training items only: held-out items are text the model never met.
+    corpus = [
+        *train_items["title"].astype(str),
+        *train_items["body"].astype(str),
+        *(p + " " + t for p, t in examples),
+    ]
     tokenizer = train_tokenizer(corpus, settings.vocab_size)
-    encoded = _encode_causal(tokenizer, examples, settings.n_positions)
+    encoded = _encode_causal(tokenizer, examples + lm_text, settings.n_positions)
+    valid_encoded = _encode_causal(tokenizer, valid_examples, settings.n_positions)
     if not encoded:
         raise ValueError("no training example fits n_positions; raise generation.n_positions")
     config = GPT2Config(
@@ -394,6 +544,8 @@ def train_default_lm(
         learning_rate=settings.learning_rate,
         device=device,
         seed=seed,
+        valid=valid_encoded,
+        name="content_generator (own LM)",
     )
     seconds = time.perf_counter() - started
     result = TrainResult(
@@ -407,6 +559,7 @@ def train_default_lm(
         n_examples=len(encoded),
         seconds=seconds,
         device=device,
+        heldout_items=tuple(sorted(heldout)),
     )
     model.to("cpu")
     _save(model, tokenizer, output_dir, _marker(result, items))
@@ -468,17 +621,34 @@ def fine_tune(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 512
+    heldout = heldout_item_ids(items, settings.heldout_share)
+    held = items["item_id"].astype(str).isin(heldout)
+    scorer = minilm_scorer() if settings.target_scorer == "minilm" else overlap_scorer
     examples = build_examples(
-        items, seed=seed, rounds=2, max_fact_words=settings.max_fact_words, prompt_format=prompt_format
+        items[~held],
+        seed=seed,
+        rounds=settings.example_rounds,
+        max_fact_words=settings.max_fact_words,
+        prompt_format=prompt_format,
+        scorer=scorer,
+    )
+    valid_examples = build_examples(
+        items[held],
+        seed=seed + 7,
+        max_fact_words=settings.max_fact_words,
+        prompt_format=prompt_format,
+        scorer=scorer,
     )
     pad = tokenizer.pad_token_id
     if is_seq2seq:
         encoded: list[Any] = _encode_seq2seq(tokenizer, examples, int(limit))
+        valid_encoded: list[Any] = _encode_seq2seq(tokenizer, valid_examples, int(limit))
 
         def make_batch(b: list[Any]) -> dict[str, torch.Tensor]:
             return _seq2seq_batch(b, pad)
     else:
         encoded = _encode_causal(tokenizer, examples, int(limit))
+        valid_encoded = _encode_causal(tokenizer, valid_examples, int(limit))
 
         def make_batch(b: list[Any]) -> dict[str, torch.Tensor]:
             return _causal_batch(b, pad)
@@ -503,6 +673,8 @@ def fine_tune(
         learning_rate=settings.fine_tune_learning_rate,
         device=device,
         seed=seed,
+        valid=valid_encoded,
+        name=f"content_generator (fine-tune {base})",
     )
     if use_lora:
         model = model.merge_and_unload()  # plain weights: the loader then needs no peft
@@ -517,6 +689,7 @@ def fine_tune(
         n_examples=len(encoded),
         seconds=time.perf_counter() - started,
         device=device,
+        heldout_items=tuple(sorted(heldout)),
     )
     model.to("cpu")
     _save(model, tokenizer, output_dir, _marker(result, items))

@@ -21,7 +21,7 @@ from models.generation.artifacts import (
     register_pretrained,
     register_trained,
 )
-from models.generation.evaluation import evaluate, write_summary
+from models.generation.evaluation import evaluate, sample_rows, write_summary
 from models.generation.service import build_requests, generate_content, items_by_id
 from models.generation.train import fine_tune, lm_version, train_default_lm
 from models.registry import ModelRegistry, data_snapshot_id, marts_snapshot_stats
@@ -88,7 +88,8 @@ def content_generator(context: dg.AssetExecutionContext, recgen: RecgenResource)
                 result = train_default_lm(
                     items, gen, work, seed=settings.seed, device=settings.resolved_device
                 )
-            artifact = register_trained(registry, result, snapshot, extra={"n_items": len(items)})
+            extra = {"n_items": len(items), "n_heldout_items": len(result.heldout_items)}
+            artifact = register_trained(registry, result, snapshot, extra=extra)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     else:
@@ -112,6 +113,8 @@ def content_generator(context: dg.AssetExecutionContext, recgen: RecgenResource)
             "train_seconds": dg.MetadataValue.float(float(metrics.get("train_seconds") or 0.0)),
             "n_examples": int(metrics.get("n_examples") or 0),
             "n_items": len(items),
+            "heldout_items": int(artifact.config.get("n_heldout_items") or 0),
+            "loss": "validation loss on the examples of held-out items (never trained on)",
             "path": dg.MetadataValue.path(str(artifact.path)),
         }
     )
@@ -188,14 +191,22 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
     stats["tokens_per_s"] = (
         stats["generated_tokens"] / stats["generation_seconds"] if stats["generation_seconds"] else 0.0
     )
-    figures = evaluate(rows, item_texts, profiles, stats)
+    from models.encoders import TextEncoder
+
+    encoder = TextEncoder(
+        gen.lift_encoder or settings.encoder.model_name_or_path, batch_size=64, max_length=128
+    )
+    heldout = generator.heldout_items
+    figures = evaluate(rows, item_texts, profiles, stats, heldout_items=heldout, embed=encoder.encode)
     with recgen.connect() as con:
         cache.write_frame(con, cache.new_rows(new_cache, cached))
         stored = daily.store_content(con, day, rows)
     summary_path = write_summary(
         {**figures, "day": day.isoformat()}, settings.reports_dir / "generation_summary.json"
     )
-    preview = pd.DataFrame([r.to_dict() for r in rows[:10]])
+    preview = pd.DataFrame([r.to_dict() for r in sample_rows(rows, per_style=5)])
+    if len(preview):
+        preview["heldout_item"] = preview["item_id"].isin(heldout)
     metadata: dict[str, object] = {
         "rows": stored,
         "active_users": len(users),
@@ -204,6 +215,9 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
         "profile_source": profile_source,
         "model_version": generator.version,
         "summary": dg.MetadataValue.path(str(summary_path.resolve())),
+        "heldout_items_in_catalog": len(heldout),
+        "fallback_reasons": dg.MetadataValue.json(figures["fallback_reasons"]),
+        "heldout_fallback_reasons": dg.MetadataValue.json(figures["heldout_fallback_reasons"]),
     }
     for key, value in figures.items():
         if isinstance(value, float):
@@ -211,10 +225,7 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
         elif isinstance(value, int):
             metadata[key] = value
     if len(preview):
-        metadata["preview"] = dg.MetadataValue.md(
-            preview[
-                ["user_id", "item_id", "task", "style", "text", "passed_guardrails", "fallback_reason"]
-            ].to_markdown(index=False)
-        )
+        columns = ["style", "task", "user_id", "item_id", "heldout_item", "text", "passed_guardrails"]
+        metadata["samples_per_style"] = dg.MetadataValue.md(preview[columns].to_markdown(index=False))
     context.log.info("generated copy for %d users on %s: %s", len({r.user_id for r in rows}), day, figures)
     return dg.MaterializeResult(metadata=metadata)

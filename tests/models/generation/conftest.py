@@ -26,6 +26,8 @@ TINY = GenerationSettings(
     n_positions=256,
     max_new_tokens=16,
     batch_size=8,
+    target_scorer="overlap",  # MiniLM target selection is tested once, in test_train.py
+    heldout_share=0.2,
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from models.generation.constraints import TokenKinds, WordTrie, split_words
 from models.generation.generator import Generator
+from models.generation.prompts import template_words
 from models.generation.text import words_of
 from tests.models.generation.conftest import decoding
 
@@ -44,7 +45,7 @@ def test_constrained_output_words_all_come_from_the_prompt(tiny_model, catalog) 
     # hot seeded sampling spreads the tiny model's choices over the whole vocabulary
     hot = {"do_sample": True, "temperature": 3.0, "top_p": 1.0, "seed": 2}
     prompts = _prompts(catalog, 6)
-    templates = set(words_of("Quick read This article reports the following Great news For fans of"))
+    templates = template_words()
 
     def foreign_words(gen: Generator) -> list[set[str]]:
         out = []

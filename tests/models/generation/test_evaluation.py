@@ -1,4 +1,4 @@
-"""Generation metrics against hand-computed values."""
+"""Generation figures against hand-computed values; faithfulness and the check's thresholds can fail."""
 
 from __future__ import annotations
 
@@ -6,21 +6,41 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.generation.evaluation import (
     SUMMARY_KEYS,
+    check_failures,
     distinct_2,
     evaluate,
+    faithfulness,
     fallback_rate,
-    grounding_rate,
+    fallback_reasons,
     lcs_length,
-    personalization,
+    personalization_lift,
     rouge_l,
+    style_of,
     write_summary,
 )
 from models.generation.samples import sample_profile
 from models.generation.service import GeneratedContent, ItemText
+from models.settings import GenerationSettings
+
+ITEMS = {
+    "i1": ItemText(
+        "i1",
+        "Lena Fischer wins the Lisbon marathon",
+        "Lena Fischer wins the Lisbon marathon after a bold 2025 season. About 4,200 runners followed the race.",
+        "sports",
+    ),
+    "i2": ItemText(
+        "i2",
+        "Aiko Tanaka opens a Kyoto bakery",
+        "Aiko Tanaka opens a Kyoto bakery after a quiet 2021 season. About 650 people tasted the bread.",
+        "food",
+    ),
+}
 
 
 def _row(
@@ -32,15 +52,14 @@ def _row(
     reason: str | None = None,
     cached: bool = False,
     latency: float = 10.0,
+    style: str = "concise",
 ) -> GeneratedContent:
-    return GeneratedContent(user, item, task, "concise", text, passed, reason, "v", latency, 5, cached)
+    return GeneratedContent(user, item, task, style, text, passed, reason, "v", latency, 5, cached)
 
 
 def test_lcs_and_rouge_l() -> None:
     assert lcs_length(["a", "b", "c", "d"], ["a", "c", "d", "e"]) == 3  # a c d
-    # LCS("the cat sat on the mat", "the cat lay on the mat") = the cat on the mat = 5 of 6 words each
     assert rouge_l("the cat sat on the mat", "the cat lay on the mat") == pytest.approx(5 / 6)
-    # P = 2/2, R = 2/4 -> F1 = 2 * 1 * 0.5 / 1.5 = 2/3
     assert rouge_l("the cat", "The cat sat down.") == pytest.approx(2 / 3)
     assert rouge_l("", "anything") == 0.0
 
@@ -51,32 +70,88 @@ def test_distinct_2() -> None:
     assert distinct_2(["one"]) == 0.0
 
 
-def test_rates_and_personalization() -> None:
+def test_fallbacks_and_cache_hits_are_counted_apart_from_quality() -> None:
     rows = [
-        _row("u1", "i1", "blurb", "For fans of sports: a race."),
-        _row("u1", "i2", "blurb", "A quiet race.", False, "ungrounded: Zorblax"),
-        _row("u2", "i1", "blurb", "Music tonight.", False, "repetition: 3 repeated 3-grams"),
-        _row("u2", "i1", "summary", "A race."),
+        _row("u1", "i1", "summary", "About 4,200 runners followed the race."),
+        _row("u1", "i2", "summary", "Aiko Tanaka opens a Kyoto bakery.", False, "ungrounded: Zorblax"),
+        _row("u2", "i1", "summary", "Lena Fischer wins.", False, "repetition: 3; not_well_formed: fragment"),
+        _row("u2", "i2", "summary", "Aiko Tanaka opens a Kyoto bakery.", cached=True),
     ]
-    profiles = {"u1": sample_profile("u1", ["sports"]), "u2": sample_profile("u2", ["music"])}
-    assert grounding_rate(rows) == pytest.approx(3 / 4)  # one ungrounded rejection
-    assert fallback_rate(rows) == pytest.approx(2 / 4)
-    # blurbs only: u1's first names "sports", u2's names "music" -> 2 of 3
-    assert personalization(rows, profiles) == pytest.approx(2 / 3)
+    # fresh rows only: 2 of 3 fell back; the cached row is neither a model nor a fallback row
+    assert fallback_rate(rows) == pytest.approx(2 / 3)
+    assert fallback_reasons(rows) == {"ungrounded": 1, "repetition": 1, "not_well_formed": 1}
+    figures = evaluate(rows, ITEMS, {}, {"tokens_per_s": 50.0})
+    assert (figures["n_model_rows"], figures["n_fallback_rows"], figures["n_cached_rows"]) == (1, 2, 1)
+    # quality over the one model row: its text is the only one distinct-2 sees (5 bigrams, all distinct)
+    assert figures["distinct_2"] == 1.0 and figures["faithfulness"] == 1.0
+    assert figures["raw_faithfulness"] == pytest.approx(2 / 3)  # one fresh output was ungrounded
+    assert figures["well_formed_share"] == pytest.approx(2 / 3)
+    assert figures["p95_latency_ms"] == 10.0
 
 
-def test_evaluate_and_summary_file(tmp_path: Path) -> None:
-    items = {"i1": ItemText("i1", "Race", "The race was fast. It rained.", "sports")}
+def test_swapping_two_items_facts_drops_faithfulness() -> None:
     rows = [
-        _row("u1", "i1", "summary", "The race was fast.", latency=100.0),
-        _row("u1", "i1", "summary", "The race was fast. It rained.", cached=True, latency=1.0),
+        _row("u1", "i1", "summary", "About 4,200 runners followed the race."),
+        _row("u1", "i2", "summary", "About 650 people tasted the bread."),
     ]
-    figures = evaluate(rows, items, {}, {"tokens_per_s": 50.0, "model_calls": 1, "generated_tokens": 5})
-    # ROUGE-L vs the lead "The race was fast. It rained.": 4/6 words -> P=1, R=2/3, F=0.8; and 1.0
-    assert figures["rouge_l"] == pytest.approx((0.8 + 1.0) / 2)
-    assert figures["p95_latency_ms"] == 100.0  # only the row generated now counts
-    assert figures["n_items"] == 1 and math.isnan(figures["personalization"])
+    assert faithfulness(rows, ITEMS) == 1.0
+    swapped = {"i1": ITEMS["i2"], "i2": ITEMS["i1"]}
+    assert faithfulness(rows, swapped) == 0.0
+
+
+def test_heldout_figures_cover_only_heldout_items() -> None:
+    rows = [
+        _row("u1", "i1", "summary", "About 4,200 runners followed the race."),
+        _row("u1", "i2", "summary", "Aiko Tanaka opens a Kyoto bakery.", False, "ungrounded: x"),
+    ]
+    figures = evaluate(rows, ITEMS, {}, heldout_items={"i2"})
+    assert figures["heldout_fallback_rate"] == 1.0 and figures["seen_fallback_rate"] == 0.0
+    assert figures["heldout_n_model_rows"] == 0 and math.isnan(figures["heldout_faithfulness"])
+
+
+def test_personalization_lift_rewards_copy_closer_to_its_own_user() -> None:
+    vectors = {
+        "sports": [1.0, 0.0],
+        "food": [0.0, 1.0],
+        "A sports text.": [0.9, 0.1],
+        "A food text.": [0.2, 0.8],
+    }
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.array([vectors[t] for t in texts])
+
+    profiles = {"u1": sample_profile("u1", ["sports"]), "u2": sample_profile("u2", ["food"])}
+    profiles = {u: type(p)(u, p.top_categories) for u, p in profiles.items()}  # categories only
+    rows = [_row("u1", "i1", "blurb", "A sports text."), _row("u2", "i1", "blurb", "A food text.")]
+    lift, same_item = personalization_lift(rows, profiles, embed)
+    # u1: 0.9 - 0.1 = 0.8; u2: 0.8 - 0.2 = 0.6; both compared with a user who got the same item
+    assert lift == pytest.approx(0.7) and same_item == 2
+    swapped = [_row("u1", "i1", "blurb", "A food text."), _row("u2", "i1", "blurb", "A sports text.")]
+    assert personalization_lift(swapped, profiles, embed)[0] == pytest.approx(-0.7)
+
+
+def test_style_rules_tell_the_four_styles_apart() -> None:
+    assert style_of("Great news! About 4,200 runners followed the race.") == "enthusiastic"
+    assert style_of("Quick read: About 4,200 runners followed the race.") == "casual"
+    assert style_of("Of interest to readers of sports: About 4,200 runners followed the race.") == "formal"
+    assert style_of("About 4,200 runners followed the race.") == "concise"
+
+
+def test_check_fails_on_each_threshold() -> None:
+    settings = GenerationSettings()
+    good = {"fallback_rate": 0.05, "faithfulness": 1.0, "distinct_2": 0.6}
+    assert check_failures(good, settings) == []
+    assert check_failures({**good, "fallback_rate": 0.2}, settings)[0].startswith("fallback rate")
+    assert check_failures({**good, "faithfulness": 0.95}, settings)[0].startswith("faithfulness")
+    assert check_failures({**good, "distinct_2": 0.1}, settings)[0].startswith("distinct-2")
+    assert len(check_failures({**good, "faithfulness": float("nan")}, settings)) == 1
+
+
+def test_summary_file(tmp_path: Path) -> None:
+    rows = [_row("u1", "i1", "summary", "About 4,200 runners followed the race.", latency=100.0)]
+    figures = evaluate(rows, ITEMS, {}, {"tokens_per_s": 50.0, "model_calls": 1, "generated_tokens": 5})
     path = write_summary(figures, tmp_path / "reports" / "generation_summary.json")
     data = json.loads(path.read_text())
     assert list(data)[: len(SUMMARY_KEYS)] == list(SUMMARY_KEYS)
-    assert data["personalization"] is None and data["tokens_per_s"] == 50.0
+    assert data["personalization_lift"] is None and data["tokens_per_s"] == 50.0
+    assert "heldout_fallback_rate" in data and data["n_model_rows"] == 1

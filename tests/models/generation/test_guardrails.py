@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from models.generation.guardrails import (
     GuardrailConfig,
     allowed_words,
@@ -10,12 +12,14 @@ from models.generation.guardrails import (
     check_output,
     extractive_fallback,
     misplaced_numbers,
+    mixed_claims,
     repeated_ngrams,
+    sentence_problems,
     ungrounded_terms,
 )
 from models.generation.prompts import PromptFields
 from models.generation.service import ItemText, finalize_text, trim_repetition, trim_unfinished
-from models.generation.text import scrub_pii
+from models.generation.text import scrub_pii, split_sentences
 from models.settings import GenerationSettings
 
 ITEM = ItemText(
@@ -40,9 +44,9 @@ def test_invented_name_and_number_are_caught() -> None:
 
 
 def test_grounded_output_passes_with_profile_terms_and_template_words() -> None:
-    # "sports" comes from the profile, "Quick read"/"fans" from the templates, the rest from the item
-    out = "Quick read: For fans of sports: About 4200 runners followed the Lisbon marathon."
-    result = check_output(out, "blurb", ITEM.sources, ["sports"], CONFIG)
+    # "sports" is the item's category, "Quick read"/"fans" come from the templates, the rest from the item
+    out = "Quick read: For fans of sports: About 4200 runners followed the race."
+    result = check_output(out, "blurb", ITEM.sources, [], CONFIG)
     assert result.passed, result.reasons
 
 
@@ -73,7 +77,9 @@ def test_output_of_only_template_and_function_words_is_rejected() -> None:
     # "For fans of sports" is the blurb template plus the user's interest: it says nothing about the item
     result = check_output("For fans of sports: the following.", "blurb", ITEM.sources, ["sports"], CONFIG)
     # only "sports" counts: "following" is a template word ("This article reports the following.")
-    assert result.reasons == ["no_content: 1 content words < 4"]
+    assert result.reasons[0] == "no_content: 1 content words < 4"
+    # and what follows the opening is no sentence: lower-case start, no verb
+    assert result.reasons[1].startswith("not_well_formed: lower-case start 'the following.'")
 
 
 def test_content_words_are_checked_only_when_asked() -> None:
@@ -149,6 +155,66 @@ def test_loops_and_budget_cuts_are_trimmed_before_checking() -> None:
     fields = PromptFields("summary", "concise", ITEM.title, ITEM.body)
     checked = finalize_text(looping, fields, ITEM, GenerationSettings())
     assert checked.passed and checked.text == "Lena Fischer wins the Lisbon marathon."
+
+
+OTHER = ItemText(
+    "i2",
+    "Aiko Tanaka opens a Kyoto bakery",
+    "Aiko Tanaka opens a Kyoto bakery after a quiet 2021 season. About 650 people tasted the bread.",
+    "food",
+)
+
+
+def test_planted_wrong_number_is_caught() -> None:
+    good = "About 4,200 runners followed the race."
+    assert check_output(good, "summary", ITEM.sources, (), CONFIG).passed
+    result = check_output(good.replace("4,200", "4,700"), "summary", ITEM.sources, (), CONFIG)
+    assert not result.passed and result.reason == "ungrounded: 4,700"
+
+
+def test_name_from_another_item_is_caught() -> None:
+    result = check_output("Aiko Tanaka wins the Lisbon marathon.", "summary", ITEM.sources, (), CONFIG)
+    assert not result.passed and "Aiko" in result.ungrounded and "Tanaka" in result.ungrounded
+
+
+def test_sentence_copied_from_another_items_facts_is_caught() -> None:
+    copied = split_sentences(OTHER.body)[1]  # "About 650 people tasted the bread."
+    assert check_output(copied, "summary", OTHER.sources, (), CONFIG).passed
+    result = check_output(copied, "summary", ITEM.sources, (), CONFIG)
+    assert not result.passed and result.reason.startswith("ungrounded: 650")
+
+
+def test_facts_combined_across_sentences_are_caught() -> None:
+    # every part is the item's, but the item never says Lena Fischer drew 4,200 runners
+    mixed = "Lena Fischer wins the race with 4,200 runners."
+    assert [m[:20] for m in mixed_claims(mixed, ITEM.sources)] == [mixed[:20]]
+    assert mixed_claims("About 4,200 runners followed the race.", ITEM.sources) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Rep. National Assembly Watch, the following. National Assembly.", "fragment 'National Assembly.'"),
+        ("Supporters say a path to a better referendum offers", "no terminal punctuation"),
+        ("about 4,200 runners followed the race.", "lower-case start"),
+        ("The runners of the Lisbon marathon.", "no verb"),
+        ("About 4,200 runners followed the.", "dangling end"),
+        ("Lena Fischer Lena Fischer wins the race.", "doubled phrase"),
+        ("Great news! Lena Fischer wins the race. Lena Fischer wins the race.", "repeated sentence"),
+    ],
+)
+def test_ill_formed_outputs_are_caught(text: str, problem: str) -> None:
+    problems = sentence_problems(text, "summary")
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_well_formed_outputs_pass() -> None:
+    for text in (
+        "Great news! About 4,200 runners followed the race.",
+        "For fans of running: Lena Fischer wins the Lisbon marathon after a bold 2025 season.",
+        "Quick read: For fans of sports: About 4,200 runners followed the race.",
+    ):
+        assert sentence_problems(text, "blurb") == [], text
 
 
 def test_the_fallback_leaves_out_item_sentences_with_blocklisted_phrases():

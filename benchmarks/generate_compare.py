@@ -1,0 +1,278 @@
+"""Compare copy generators on held-out items: fallback, faithfulness, distinct-2, personalization lift, CPU cost.
+
+Each candidate is trained here on the catalog minus its held-out items (``generation.heldout_share``), then
+writes blurbs and summaries for a fixed panel of readers (two named readers with different profiles plus
+seeded random ones) on seen and held-out items, through the same service, guardrails and figures as the
+pipeline (``models.generation.evaluation.evaluate``). Candidates:
+
+- ``own-lm-800``: the own small LM at the old budget (800 steps, 2 layers x 128, no item-text corpus);
+- ``own-lm``: the own LM as configured now (GenerationSettings defaults: more steps, item-text corpus);
+- ``champion``: the registry's champion as the pipeline trained it (nothing trained here);
+- ``bert2bert``: MiniLM warm-started encoder-decoder (``EncoderDecoderModel.from_encoder_decoder_pretrained``).
+
+Usage (prints a markdown table, writes JSON with samples):
+
+    RECGEN_TORCH_THREADS=2 .venv/bin/python benchmarks/generate_compare.py --json reports/generate_compare.json
+    .venv/bin/python benchmarks/generate_compare.py --candidates own-lm --items 200   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from models.generation.evaluation import evaluate, sample_rows  # noqa: E402
+from models.generation.generator import DecodingConfig, Generator  # noqa: E402
+from models.generation.service import (  # noqa: E402
+    GenerationRequest,
+    content_hash,
+    generate_content,
+    items_by_id,
+)
+from models.generation.train import heldout_item_ids, train_default_lm  # noqa: E402
+from models.interests import InterestProfile  # noqa: E402
+from models.settings import GenerationSettings, get_settings  # noqa: E402
+
+STYLES = ("concise", "casual", "formal", "enthusiastic")
+
+
+def simulator_items(n: int | None) -> pd.DataFrame:
+    """The default simulator's catalog (first ``n`` items), with content hashes."""
+    from models.data.simulator import ContentPlatformSimulator, table_to_frame
+
+    items = table_to_frame(ContentPlatformSimulator(get_settings()).items_table())
+    items["content_hash"] = [content_hash(t, b) for t, b in zip(items.title, items.body, strict=True)]
+    return items.head(n) if n else items
+
+
+def reader_panel(items: pd.DataFrame, n_random: int, seed: int) -> dict[str, InterestProfile]:
+    """Two named readers with different profiles, plus ``n_random`` seeded ones, each in a style."""
+    rng = np.random.default_rng(seed)
+    cats = sorted(items["category"].unique())
+    tags = sorted({t for ts in items["tags"] for t in str(ts).split("|") if t})
+    out = {
+        "reader_a": InterestProfile(
+            "reader_a", [(cats[0], 0.7), (cats[1], 0.3)], [(tags[0], 0.6), (tags[3], 0.4)], [], "casual", 40
+        ),
+        "reader_b": InterestProfile(
+            "reader_b",
+            [(cats[-1], 0.8), (cats[2], 0.2)],
+            [(tags[-1], 0.5), (tags[-4], 0.5)],
+            [],
+            "formal",
+            40,
+        ),
+    }
+    for i in range(n_random):
+        c = rng.choice(cats, size=2, replace=False)
+        t = rng.choice(tags, size=2, replace=False)
+        w = float(rng.uniform(0.5, 0.9))
+        style = STYLES[i % 4]
+        out[f"reader_{i:02d}"] = InterestProfile(
+            f"reader_{i:02d}",
+            [(str(c[0]), w), (str(c[1]), 1 - w)],
+            [(str(t[0]), 0.5), (str(t[1]), 0.5)],
+            [],
+            style,
+            20,
+        )
+    return out
+
+
+def requests_for(
+    items: pd.DataFrame, heldout: set[str], readers: dict[str, InterestProfile], per_split: int, seed: int
+) -> list[GenerationRequest]:
+    """Every reader x (``per_split`` seen + ``per_split`` held-out items) x (blurb, summary)."""
+    texts = items_by_id(items)
+    rng = np.random.default_rng(seed)
+    seen_ids = sorted(set(texts) - heldout)
+    held_ids = sorted(heldout)
+    chosen = list(rng.choice(seen_ids, size=min(per_split, len(seen_ids)), replace=False))
+    chosen += list(rng.choice(held_ids, size=min(per_split, len(held_ids)), replace=False))
+    out = []
+    for reader, profile in readers.items():
+        # each reader sees a third of the chosen items, the two named readers all of them (same items)
+        mine = chosen if reader in ("reader_a", "reader_b") else chosen[hash(reader) % 3 :: 3]
+        for item_id in mine:
+            for task in ("blurb", "summary"):
+                out.append(GenerationRequest(reader, texts[str(item_id)], profile, task))
+    return out
+
+
+def bert2bert_dir(out: Path, encoder_path: str) -> Path:
+    """A MiniLM-warm-started encoder-decoder saved with its tokenizer, ready for ``fine_tune``."""
+    from transformers import AutoTokenizer, EncoderDecoderModel
+
+    tok = AutoTokenizer.from_pretrained(encoder_path)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(encoder_path, encoder_path)
+    model.config.decoder_start_token_id = tok.cls_token_id
+    model.config.pad_token_id = tok.pad_token_id
+    model.config.eos_token_id = tok.sep_token_id
+    model.generation_config.decoder_start_token_id = tok.cls_token_id
+    model.generation_config.eos_token_id = tok.sep_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    tok.eos_token = tok.sep_token
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def train_candidate(
+    name: str, items: pd.DataFrame, work: Path, args: argparse.Namespace
+) -> tuple[Path, dict]:
+    """Train one candidate; returns its dir and training figures."""
+    base = GenerationSettings(heldout_share=args.heldout_share)
+    started = time.perf_counter()
+    if name == "champion":  # the registry's champion (after the pipeline), not trained here
+        from models.generation.artifacts import REGISTRY_NAME, model_location
+        from models.registry import ModelRegistry
+
+        champion = ModelRegistry(get_settings().artifacts_dir).champion(REGISTRY_NAME)
+        if champion is None:
+            raise SystemExit("no generator champion: materialize content_generator first")
+        metrics = champion.metrics
+        return Path(model_location(champion)), {
+            "train_seconds": float(metrics.get("train_seconds") or 0.0),
+            "steps": int(champion.config.get("steps") or 0),
+            "valid_loss_before": metrics.get("loss_before"),
+            "valid_loss_after": metrics.get("loss_after"),
+        }
+    if name == "own-lm-800":
+        settings = base.model_copy(
+            update={"train_steps": 800, "train_batch_size": 8, "train_on_corpus": False}
+        )
+        result = train_default_lm(items, settings, work / name, seed=args.seed, device="cpu", reuse=False)
+    elif name == "own-lm":
+        result = train_default_lm(items, base, work / name, seed=args.seed, device="cpu", reuse=False)
+        settings = base
+    elif name == "bert2bert":
+        from models.generation.train import fine_tune
+
+        path = bert2bert_dir(work / "b2b-base", get_settings().encoder.model_name_or_path)
+        settings = base.model_copy(
+            update={"train_steps": args.b2b_steps, "train_batch_size": 8, "fine_tune_learning_rate": 5e-5}
+        )
+        result = fine_tune(path, items, settings, work / name, seed=args.seed, device="cpu", use_lora=False)
+    else:
+        raise ValueError(f"unknown candidate {name!r}")
+    return result.path, {
+        "train_seconds": time.perf_counter() - started,
+        "steps": settings.train_steps,
+        "valid_loss_before": result.loss_before,
+        "valid_loss_after": result.loss_after,
+        "n_params_m": None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--candidates", nargs="+", default=["own-lm-800", "own-lm", "bert2bert"])
+    parser.add_argument("--items", type=int, default=None, help="first N simulator items (default: all)")
+    parser.add_argument("--per-split", type=int, default=30, help="seen and held-out items per reader panel")
+    parser.add_argument("--readers", type=int, default=10, help="random readers besides the two named ones")
+    parser.add_argument("--heldout-share", type=float, default=0.1)
+    parser.add_argument("--b2b-steps", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    settings = get_settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    items = simulator_items(args.items)
+    heldout = heldout_item_ids(items, args.heldout_share)
+    if args.candidates == ["champion"]:
+        from models.generation.generator import read_marker
+
+        path, _ = train_candidate("champion", items, Path("."), args)
+        heldout = set((read_marker(path) or {}).get("heldout_items", heldout))
+    readers = reader_panel(items, args.readers, args.seed)
+    requests = requests_for(items, heldout, readers, args.per_split, args.seed)
+    texts = items_by_id(items)
+    from models.encoders import TextEncoder
+
+    encoder = TextEncoder(settings.encoder.model_name_or_path)
+    print(f"catalog: {len(items)} simulator items, {len(heldout)} held out; {len(requests)} requests")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.candidates:
+            path, train = train_candidate(name, items, Path(tmp), args)
+            decoding = DecodingConfig.from_settings(settings)
+            gen = Generator.load(path, decoding, batch_size=settings.generation.batch_size, device="cpu")
+            n_params = sum(p.numel() for p in gen.model.parameters()) / 1e6
+            before = gen.stats()
+            rows = generate_content(requests, gen, None, settings.generation)
+            after = gen.stats()
+            secs = after["generation_seconds"] - before["generation_seconds"]
+            stats = {
+                "tokens_per_s": (after["generated_tokens"] - before["generated_tokens"]) / max(secs, 1e-9)
+            }
+            figures = evaluate(rows, texts, readers, stats, heldout_items=heldout, embed=encoder.encode)
+            named = [r for r in rows if r.user_id in ("reader_a", "reader_b")]
+            samples = [r.to_dict() for r in sample_rows(rows, 5)]
+            pairs = [r.to_dict() for r in named if r.task == "blurb"][:20]
+            results.append(
+                {
+                    "candidate": name,
+                    "params_m": n_params,
+                    **train,
+                    "generate_seconds": secs,
+                    "figures": figures,
+                    "samples": samples,
+                    "named_readers": pairs,
+                }
+            )
+            print(
+                f"{name}: fallback {figures['fallback_rate']:.3f} heldout {figures['heldout_fallback_rate']:.3f} "
+                f"faith {figures['faithfulness']:.3f} d2 {figures['distinct_2']:.3f} "
+                f"lift {figures['personalization_lift']:.4f} train {train['train_seconds']:.0f}s "
+                f"tok/s {stats['tokens_per_s']:.0f} reasons {figures['fallback_reasons']}",
+                flush=True,
+            )
+    keys = [
+        ("fallback_rate", "fallback"),
+        ("heldout_fallback_rate", "held-out fallback"),
+        ("faithfulness", "faithfulness"),
+        ("raw_faithfulness", "raw faithfulness"),
+        ("heldout_faithfulness", "held-out faithfulness"),
+        ("distinct_2", "distinct-2"),
+        ("personalization_lift", "lift"),
+        ("style_accuracy", "style acc."),
+        ("tokens_per_s", "tokens/s"),
+        ("p95_latency_ms", "p95 ms"),
+    ]
+    print("\n| generator | params (M) | train s | " + " | ".join(k[1] for k in keys) + " |")
+    print("|---" * (3 + len(keys)) + "|")
+    for r in results:
+        f = r["figures"]
+        cells = [f"{f[k]:.3f}" if isinstance(f[k], float) else str(f[k]) for k, _ in keys]
+        print(
+            f"| {r['candidate']} | {r['params_m']:.1f} | {r['train_seconds']:.0f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps({"requests": len(requests), "results": results}, indent=2, default=str)
+        )
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
