@@ -263,8 +263,10 @@ class RetrievalIndex:
             ann.save(path)
 
     @classmethod
-    def load(cls, path: Path, ann_threshold_items: int, device: str = "cpu") -> RetrievalIndex:
-        """Load what :meth:`save` wrote (the saved faiss index too, when this catalog uses one)."""
+    def load(
+        cls, path: Path, ann_threshold_items: int, device: str = "cpu", with_ann: bool = True
+    ) -> RetrievalIndex:
+        """Load what :meth:`save` wrote (the saved faiss index too, when this catalog uses one and ``with_ann``)."""
         order = pd.read_parquet(path / "item_order.parquet")
         space = torch.load(path / "item_space.pt", map_location=device, weights_only=True)
         index = cls(
@@ -273,7 +275,7 @@ class RetrievalIndex:
             published_hours=order["published_hours"].to_numpy(),
             ann_threshold_items=ann_threshold_items,
         )
-        if index.uses_ann and (path / ANN_FILE).exists():
+        if with_ann and index.uses_ann and (path / ANN_FILE).exists():
             index.ann = FaissIndex.load(path)
         return index
 
@@ -287,3 +289,13 @@ class RetrievalIndex:
             and np.array_equal(self.popular_order, other.popular_order)
             and np.array_equal(self.fresh_order, other.fresh_order)
         )
+
+
+def load_if_same_catalog(current: RetrievalIndex, path: Path, device: str = "cpu") -> RetrievalIndex | None:
+    """The index saved at ``path`` (its faiss index included) when it indexes ``current``'s catalog, else None."""
+    saved = RetrievalIndex.load(path, current.ann_threshold_items, device, with_ann=False)
+    if not saved.same_catalog(current):
+        return None
+    if saved.uses_ann and (path / ANN_FILE).exists():
+        saved.ann = FaissIndex.load(path)
+    return saved
