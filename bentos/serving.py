@@ -46,11 +46,15 @@ RECOMMENDER_NAME = "full_stack"  # the registry name of the served recommender
 RETRIEVAL_NAME = "retrieval_index"  # the pipeline's index of the same catalog (with its faiss ANN when large)
 
 
-def use_retrieval_index(registry: ModelRegistry, model: FullStackModel, device: str) -> str | None:
+def use_retrieval_index(
+    registry: ModelRegistry, model: FullStackModel, device: str, threshold: int
+) -> str | None:
     """Serve the newest ``retrieval_index`` artifact that indexes the model's catalog; its version or None.
 
-    Either way the ANN index (above ``retrieval.ann_threshold_items``) is ready before the first request.
+    Either way the ANN index (above ``retrieval.ann_threshold_items`` of the serving settings, which decide
+    exact or approximate search here) is ready before the first request.
     """
+    model.index.ann_threshold_items = threshold
     version = None
     for artifact in reversed(registry.versions(RETRIEVAL_NAME)):
         saved = load_if_same_catalog(model.index, artifact.path, device)
@@ -116,7 +120,9 @@ class ServingModels:
         registry = ModelRegistry.from_settings(settings)
         artifact = registry.load_champion(RECOMMENDER_NAME)
         model = FullStackModel.load(artifact.path, settings.resolved_device)
-        retrieval_version = use_retrieval_index(registry, model, settings.resolved_device)
+        retrieval_version = use_retrieval_index(
+            registry, model, settings.resolved_device, settings.retrieval.ann_threshold_items
+        )
         recommender = Recommender.from_settings(model, settings)
         log.info("loaded %s %s from %s", RECOMMENDER_NAME, artifact.version, artifact.path)
         generator = cache_con = None

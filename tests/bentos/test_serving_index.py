@@ -32,7 +32,7 @@ def test_the_matching_artifact_is_served_with_its_saved_ann(tmp_path, monkeypatc
         raise AssertionError("the ANN must be read from the artifact, not rebuilt")
 
     monkeypatch.setattr(FaissIndex, "build", no_build)
-    version = use_retrieval_index(registry, model, "cpu")
+    version = use_retrieval_index(registry, model, "cpu", 500)
     assert version == f"{RETRIEVAL_NAME}:{matching.version}"
     assert model.index is not own and model.index.ann is not None
     assert model.index.ann.index.ntotal == 1000
@@ -53,7 +53,9 @@ def test_without_a_matching_artifact_the_model_index_is_kept_and_its_ann_built(t
     registry.register(RETRIEVAL_NAME, _index(999).save, metrics={})
     model = SimpleNamespace(index=_index(1000))
     own = model.index
-    assert use_retrieval_index(registry, model, "cpu") is None
+    assert use_retrieval_index(registry, model, "cpu", 500) is None
     assert model.index is own and own.ann is not None  # ready before the first request
     small = SimpleNamespace(index=_index(100))
-    assert use_retrieval_index(registry, small, "cpu") is None and small.index.ann is None  # exact search
+    assert (
+        use_retrieval_index(registry, small, "cpu", 500) is None and small.index.ann is None
+    )  # exact search
