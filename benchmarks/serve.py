@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -192,7 +193,7 @@ def build_world_here(ann_users: int = 300) -> None:
     )
     ann = index.ann if index.ann is not None else FaissIndex.build(index.space)
     base_probe = ann.n_probe
-    for n_probe in sorted({8, 16, base_probe, 64, 128}):
+    for n_probe in sorted({8, 16, 32, base_probe, 128}):
         ann.n_probe = n_probe
         approx = ann.search(vectors, k, seen)[1]
         recall = np.mean(
@@ -223,7 +224,7 @@ def build_world_here(ann_users: int = 300) -> None:
 
 def world_key(n_items: int, n_users: int, n_days: int) -> dict[str, int]:
     """What a reusable benchmark world is made of."""
-    return {"n_items": n_items, "n_users": n_users, "n_days": n_days, "format": 1}
+    return {"n_items": n_items, "n_users": n_users, "n_days": n_days, "format": 2}
 
 
 def ensure_world(n_items: int, n_users: int, n_days: int) -> tuple[dict[str, str], dict]:
@@ -239,6 +240,7 @@ def ensure_world(n_items: int, n_users: int, n_days: int) -> tuple[dict[str, str
     print(
         f"building the benchmark world {home} ({n_items} items, {n_users} users, {n_days} days)", flush=True
     )
+    shutil.rmtree(home, ignore_errors=True)  # a fresh registry: its artifacts are the served champion's
     # built with the ANN on, so the retrieval_index artifact carries its faiss index; serving decides to use it
     build_env = {**env, "RECGEN_RETRIEVAL__ANN_THRESHOLD_ITEMS": str(max(1, n_items - 1))}
     subprocess.run(

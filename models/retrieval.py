@@ -22,8 +22,9 @@ import torch
 SOURCE_TWO_TOWER = "two_tower"
 SOURCE_POPULAR = "popular"
 SOURCE_FRESH = "fresh"
-# lists probed per query: at 100k items (1264 lists) this keeps recall@10 of the trained two-tower near 0.99
-ANN_DEFAULT_N_PROBE = 32
+# share of the IVF lists probed per query: on the 100k-item benchmark world (316 lists) probing 64 gave recall@10
+# 0.997 against exact search (benchmarks/serve.py --items 100000 prints the sweep)
+ANN_PROBE_SHARE = 0.2
 
 
 @dataclass
@@ -100,11 +101,11 @@ class FaissIndex:
     def build(
         cls, space: ItemSpace, n_lists: int | None = None, n_probe: int | None = None, seed: int = 0
     ) -> FaissIndex:
-        """IVF with ~4 sqrt(n_items) lists (faiss' guideline), trained on at most 256 vectors per list."""
+        """IVF with ~sqrt(n_items) lists, ``ANN_PROBE_SHARE`` of them probed; trained on <= 256 vectors a list."""
         import faiss
 
         data = cls.item_matrix(space)
-        n_lists = n_lists or max(1, min(len(data) // 39, int(4 * math.sqrt(len(data)))))
+        n_lists = n_lists or max(1, min(len(data) // 39, int(math.sqrt(len(data)))))
         quantizer = faiss.IndexFlatIP(data.shape[1])
         index = faiss.IndexIVFFlat(quantizer, data.shape[1], n_lists, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
@@ -112,7 +113,7 @@ class FaissIndex:
         train = data[rng.choice(len(data), min(len(data), 256 * n_lists), replace=False)]
         index.train(train)
         index.add(data)
-        return cls(index, n_probe or max(1, min(n_lists, ANN_DEFAULT_N_PROBE)))
+        return cls(index, n_probe or max(1, math.ceil(ANN_PROBE_SHARE * n_lists)))
 
     def search(
         self, user_vecs: torch.Tensor, k: int, seen: list[np.ndarray]
@@ -174,7 +175,7 @@ class RetrievalIndex:
     space: ItemSpace  # unit item vectors, biases, logit scale
     popularity: np.ndarray  # recent engagement counts per item
     published_hours: np.ndarray  # publication time per item (hours since epoch)
-    ann_threshold_items: int = 200_000
+    ann_threshold_items: int = 50_000
     ann: FaissIndex | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
