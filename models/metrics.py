@@ -1,6 +1,6 @@
 """Offline recommendation metrics as small pure functions over ranked lists, sets and arrays.
 
-Conventions (shared by every model through ``models.training``):
+Conventions (shared by every model through ``models.evaluation``):
 
 - Ranking metrics take a *ranked* list of item ids (best first) and the set of relevant items. They are
   full-ranking metrics: the list comes from ranking every catalog item the user had not engaged with before the

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DatasetKind = Literal["simulator", "movielens", "mind"]
+DatasetKind = Literal["simulator", "movielens", "mind", "recbole"]
 
 
 def packaged_encoder_path() -> str:
@@ -70,12 +70,52 @@ class SimulatorSettings(BaseModel):
 
 
 class SplitSettings(BaseModel):
-    """Temporal split: the last ``test_days`` are test, the ``valid_days`` before them are valid."""
+    """Temporal split, leakage-free by time (train < valid < test), done in dbt (int_split__boundaries).
+
+    Two kinds: by days (the last ``test_days`` calendar days are test, the ``valid_days`` before them valid;
+    the simulator's default) or, when ``test_share`` and ``valid_share`` are set, by share of events (the last
+    ``test_share`` of all events in time order are test, the ``valid_share`` before them valid). MovieLens and
+    RecBole datasets default to the share split 0.1 / 0.1 unless a split field is set explicitly.
+    """
 
     valid_days: int = Field(2, ge=1)
     test_days: int = Field(2, ge=1)
+    test_share: float | None = Field(
+        None, gt=0, lt=1, description="share split: last share of events (by time) that is test; None = days"
+    )
+    valid_share: float | None = Field(
+        None, gt=0, lt=1, description="share split: share of events before test that is valid; None = days"
+    )
     negatives_per_positive: int = Field(4, ge=1)
     session_gap_minutes: int = Field(30, ge=1, description="inactivity that ends a session")
+
+    @model_validator(mode="after")
+    def _shares_together(self) -> SplitSettings:
+        if (self.test_share is None) != (self.valid_share is None):
+            raise ValueError("split.test_share and split.valid_share are set together (or neither)")
+        if self.test_share is not None and self.test_share + (self.valid_share or 0) >= 1:
+            raise ValueError("split.test_share + split.valid_share must leave a train share (sum < 1)")
+        return self
+
+    @property
+    def by_share(self) -> bool:
+        """True for the share-of-events split, False for the days split."""
+        return self.test_share is not None
+
+    def dbt_vars(self) -> dict[str, object]:
+        """The dbt vars of the split models (dbt_project.yml documents them); None shares = the days split."""
+        return {
+            "valid_days": self.valid_days,
+            "test_days": self.test_days,
+            "test_share": self.test_share,
+            "valid_share": self.valid_share,
+            "negatives_per_positive": self.negatives_per_positive,
+            "session_gap_minutes": self.session_gap_minutes,
+        }
+
+
+SHARE_SPLIT_DATASETS = ("movielens", "recbole")
+DEFAULT_SHARE_SPLIT = (0.1, 0.1)  # (test_share, valid_share) for SHARE_SPLIT_DATASETS
 
 
 class EncoderSettings(BaseModel):
@@ -150,13 +190,46 @@ class RankerSettings(BaseModel):
 
 
 class EvaluationSettings(BaseModel):
-    """Offline evaluation cut-offs."""
+    """Offline evaluation (models/evaluation.py): cut-offs, seeds, the baselines' valid grids, the bootstrap.
+
+    Protocol: parameters learned on train, hyperparameters and epochs chosen on valid, no refit on train +
+    valid; every model is evaluated at test as of the test cutoff, once per seed.
+    """
 
     k_values: tuple[int, ...] = (10, 20)
     max_users: int | None = Field(None, description="evaluate on at most this many test users (None = all)")
-    itemknn_neighbors: int = Field(50, ge=1, description="item-kNN baseline: neighbours kept per item")
+    seeds: tuple[int, ...] = Field(
+        (42, 43, 44),
+        min_length=1,
+        description="seeds every model is trained and evaluated with (the table shows mean and std); the "
+        "training assets train with the first",
+    )
+    gate_promotion: bool = Field(
+        True,
+        description="promote the evaluated full stack only when the paired 95% interval of NDCG@10 against "
+        "the best baseline lies above 0; False only for smoke tests of the serving path on tiny worlds",
+    )
+    bootstrap_samples: int = Field(
+        2000, ge=100, description="paired bootstrap resamples of test users (full_stack vs best baseline)"
+    )
+    itemknn_neighbors: int = Field(50, ge=1, description="item-kNN neighbours outside the evaluation grid")
+    itemknn_neighbors_grid: tuple[int, ...] = Field(
+        (20, 50, 100, 200), description="item-kNN: chosen on valid"
+    )
+    itemknn_shrinkage_grid: tuple[float, ...] = Field(
+        (0.0, 10.0, 50.0), description="item-kNN similarity shrinkage: chosen on valid"
+    )
+    ease_l2_grid: tuple[float, ...] = Field(
+        (50.0, 100.0, 250.0, 500.0, 1000.0), description="EASE's lambda: chosen on valid"
+    )
+    recency_half_life_grid: tuple[float, ...] = Field(
+        (1.0, 3.0, 7.0, 30.0), description="recency-weighted popularity half-life in days: chosen on valid"
+    )
     bpr_dim: int = Field(64, ge=2, description="BPR baseline: factors")
-    bpr_epochs: int = Field(30, ge=1)
+    bpr_epochs: int = Field(30, ge=1, description="BPR: most epochs (early stopping on valid NDCG@10)")
+    bpr_patience: int = Field(
+        3, ge=1, description="BPR: epochs without a better valid NDCG@10 before stopping"
+    )
     bpr_learning_rate: float = 0.01
     bpr_weight_decay: float = 1e-5
 
@@ -328,7 +401,10 @@ class Settings(BaseSettings):
         None, description="where DuckDB spills; None or empty: DuckDB's default, <duckdb file>.tmp"
     )
     dataset: DatasetKind = "simulator"
-    dataset_path: Path | None = Field(None, description="folder of a MovieLens or MIND dataset")
+    dataset_path: Path | None = Field(
+        None,
+        description="folder of a MovieLens or MIND dataset, or of RecBole atomic files (<name>.inter ...)",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dagster_executor: Literal["in_process", "multiprocess"] = Field(
         "in_process",
@@ -375,6 +451,16 @@ class Settings(BaseSettings):
     def _dataset_needs_path(self) -> Settings:
         if self.dataset != "simulator" and self.dataset_path is None:
             raise ValueError(f"dataset={self.dataset!r} needs dataset_path (RECGEN_DATASET_PATH)")
+        return self
+
+    @model_validator(mode="after")
+    def _share_split_for_rating_logs(self) -> Settings:
+        # MovieLens-style logs span months with few events a day: a split by days leaves a test window with a
+        # few dozen users. Unless a split field was set, they get the share split.
+        chosen = {"test_share", "valid_share", "test_days", "valid_days"} & self.split.model_fields_set
+        if self.dataset in SHARE_SPLIT_DATASETS and not chosen:
+            test_share, valid_share = DEFAULT_SHARE_SPLIT
+            self.split = self.split.model_copy(update={"test_share": test_share, "valid_share": valid_share})
         return self
 
     @property

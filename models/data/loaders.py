@@ -1,4 +1,4 @@
-"""Real datasets (MovieLens, MIND) mapped to the raw schema of ``models.data.schema``.
+"""Real datasets (MovieLens, MIND, RecBole atomic files) mapped to the raw schema of ``models.data.schema``.
 
 Mapping choices, so downstream code never special-cases a dataset:
 
@@ -16,6 +16,16 @@ Mapping choices, so downstream code never special-cases a dataset:
   request, so they land in the training period and the marts join them like any other click. body =
   abstract (the title when the abstract is empty), tags = subcategory, published_at = the item's first
   appearance in the log.
+- **RecBole atomic files** (``<name>.inter`` / ``.item`` / ``.user``, tab-separated, header ``field:type`` with
+  types ``token``, ``token_seq``, ``float``, ``float_seq``; https://recbole.io/docs/user_guide/data/atomic_files.html)
+  are mapped like MovieLens: each interaction row is a one-item request (impression + rating when the file
+  has a ``rating`` field, + click when rating >= 4; without a rating field every interaction is a click).
+  Items: title = ``movie_title`` / ``title`` / ``name`` (a token_seq, joined with spaces), the genres
+  (``class`` / ``genre`` / ``genres`` / ``categories``, a token_seq) are the tags and the first genre the
+  category, published_at = 1 January of ``release_year`` / ``year`` (else the first rating). Users: age band
+  from ``age`` -> user_group, US zip region from ``zip_code`` -> region (the two user attributes of the raw
+  schema that the fairness report groups by; ``gender`` and ``occupation`` have no column there and are not
+  kept). The same ml-100k data read through this loader or the MovieLens one gives the same groups.
 
 Parse errors are not dropped: a value that does not parse (a rating of 'abc', a broken date) stays in its
 column as the raw string (the column then has object dtype), a row with too few fields gets None for the
@@ -520,11 +530,123 @@ def load_mind(path: Path) -> RawDataset:
     return RawDataset(users=_conform(users, USERS), items=_conform(items, ITEMS), events=events)
 
 
+# --- RecBole atomic files -------------------------------------------------------------------------------
+
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+ATOMIC_TITLE_FIELDS = ("movie_title", "title", "name")
+ATOMIC_GENRE_FIELDS = ("class", "genre", "genres", "categories", "category")
+ATOMIC_YEAR_FIELDS = ("release_year", "year")
+
+
+def atomic_files(path: Path) -> dict[str, Path]:
+    """The ``.inter`` (required), ``.item`` and ``.user`` files of a RecBole dataset folder, by suffix."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"RecBole folder {path} does not exist")
+    folder, inter = path, sorted(path.glob("*.inter"))
+    if not inter:
+        subfolders = [p for p in sorted(path.iterdir()) if p.is_dir() and list(p.glob("*.inter"))]
+        if len(subfolders) == 1:
+            folder, inter = subfolders[0], sorted(subfolders[0].glob("*.inter"))
+    if not inter:
+        raise FileNotFoundError(f"{path}: no RecBole atomic files: expected <name>.inter (and .item, .user)")
+    if len(inter) > 1:
+        raise ValueError(f"{folder}: several .inter files ({', '.join(p.name for p in inter)}); keep one")
+    stem = inter[0].stem
+    files = {"inter": inter[0]}
+    for suffix in ("item", "user"):
+        if (folder / f"{stem}.{suffix}").exists():
+            files[suffix] = folder / f"{stem}.{suffix}"
+    return files
+
+
+def read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """An atomic file as text columns named by its header's fields, and each field's declared type.
+
+    Malformed rows (too few or too many fields) are kept like ``read_delimited`` keeps them, so ingest can
+    quarantine them; a header field without a known ``:type`` is a ValueError naming the file and field.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        header = handle.readline().rstrip("\r\n")
+    types: dict[str, str] = {}
+    for column in header.split("\t"):
+        name, _, kind = column.strip().rpartition(":")
+        if not name or kind not in ATOMIC_TYPES:
+            raise ValueError(
+                f"{path.name}: header field {column.strip()!r} is not 'name:type' with type one of "
+                f"{', '.join(ATOMIC_TYPES)}"
+            )
+        types[name] = kind
+    rows = read_delimited(path, "\t", len(types)).iloc[1:].reset_index(drop=True)
+    return rows.set_axis(list(types), axis=1), types
+
+
+def _pick(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+    return next((n for n in names if n in frame.columns), None)
+
+
+def _token_seq(text: pd.Series) -> list[list[str]]:
+    """Space-separated tokens of each value (RecBole's default ``seq_separator``)."""
+    return [str(v).split() if isinstance(v, str) else [] for v in _clean(text)]
+
+
+def load_recbole(path: Path) -> RawDataset:
+    """A RecBole atomic-file folder (``<name>.inter`` + optional ``.item`` / ``.user``) as a RawDataset."""
+    files = atomic_files(Path(path))
+    inter, types = read_atomic(files["inter"])
+    for needed in ("user_id", "item_id", "timestamp"):
+        if needed not in inter.columns:
+            raise ValueError(f"{files['inter'].name}: no {needed!r} field (header: {', '.join(types)})")
+    ratings = pd.DataFrame({"user": inter["user_id"], "item": inter["item_id"], "ts": inter["timestamp"]})
+    # Implicit-feedback datasets (no rating field): every interaction is a positive engagement.
+    ratings["rating"] = inter["rating"] if "rating" in inter.columns else str(CLICK_RATING)
+    events = _movielens_events(ratings)
+    if "rating" not in inter.columns:
+        events = events[events.event_type != "rating"].reset_index(drop=True)
+
+    profiles: pd.DataFrame | None = None
+    if "user" in files:
+        raw_users, _ = read_atomic(files["user"])
+        profiles = pd.DataFrame(
+            {
+                "user_id": _clean(raw_users["user_id"]),
+                "user_group": _age_group(raw_users["age"]) if "age" in raw_users else UNKNOWN,
+                "region": _zip_region(raw_users["zip_code"]) if "zip_code" in raw_users else UNKNOWN,
+            }
+        )
+    users = _movielens_users(events, profiles)
+
+    if "item" in files:
+        raw_items, _ = read_atomic(files["item"])
+        title_field = _pick(raw_items, ATOMIC_TITLE_FIELDS)
+        genre_field = _pick(raw_items, ATOMIC_GENRE_FIELDS)
+        year_field = _pick(raw_items, ATOMIC_YEAR_FIELDS)
+        ids = raw_items["item_id"]
+        titles = (
+            pd.Series([" ".join(t) or None for t in _token_seq(raw_items[title_field])], dtype=object)
+            if title_field
+            else "Item " + _clean(ids).fillna("?").astype(str)
+        )
+        genres = _token_seq(raw_items[genre_field]) if genre_field else [[] for _ in range(len(raw_items))]
+        if year_field:
+            released = keep_unparsed(raw_items[year_field], _timestamps("%Y"))
+        else:
+            released = pd.Series(pd.NaT, index=raw_items.index)
+    else:
+        ids = pd.Series(events["item_id"].dropna().unique(), dtype=object)
+        titles = "Item " + ids.astype(str)
+        genres = [[] for _ in range(len(ids))]
+        released = pd.Series(pd.NaT, index=ids.index)
+    items = _movielens_items(ids, titles, genres, released, events)
+    return RawDataset(users=users, items=items, events=events)
+
+
 # --- dispatch ---------------------------------------------------------------------------------------------
 
 
 def load_dataset(settings: Settings) -> RawDataset:
-    """The configured dataset: the simulator, or MovieLens / MIND read from ``settings.dataset_path``."""
+    """The configured dataset: the simulator, or MovieLens / MIND / RecBole read from ``settings.dataset_path``."""
     if settings.dataset == "simulator":
         return simulate(settings.simulator)
     if settings.dataset_path is None:
@@ -533,16 +655,21 @@ def load_dataset(settings: Settings) -> RawDataset:
         return load_movielens(settings.dataset_path)
     if settings.dataset == "mind":
         return load_mind(settings.dataset_path)
+    if settings.dataset == "recbole":
+        return load_recbole(settings.dataset_path)
     raise ValueError(f"unknown dataset {settings.dataset!r}")
 
 
 __all__ = [
     "RawDataset",
+    "atomic_files",
     "keep_unparsed",
     "load_dataset",
     "load_mind",
     "load_movielens",
+    "load_recbole",
     "mind_folders",
     "movielens_layout",
+    "read_atomic",
     "read_delimited",
 ]

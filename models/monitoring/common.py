@@ -11,6 +11,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from models import metrics
+
 MONITORING_SCHEMA = "monitoring"
 
 
@@ -38,7 +40,7 @@ SPLIT_ORDER = ("train", "valid", "test")
 def relevant_pairs(interactions: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Ground truth: (user_id, item_id) engaged with in ``split`` and not in an earlier split.
 
-    The same protocol as the offline evaluation (``models/training.py``): items a user engaged with before the
+    The same protocol as the offline evaluation (``models/evaluation.py``): items a user engaged with before the
     window are never recommended, so they never count as relevant either.
     """
     positive = interactions[engaged(interactions)]
@@ -64,21 +66,20 @@ def top_k(recs: pd.DataFrame, k: int) -> pd.DataFrame:
 def ndcg_per_user(recs: pd.DataFrame, relevant: pd.DataFrame, k: int) -> pd.DataFrame:
     """Binary-gain NDCG@k per user who has at least one relevant item (user_id, ndcg, n_relevant).
 
-    The same definition as Evidently's NDCG (ideal DCG over min(#relevant, k) hits), so the per-group figures
-    average to the overall figure the quality report shows.
+    Computed by ``models.metrics.ndcg_at_k``, the one NDCG of the project (the evaluation's table uses it
+    too): ideal DCG over min(#relevant, k) hits, the same definition as Evidently's NDCG, so the per-group
+    figures average to the overall figure the quality report shows.
     """
-    n_relevant = relevant.drop_duplicates().groupby("user_id").size().rename("n_relevant")
-    hits = top_k(recs, k).merge(
-        relevant.drop_duplicates().assign(hit=1), on=["user_id", "item_id"], how="left"
-    )
-    hits["gain"] = hits["hit"].fillna(0) / np.log2(hits["rank"] + 1)
-    dcg = hits.groupby("user_id")["gain"].sum().rename("dcg")
-    out = n_relevant.to_frame().join(dcg, how="left").fillna({"dcg": 0.0})
-    discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
-    out["idcg"] = discounts[np.minimum(out["n_relevant"].to_numpy(), k) - 1]
-    out["ndcg"] = out["dcg"] / out["idcg"]
+    rel = relevant.drop_duplicates()
+    relevant_sets = rel.groupby("user_id")["item_id"].agg(set)
+    ranked = top_k(recs, k).sort_values(["user_id", "rank"], kind="stable").groupby("user_id")["item_id"]
+    lists = ranked.agg(list)
     # Users without recommendations count as 0, like users whose list misses every relevant item.
-    return out.reset_index()[["user_id", "ndcg", "n_relevant"]]
+    rows = [
+        (user, metrics.ndcg_at_k(lists.get(user, []), items, k), len(items))
+        for user, items in relevant_sets.items()
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "ndcg", "n_relevant"]).astype({"ndcg": float})
 
 
 def mean_ndcg(recs: pd.DataFrame, relevant: pd.DataFrame, k: int) -> float:

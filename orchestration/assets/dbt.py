@@ -36,14 +36,8 @@ class RecgenDbtTranslator(DagsterDbtTranslator):
 
 
 def dbt_vars(recgen: RecgenResource) -> dict[str, Any]:
-    """dbt vars that come from the one settings object."""
-    s = recgen.settings().split
-    return {
-        "valid_days": s.valid_days,
-        "test_days": s.test_days,
-        "negatives_per_positive": s.negatives_per_positive,
-        "session_gap_minutes": s.session_gap_minutes,
-    }
+    """dbt vars that come from the one settings object (both shares set: the share split, else days)."""
+    return recgen.settings().split.dbt_vars()
 
 
 @dbt_assets(

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 ITEM_DEPS = [dg.AssetKey("item_features")]
 DAILY_DEPS = [dg.AssetKey("interactions"), dg.AssetKey("user_features"), dg.AssetKey("user_histories")]
 # Profiles (ml.user_profiles) and the champion recommender (registered by the evaluation asset).
-ML_DEPS = [dg.AssetKey("user_profiles"), dg.AssetKey("evaluation")]
+ML_DEPS = [dg.AssetKey("user_profiles"), dg.AssetKey("full_stack_champion")]
 
 
 def _snapshot_id(con: duckdb.DuckDBPyConnection) -> str:

@@ -1,6 +1,7 @@
-"""Models stage: item embeddings -> profile model -> user profiles / retrieval index / ranker / baselines -> evaluation.
+"""Models stage: item embeddings -> profile model -> user profiles / retrieval index / ranker / baselines -> evaluation
+-> full_stack_champion.
 
-Thin adapters over ``models.training``. Each asset reads the marts under the warehouse lock, lets go of it, trains,
+Thin adapters over ``models.evaluation`` (the evaluation protocol is stated in its docstring). Each asset reads the marts under the warehouse lock, lets go of it, trains,
 registers what it trained in the model registry (``<home>/artifacts`` + ``ml.registry``), and writes its results
 back under the lock. Downstream assets load the newest registered version of what they need.
 No ``from __future__ import annotations`` here: Dagster reads the context annotation at definition time.
@@ -18,7 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from models import training
+from models import evaluation as training
 from models.encoders import TextEncoder, embed_items, write_item_embeddings
 from models.profile import ProfileEncoder, build_interest_profiles, evaluate_retrieval
 from models.ranking import Ranker, feature_schema
@@ -100,6 +101,7 @@ def _register(
     config: Mapping[str, object],
     feature_schema: Mapping[str, object] | None = None,
     promote: bool = True,
+    promote_metric: str = "ndcg@10",
 ) -> tuple[ArtifactVersion, bool]:
     """Register a new version of ``name`` trained on data ``snapshot``; promote it if it beats the champion.
 
@@ -108,7 +110,7 @@ def _register(
     artifact = registry.register(
         name, save, metrics=metrics, config=config, feature_schema=feature_schema, data_snapshot_id=snapshot
     )
-    promoted = registry.promote_if_better(name, artifact.version) if promote else False
+    promoted = registry.promote_if_better(name, artifact.version, promote_metric) if promote else False
     return artifact, promoted
 
 
@@ -327,7 +329,9 @@ def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.Mate
         inputs.snapshot,
         "ranker",
         model.save,
-        metrics={"ndcg@10": valid_ndcg, "auc": valid_auc, "train_seconds": seconds},
+        # NDCG@10 over the items of one valid slate (request), not over the catalog: named for what it is
+        metrics={"slate_ndcg@10": valid_ndcg, "auc": valid_auc, "train_seconds": seconds},
+        promote_metric="slate_ndcg@10",
         config={
             "ranker": settings.ranker.model_dump(),
             "profile_model_version": profile.version,
@@ -337,7 +341,7 @@ def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.Mate
     )
     fields = {
         "valid_auc": valid_auc,
-        "valid_request_ndcg@10": valid_ndcg,
+        "valid_slate_ndcg@10": valid_ndcg,
         "epochs_run": len(epochs),
         "profile_model_version": profile.version,
     }
@@ -383,7 +387,9 @@ def _write_evaluation(
     version: str,
 ) -> None:
     stamp = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    table = pd.concat([valid.table.assign(split="valid"), test.table.assign(split="test")], ignore_index=True)
+    table = pd.concat(
+        [valid.table.assign(split="valid"), test.table.assign(split="test")], ignore_index=True
+    ).reindex(columns=[*training.TABLE_COLUMNS, "split"])
     write_frame(con, "ml.evaluation", table.assign(full_stack_version=version, evaluated_at=stamp))
     groups = pd.concat(
         [valid.groups.assign(split="valid"), test.groups.assign(split="test")], ignore_index=True
@@ -392,13 +398,20 @@ def _write_evaluation(
     write_frame(con, "ml.eval_recommendations", test.recommendations.assign(evaluated_at=stamp))
 
 
+def _train_seconds(artifact: ArtifactVersion) -> float:
+    seconds = artifact.metric("train_seconds")
+    return seconds if np.isfinite(seconds) else 0.0
+
+
 @dg.asset(
     group_name=GROUP,
     deps=[profile_model, ranker, retrieval_index, baselines],
     kinds={"pytorch", "duckdb"},
     pool="duckdb",
-    description="Offline evaluation of every model on the TEST split (ml.evaluation, ml.evaluation_groups, "
-    "ml.eval_recommendations, reports/evaluation.csv); registers and maybe promotes 'full_stack'",
+    description="Offline evaluation of every model on the TEST split under one protocol (models/evaluation.py: "
+    "learn on train, choose on valid, no refit; settings.evaluation.seeds seeds; paired bootstrap of full_stack "
+    "vs the best baseline): ml.evaluation, ml.evaluation_groups, ml.eval_recommendations, "
+    "reports/evaluation.csv and evaluation.png. Registers 'full_stack' without promoting it",
 )
 def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
@@ -406,49 +419,133 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
     profile, encoder = inputs.profile, inputs.encoder
     ranker_version = _latest(registry, "ranker")
     model = Ranker.load(ranker_version.path, settings.resolved_device)
-    weight, grid = training.tune_retrieval_weight(settings, data, encoder, model)
-    valid = training.run_evaluation(settings, data, encoder, model, weight, "valid")
-    test = training.run_evaluation(settings, data, encoder, model, weight, "test")
-    report = training.write_report(test.table, settings.reports_dir)
+    seeds = list(settings.evaluation.seeds)
+    # the first seed's neural models are the ones the profile_model and ranker assets trained (with
+    # settings.seed); further seeds are trained here, on train, with the same settings
+    trained = {
+        seeds[0]: training.NeuralModels(
+            encoder, model, _train_seconds(profile), _train_seconds(ranker_version)
+        )
+    }
+    valid, test = training.run_protocol(
+        settings, data, training.all_specs(settings, data, trained), seeds=seeds
+    )
+    table = test.table
+    report = training.write_report(table, settings.reports_dir)
     training.write_report(test.groups, settings.reports_dir, "evaluation_groups.csv")
-    # the served model: the same weights, indexed on everything up to now
+    training.write_report(test.tuning, settings.reports_dir, "evaluation_tuning.csv")
+    plot = training.plot_evaluation(
+        table, settings.reports_dir / "evaluation.png", f"Test split, {len(seeds)} seeds ({settings.dataset})"
+    )
+    weight = float(json.loads(table.set_index("model").loc["full_stack", "params"])["retrieval_weight"])
+    # the model to serve: the first seed's weights, indexed on everything up to now; promoted only by
+    # full_stack_champion, after the blocking full_stack_beats_baselines check passed
     served = training.full_stack(settings, encoder, model, weight).fit(data)
     valid_row = _model_row(valid, "full_stack")
     test_row = _model_row(test, "full_stack")
-    artifact, promoted = _register(
+    artifact, _ = _register(
         inputs.registry,
         inputs.snapshot,
         "full_stack",
         served.save,
-        metrics={**valid_row, **{f"test_{k}": v for k, v in test_row.items()}},
+        metrics={**valid_row, **{f"test_{k}": v for k, v in test_row.items() if k != "params"}},
         config={
             "profile_model_version": profile.version,
             "ranker_version": ranker_version.version,
             "retrieval_weight": weight,
             "mmr_lambda": settings.ranker.mmr_lambda,
+            "seeds": seeds,
         },
         feature_schema=feature_schema(),
+        promote=False,
     )
     with recgen.connect() as con:
         _write_evaluation(con, valid, test, artifact.version)
-    wins, message = training.full_stack_wins(test.table)
+    wins, message = training.full_stack_wins(table)
     context.log.info(message)
+    shown = table.drop(columns=["params"])
     fields: dict[str, Any] = {
-        "test": _markdown(test.table),
+        "test": _markdown(shown),
         "valid": _markdown(valid.table),
-        "retrieval_weight_grid": _markdown(grid),
+        "plot": dg.MetadataValue.path(str(plot)),
+        "plot_markdown": dg.MetadataValue.md(f"![evaluation]({plot.as_uri()})"),
+        "tuning": _markdown(test.tuning),
         "retrieval_weight": weight,
+        "seeds": dg.MetadataValue.json(seeds),
         "full_stack_beats_baselines": wins,
         "comparison": message,
+        "bootstrap": dg.MetadataValue.json(test.comparison),
         "report": dg.MetadataValue.path(str(report)),
         "n_test_users": int(test.timings.get("n_users", 0)),
+        "profile_model_version": profile.version,
+        "ranker_version": ranker_version.version,
     }
-    for column in training.TABLE_COLUMNS[1:]:
+    for column in training.METRIC_COLUMNS:
         fields[f"full_stack_{column}"] = float(test_row[column])
     for key, value in test.timings.items():
         if key.endswith("users_per_s"):
             fields[key] = round(value, 1)
-    return dg.MaterializeResult(metadata=_model_metadata(artifact, promoted, fields))
+    return dg.MaterializeResult(metadata=_model_metadata(artifact, False, fields))
 
 
-ml_assets = [item_embeddings, profile_model, user_profiles, retrieval_index, ranker, baselines, evaluation]
+def read_test_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The latest evaluation's test rows of ``ml.evaluation`` (empty when it does not exist)."""
+    from models.data.warehouse import table_exists
+
+    if not table_exists(con, "ml.evaluation"):
+        return pd.DataFrame()
+    return con.execute("select * from ml.evaluation where split = 'test'").df()
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[evaluation],
+    kinds={"python"},
+    description="Makes the full_stack version the evaluation registered the champion (what bentoml serve loads), "
+    "only when its paired 95% interval of NDCG@10 against the best baseline lies above 0. Downstream of the "
+    "blocking full_stack_beats_baselines check: a run where the check failed never gets here",
+)
+def full_stack_champion(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
+    settings = recgen.settings()
+    with recgen.connect() as con:
+        table = read_test_table(con)
+    if table.empty or "full_stack" not in set(table["model"]):
+        raise dg.Failure("ml.evaluation has no full_stack test row: materialize evaluation first")
+    version = str(table["full_stack_version"].iloc[0])
+    registry = ModelRegistry.from_settings(settings)
+    before = registry.champion("full_stack")
+    wins, message = training.full_stack_wins(table)
+    if not wins and settings.evaluation.gate_promotion:
+        # the same gate as the blocking check, so materializing this asset alone cannot promote a loser
+        context.log.warning(f"full_stack {version} is not promoted: {message}")
+        return dg.MaterializeResult(
+            metadata={
+                "candidate_version": version,
+                "promoted_to_champion": False,
+                "champion_version": before.version if before else "none",
+                "comparison": message,
+            }
+        )
+    promoted = registry.promote_if_better("full_stack", version)
+    champion = registry.champion("full_stack")
+    return dg.MaterializeResult(
+        metadata={
+            "candidate_version": version,
+            "promoted_to_champion": promoted,
+            "champion_version": champion.version if champion else "none",
+            "previous_champion": before.version if before else "none",
+            "comparison": message,
+        }
+    )
+
+
+ml_assets = [
+    item_embeddings,
+    profile_model,
+    user_profiles,
+    retrieval_index,
+    ranker,
+    baselines,
+    evaluation,
+    full_stack_champion,
+]

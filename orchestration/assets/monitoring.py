@@ -32,7 +32,7 @@ from orchestration.partitions import daily_partitions
 from orchestration.resources import RecgenResource
 
 MART_DEPS = [dg.AssetKey("interactions"), dg.AssetKey("user_features"), dg.AssetKey("item_features")]
-EVALUATION_DEP = dg.AssetKey("evaluation")
+EVALUATION_DEP = dg.AssetKey("full_stack_champion")  # its recommendations, after the gate
 RECOMMENDATIONS_TABLE = "ml.eval_recommendations"
 log = logging.getLogger(__name__)
 

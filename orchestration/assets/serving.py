@@ -8,10 +8,10 @@ from orchestration.resources import RecgenResource
 
 RECOMMENDER = "full_stack"  # registry name of the served recommender (bentos/serving.py loads the same)
 
-# What the service loads at start: the champion recommender (registered and promoted by `evaluation`) and the
+# What the service loads at start: the champion recommender (promoted by `full_stack_champion`) and the
 # champion generator (`content_generator`). The content cache is optional at start, so the day-partitioned
 # `generated_content` is not a dependency (an unpartitioned asset after it would wait for every day).
-UPSTREAM = [dg.AssetKey("evaluation"), dg.AssetKey("content_generator")]
+UPSTREAM = [dg.AssetKey("full_stack_champion"), dg.AssetKey("content_generator")]
 
 
 @dg.asset(

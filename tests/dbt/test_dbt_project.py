@@ -219,3 +219,49 @@ def test_daily_models_rebuild_only_the_days_window(built_warehouse: BuiltWarehou
         assert metrics.fetchone()[0] == expected
     finally:
         con.close()
+
+
+def test_share_split_cuts_the_event_stream_by_time(tmp_path: Path) -> None:
+    # The share split (MovieLens / RecBole default): test starts at the first event of the last test_share
+    # of events in time order, valid at the last test_share + valid_share; the windows tile time, and every
+    # mart row lies inside its window (the within_split_window and contiguity tests pass in the build).
+    from tests.dbt.conftest import create_raw_tables
+
+    database = tmp_path / "recgen.duckdb"
+    create_raw_tables(database)
+    share_vars = json.dumps(
+        {"valid_days": 2, "test_days": 2, "negatives_per_positive": 4, "test_share": 0.25, "valid_share": 0.3}
+    )
+    run = run_dbt(
+        ["build", "--vars", share_vars],
+        DBT_PROJECT_DIR,
+        database,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    times = sorted(e[5] for e in EVENTS)
+    n = len(times)
+    # the first event ranked past (1 - share) of the stream, in parts per million as the model computes it
+    test_start = next(t for rank, t in enumerate(times, 1) if rank * 10**6 > n * (10**6 - 250_000))
+    valid_start = next(t for rank, t in enumerate(times, 1) if rank * 10**6 > n * (10**6 - 550_000))
+    first_day, last_day = times[0].date(), times[-1].date()
+    expected = {
+        "train": (datetime(first_day.year, first_day.month, first_day.day), valid_start),
+        "valid": (valid_start, test_start),
+        "test": (test_start, datetime(last_day.year, last_day.month, last_day.day) + timedelta(days=1)),
+    }
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        rows = con.execute("select split, starts_at, ends_at from marts.split_boundaries").fetchall()
+        assert {split: (start, end) for split, start, end in rows} == expected
+        # Not the days split: with these events the share cut falls inside a day, not at midnight.
+        assert (test_start.hour, test_start.minute) != (0, 0)
+        counts = dict(con.execute("select split, count(*) from marts.interactions group by 1").fetchall())
+        assert set(counts) == {"train", "valid", "test"}
+        leaks = con.execute(
+            "select count(*) from marts.interactions i join marts.split_boundaries b on i.split = b.split "
+            "where i.event_ts < b.starts_at or i.event_ts >= b.ends_at"
+        ).fetchone()
+        assert leaks == (0,)
+    finally:
+        con.close()

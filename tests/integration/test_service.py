@@ -45,6 +45,9 @@ TINY = {
     "RECGEN_GENERATION__MAX_NEW_TOKENS": "16",
     "RECGEN_GENERATION__TASKS": '["blurb"]',
     "RECGEN_TORCH_THREADS": "2",
+    # the service needs a champion even where the full stack loses on this tiny world; one evaluation seed
+    "RECGEN_EVALUATION__GATE_PROMOTION": "false",
+    "RECGEN_EVALUATION__SEEDS": "[42]",
 }
 
 BUILD = textwrap.dedent(

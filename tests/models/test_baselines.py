@@ -90,3 +90,67 @@ def test_no_seen_item_and_no_unpublished_item_is_recommended(rec_data: RecData, 
         assert (
             len(recs[user]) == len(set(recs[user])) == 20
         )  # every user, cold ones too, gets k distinct items
+
+
+def test_ease_matches_the_closed_form_worked_by_hand() -> None:
+    # X (4 users x 5 items): items {0, 1} co-occur once, items {2, 3} and {3, 4} once each, so with l2 = 1
+    # G + I splits into the blocks [[3, 1], [1, 2]] (inverse [[2, -1], [-1, 3]] / 5) and
+    # [[2, 1, 0], [1, 3, 1], [0, 1, 2]] (inverse [[5, -2, 1], [-2, 4, -2], [1, -2, 5]] / 8).
+    # B_ij = -P_ij / P_jj off the diagonal: e.g. B_01 = (1/5) / (3/5) = 1/3, B_24 = -(1/8) / (5/8) = -1/5.
+    from models.baselines import EASERecommender, ease_weights
+
+    x = np.array(
+        [[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]],
+        dtype=float,
+    )
+    by_hand = np.array(
+        [
+            [0, 1 / 3, 0, 0, 0],
+            [1 / 2, 0, 0, 0, 0],
+            [0, 0, 0, 1 / 2, -1 / 5],
+            [0, 0, 2 / 5, 0, 2 / 5],
+            [0, 0, -1 / 5, 1 / 2, 0],
+        ]
+    )
+    np.testing.assert_allclose(ease_weights(x, l2=1.0), by_hand, atol=1e-12)
+
+    # The recommender on the same engagements: u3 (items 3, 4) scores i2 at 2/5 - 1/5 = 1/5 and recommends
+    # it first; u1 (item 0) gets i1 (1/3) first.
+    view = _hand_made_view(
+        [("u0", "i0"), ("u0", "i1"), ("u1", "i0"), ("u2", "i2"), ("u2", "i3"), ("u3", "i3"), ("u3", "i4")]
+    )
+    model = EASERecommender(l2=1.0).fit(view)
+    np.testing.assert_allclose(model.weights.numpy()[:5, :5], by_hand, atol=1e-6)
+    assert model.weights.shape == (6, 6) and float(model.weights[5].abs().sum()) == 0.0  # i5 never seen
+    scores = model.score(["u3", "u1"], ["i2", "i1"])
+    np.testing.assert_allclose(scores, [1 / 5, 1 / 3], atol=1e-5)
+    recs = model.recommend(["u3", "u1"], k=1)
+    assert recs == {"u3": ["i2"], "u1": ["i1"]}
+
+
+def test_observe_reads_new_histories_without_relearning() -> None:
+    # Learned on u3 = {i3, i4}; after observing a view where u1 also engaged with i3, EASE's weights are the
+    # same and u1's scores follow its new history (i2 and i4 are i3's neighbours).
+    from models.baselines import EASERecommender, ItemKNNRecommender
+
+    rows = [("u0", "i0"), ("u0", "i1"), ("u1", "i0"), ("u2", "i2"), ("u2", "i3"), ("u3", "i3"), ("u3", "i4")]
+    train = _hand_made_view(rows)
+    later = _hand_made_view([*rows, ("u1", "i3")])
+    model = EASERecommender(l2=1.0).fit(train)
+    weights = model.weights.clone()
+    before = model.score(["u1"], ["i4"])[0]
+    model.observe(later)
+    assert torch_equal(model.weights, weights)
+    assert model.score(["u1"], ["i4"])[0] > before + 0.3  # B_34 = 2/5 now counts
+    assert "i3" not in model.recommend(["u1"], k=5)["u1"]  # newly seen: excluded
+    knn = ItemKNNRecommender(n_neighbors=5, shrinkage=10.0).fit(train)
+    plain = ItemKNNRecommender(n_neighbors=5).fit(train)
+    # shrinkage divides by (sqrt(n_i n_j) + 10): i2-i3 co-occur once, n = 1 and 2
+    np.testing.assert_allclose(knn.similarity[2, 3], 1 / (np.sqrt(2) + 10.0))
+    np.testing.assert_allclose(plain.similarity[2, 3], 1 / np.sqrt(2))
+
+
+def torch_equal(a: object, b: object) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))  # type: ignore[arg-type]

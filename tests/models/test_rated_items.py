@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from models.evaluation import build_models
 from models.recdata import RecData
 from models.recommender import FullStackModel
-from models.training import build_models
 from tests.models.conftest import TinyStack
 
 

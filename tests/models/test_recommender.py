@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.evaluation import full_stack
 from models.recommender import FullStackModel, Recommender, ScoredItem, TwoTowerRecommender
 from models.registry import ModelRegistry
-from models.training import full_stack
 from tests.models.conftest import TOPICS, TinyStack, tiny_settings
 
 

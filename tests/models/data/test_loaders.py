@@ -254,3 +254,94 @@ def test_bad_rows_reach_the_quarantine_through_the_snapshot(tmp_path: Path) -> N
     assert events.rows_clean + events.rows_quarantined == events.rows_in
     assert con.execute("select count(*) from raw.events where event_type = 'click'").fetchone() == (2,)
     con.close()
+
+
+def write_recbole(folder: Path) -> Path:
+    """A small RecBole atomic-file dataset ('toy') with one malformed row per file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "toy.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "1\t10\t5\t881250949\n"  # liked -> click
+        "1\t20\t3\t881250950\n"  # seen, not clicked
+        "2\t10\t4\t891717742.0\n"  # 4 is the click threshold; float seconds
+        "2\t20\tabc\t891717743\n"  # malformed rating: quarantined
+    )
+    (folder / "toy.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\tvec:float_seq\n"
+        "10\tToy Story\t1995\tAnimation Children's Comedy\t0.1 0.2\n"
+        "20\tSeven\t\tThriller\t0.3 0.4\n"  # no year: published at its first rating
+    )
+    (folder / "toy.user").write_text(
+        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+        "1\t24\tM\ttechnician\t85711\n"
+        "2\t53\tF\tother\t10001\n"
+    )
+    return folder
+
+
+def test_recbole_atomic_files_map_to_the_raw_schema(tmp_path: Path) -> None:
+    from models.data.loaders import read_atomic
+
+    folder = write_recbole(tmp_path / "toy")
+    rows, types = read_atomic(folder / "toy.item")
+    assert types == {
+        "item_id": "token",
+        "movie_title": "token_seq",
+        "release_year": "token",
+        "class": "token_seq",
+        "vec": "float_seq",
+    }
+    assert len(rows) == 2 and rows.loc[0, "class"] == "Animation Children's Comedy"
+
+    data = load_dataset(get_settings(dataset="recbole", dataset_path=folder))
+    for name, frame in data.tables().items():
+        assert list(frame.columns) == RAW_TABLES[name].column_names
+    events = data.events
+    assert len(_events(events, "impression")) == 4 and len(_events(events, "rating")) == 4
+    clicks = _events(events, "click")
+    assert set(zip(clicks.user_id, clicks.item_id, strict=True)) == {("1", "10"), ("2", "10")}
+    assert pd.Timestamp(891717742, unit="s") in set(clicks.event_ts)
+    assert "abc" in set(_events(events, "rating").rating)  # kept for ingest to quarantine
+
+    items = data.items.set_index("item_id")
+    # token_seq genres: every genre is a tag, the first the category; title from movie_title, year from
+    # release_year, else the first rating.
+    assert items.loc["10", "tags"] == "animation|children's|comedy"
+    assert items.loc["10", "category"] == "animation"
+    assert items.loc["10", "title"] == "Toy Story"
+    assert items.loc["10", "body"] == "Toy Story. An animation, children's and comedy film."
+    assert items.loc["10", "published_at"] == pd.Timestamp("1995-01-01")
+    assert items.loc["20", "published_at"] == pd.Timestamp(881250950, unit="s")
+    users = data.users.set_index("user_id")
+    assert users.loc["1", "user_group"] == "18-29" and users.loc["1", "region"] == "west"
+    assert users.loc["2", "user_group"] == "50+" and users.loc["2", "region"] == "east"
+
+
+def test_recbole_header_without_a_type_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "bad.inter").write_text("user_id:token\titem_id\trating:float\ttimestamp:float\n1\t2\t3\t4\n")
+    with pytest.raises(ValueError, match="bad.inter: header field 'item_id'"):
+        load_dataset(get_settings(dataset="recbole", dataset_path=folder))
+    with pytest.raises(FileNotFoundError, match="expected <name>.inter"):
+        (tmp_path / "empty").mkdir()
+        load_dataset(get_settings(dataset="recbole", dataset_path=tmp_path / "empty"))
+
+
+def test_recbole_malformed_row_reaches_the_quarantine(tmp_path: Path) -> None:
+    # The real snapshot + ingest: raw rows = clean + quarantined, the bad rating quarantined with its field.
+    folder = write_recbole(tmp_path / "toy")
+    settings = get_settings(home=tmp_path / "home", dataset="recbole", dataset_path=folder)
+    files = write_raw_snapshot(settings)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    report = ingest_snapshot(con, files, source="recbole")
+    events = report.tables["events"]
+    assert events.rows_in == 4 + 4 + 2
+    assert events.rows_clean + events.rows_quarantined == events.rows_in
+    assert events.rows_quarantined == 1
+    quarantined = con.execute("select source_table, field, reason from raw.quarantine").fetchall()
+    assert quarantined == [("events", "rating", "rating: cannot parse 'abc' as DOUBLE")]
+    assert con.execute("select count(*) from raw.events").fetchone() == (events.rows_clean,)
+    assert con.execute("select count(*) from raw.items").fetchone() == (2,)
+    assert con.execute("select count(*) from raw.users").fetchone() == (2,)
+    con.close()

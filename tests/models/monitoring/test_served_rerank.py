@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.evaluation import full_stack
 from models.monitoring.fairness import exposure_by_group
 from models.monitoring.rerank import catalog_shares, exposure_rerank, rerank_list
 from models.recommender import FairnessRerank, Recommender
-from models.training import full_stack
 from tests.models.conftest import TinyStack, tiny_settings
 from tests.models.monitoring.conftest import make_recs
 

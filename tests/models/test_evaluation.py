@@ -1,7 +1,8 @@
-"""The train-and-evaluate functions the assets call, on the tiny synthetic marts."""
+"""The evaluation protocol and the train-and-evaluate functions the assets call, on the tiny synthetic marts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import training
+from models import evaluation as training
 from models.recdata import RecData, write_frame
 from tests.models.conftest import TinyStack, tiny_settings
 
@@ -21,15 +22,79 @@ def test_result(tiny_stack: TinyStack) -> training.EvaluationResult:
     )
 
 
-def test_evaluate_all_returns_the_table(tiny_stack: TinyStack) -> None:
-    table = training.evaluate_all(tiny_stack.settings, tiny_stack.data, tiny_stack.encoder, tiny_stack.ranker)
-    assert list(table.columns) == [
-        "model", "ndcg@10", "recall@20", "mrr@10", "hit@10", "coverage", "novelty", "diversity", "auc",
-    ]  # fmt: skip
-    assert table["model"].tolist() == ["popularity", "itemknn", "bpr", "two_tower", "full_stack"]
+@pytest.fixture(scope="module")
+def protocol_result(tiny_stack: TinyStack) -> training.EvaluationResult:
+    # two seeds: the session's models serve seed 42, seed 43 trains its own two-tower and ranker
+    return training.evaluate_all(
+        tiny_stack.settings, tiny_stack.data, tiny_stack.encoder, tiny_stack.ranker, seeds=(42, 43)
+    )
+
+
+def test_protocol_table_has_every_model_with_spread_and_seconds(
+    protocol_result: training.EvaluationResult,
+) -> None:
+    table = protocol_result.table
+    assert list(table.columns) == training.TABLE_COLUMNS
+    assert table["model"].tolist() == list(training.MODEL_NAMES)
+    assert (table["n_seeds"] == 2).all()
     ranking = table[["ndcg@10", "recall@20", "mrr@10", "hit@10", "coverage"]].to_numpy()
     assert ((ranking >= 0) & (ranking <= 1)).all()
     assert table["auc"].notna().all()  # every model scores the test impressions through score()
+    assert (table["fit_seconds"] > 0).all() and (table["eval_seconds"] > 0).all()
+    rows = table.set_index("model")
+    # deterministic models give the same figures for every seed; the trained ones are seeded
+    for name in ("popularity", "recency_popularity", "itemknn", "ease"):
+        assert rows.loc[name, "ndcg@10_std"] == 0.0 and rows.loc[name, "recall@20_std"] == 0.0
+    assert rows.loc["bpr", "ndcg@10_std"] > 0.0
+    # hyperparameters chosen on valid are recorded: EASE's lambda from the grid, BPR's early-stopped epoch
+    assert json.loads(rows.loc["ease", "params"])["l2"] in tiny_stack_grid("ease_l2_grid")
+    assert 1 <= json.loads(rows.loc["bpr", "params"])["epochs"] <= 10
+    # the mean over seeds of the per-user figures is the table's figure
+    per_user = protocol_result.per_user
+    bpr = per_user[per_user["model"] == "bpr"].groupby("seed")["ndcg@10"].mean().mean()
+    assert bpr == pytest.approx(rows.loc["bpr", "ndcg@10"])
+
+
+def tiny_stack_grid(name: str) -> tuple[float, ...]:
+    return getattr(tiny_settings().evaluation, name)
+
+
+def test_bootstrap_compares_full_stack_with_the_best_baseline(
+    protocol_result: training.EvaluationResult,
+) -> None:
+    table = protocol_result.table.set_index("model")
+    comparison = protocol_result.comparison
+    baselines = table.loc[list(training.BASELINE_NAMES), "ndcg@10"]
+    assert comparison["best_baseline"] == baselines.idxmax()
+    full = table.loc["full_stack"]
+    assert full["delta_ci_low"] <= full["delta_ndcg@10"] <= full["delta_ci_high"]
+    assert full["delta_ndcg@10"] == pytest.approx(full["ndcg@10"] - baselines.max())
+    assert table.drop(index="full_stack")["delta_ci_low"].isna().all()
+    ok, message = training.full_stack_wins(protocol_result.table)
+    assert ok == (full["delta_ci_low"] > 0)
+    assert f"{full['delta_ci_low']:+.4f}" in message
+
+
+def test_paired_bootstrap_interval() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.random(400)
+    # a constant improvement: the interval is that constant
+    delta, low, high = training.paired_bootstrap(b + 0.1, b, samples=500)
+    assert delta == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    # noise around +0.05 with sd 0.2 over 400 users: the interval is about +/- 1.96 * 0.2 / 20 = 0.02 wide
+    a = b + 0.05 + rng.normal(0, 0.2, 400)
+    delta, low, high = training.paired_bootstrap(a, b, samples=2000, seed=1)
+    assert low < delta < high
+    assert 0.015 < (high - low) / 2 < 0.03
+    # pure noise: the interval covers 0
+    _, low, high = training.paired_bootstrap(b + rng.normal(0, 0.2, 400), b, samples=2000)
+    assert low < 0 < high or abs(low) < 0.03
+
+
+def test_evaluation_plot_is_a_png(protocol_result: training.EvaluationResult, tmp_path: Path) -> None:
+    path = training.plot_evaluation(protocol_result.table, tmp_path / "reports" / "evaluation.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
 def test_full_stack_beats_popularity_on_the_synthetic_world(test_result: training.EvaluationResult) -> None:
@@ -63,19 +128,25 @@ def test_group_table_covers_user_and_creator_groups(
     assert users["n_users"].sum() == len(rec_data.relevant("test"))
 
 
-def test_full_stack_wins_message() -> None:
+def test_full_stack_wins_needs_the_interval_above_zero() -> None:
     table = pd.DataFrame(
         {
             "model": ["popularity", "itemknn", "bpr", "full_stack"],
             "ndcg@10": [0.1, 0.2, 0.15, 0.25],
             "recall@20": [0.3, 0.35, 0.2, 0.3],
+            "delta_ndcg@10": [np.nan, np.nan, np.nan, 0.05],
+            "delta_ci_low": [np.nan, np.nan, np.nan, -0.01],
+            "delta_ci_high": [np.nan, np.nan, np.nan, 0.11],
         }
     )
     ok, message = training.full_stack_wins(table)
-    # NDCG: 0.25 > itemknn 0.20 (win); recall: 0.30 is not above itemknn's 0.35 (loss)
+    # a higher mean whose interval reaches below 0 is not a win
     assert not ok
-    assert "ndcg@10: full_stack 0.2500 vs best baseline itemknn 0.2000 (win)" in message
-    assert "recall@20: full_stack 0.3000 vs best baseline itemknn 0.3500 (LOSS)" in message
+    assert "full_stack 0.2500 vs best baseline itemknn 0.2000, difference +0.0500" in message
+    assert "interval -0.0100 .. +0.1100: LOSS" in message
+    assert "recall@20: full_stack 0.3000 vs best baseline itemknn 0.3500 (behind)" in message
+    table.loc[3, "delta_ci_low"] = 0.01
+    assert training.full_stack_wins(table)[0]
 
 
 def test_write_report_and_frames(tmp_path: Path) -> None:
