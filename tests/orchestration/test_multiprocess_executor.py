@@ -47,7 +47,7 @@ def test_ingest_and_checks_run_under_the_multiprocess_executor_with_the_duckdb_p
             e.user_message for e in events if e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
         ]
     assert any("multiprocess executor" in message for message in engine), engine[:5]
-    steps = {e.step_key: e.pid for e in starts}
+    steps = {e.step_key: e.dagster_event.pid for e in starts}
     checks = {"raw__users_gx_raw_users", "raw__items_gx_raw_items", "raw__events_gx_raw_events"}
     assert {"raw_tables", *checks} <= set(steps), sorted(steps)
     # every step ran in a process of its own (none in the process that ran the run)
@@ -63,7 +63,10 @@ def run_pid(events) -> int | None:
     """The pid of the process that ran the run (its RUN_START event)."""
     import dagster as dg
 
-    return next((e.pid for e in events if e.dagster_event.event_type == dg.DagsterEventType.RUN_START), None)
+    return next(
+        (e.dagster_event.pid for e in events if e.dagster_event.event_type == dg.DagsterEventType.RUN_START),
+        None,
+    )
 
 
 def step_spans(events) -> dict[str, tuple[float, float]]:
