@@ -47,6 +47,8 @@ def test_ingest_and_checks_run_under_the_multiprocess_executor_with_the_duckdb_p
             e.user_message for e in events if e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
         ]
     assert any("multiprocess executor" in message for message in engine), engine[:5]
+    # the three checks were ready together after the ingest; the pool held back all but one at a time
+    assert any("blocked by limit for pool duckdb" in message for message in engine), engine
     steps = {e.step_key: e.dagster_event.pid for e in starts}
     checks = {"raw__users_gx_raw_users", "raw__items_gx_raw_items", "raw__events_gx_raw_events"}
     assert {"raw_tables", *checks} <= set(steps), sorted(steps)
