@@ -18,7 +18,7 @@ measures a server already running with --url. Usage:
 validated ingest, ``dbt build``, two-tower profile model, ``retrieval_index`` artifact, ranker, full stack
 registered as champion), with few epochs and few users, since serving cost depends on the catalog, not on how
 well the models were trained. Item text embeddings there come from a hashed bag of words
-(:class:`HashedTextEncoder`, 384 dimensions like MiniLM), because MiniLM encodes 7 to 100 items/s on this shared
+(:class:`HashedTextEncoder`, 384 dimensions like MiniLM), because MiniLM encoded 7 to 12 items/s on this shared
 2-core CPU (hours for 100k items); a request never runs the text encoder, so latency does not depend on it.
 Before serving it measures the two-tower search on that catalog: recall@10 of the faiss ANN against exact
 search, and the latency of one query, exact and ANN (rows with scenario ``ann_search``). Only ``recommend`` is
