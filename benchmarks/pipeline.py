@@ -6,12 +6,13 @@ DuckDB file, so the growth of cost with size is visible. Usage:
     .venv/bin/python benchmarks/pipeline.py                 # 10k, 100k, 1M users
     .venv/bin/python benchmarks/pipeline.py --users 10000 100000
     .venv/bin/python benchmarks/pipeline.py --users 100000 --memory-limit 4GB   # DuckDB memory_limit
+    nice -n 15 .venv/bin/python benchmarks/pipeline.py --users 1000000 --memory-limit 4GB \
+        --json reports/benchmarks/pipeline_1m.json
 
 ``--memory-limit`` sets ``RECGEN_DUCKDB_MEMORY_LIMIT`` (settings.duckdb_memory_limit) for the ingest connection
 and for dbt's profile (``--dbt-memory-limit`` gives dbt another one); DuckDB spills past it to ``<db>.tmp`` (or
-``--temp-directory``). At 100k users both ingest and dbt fit in 4GB (dbt did not before int_events__engagement:
-int_impressions__labeled ran out of memory below 10GB). "sim RSS" is the Python process's peak after simulating,
-so a larger "py RSS" was reached in ingest; "dbt RSS" is the dbt process's own peak (it runs from this process).
+``--temp-directory``). Simulation, ingest and dbt each run in their own process (started from this small one),
+so "sim RSS", "ingest RSS" and "dbt RSS" are each stage's own peak resident memory. ``--json`` writes the rows.
 """
 
 from __future__ import annotations
@@ -29,29 +30,55 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STAGE = r"""
-import json, os, resource, time
+SIMULATE = r"""
+import json, resource, time
 from models.settings import get_settings
 from models.data.sources import write_raw_snapshot
+
+s = get_settings()
+s.ensure_dirs()
+t0 = time.perf_counter(); write_raw_snapshot(s); t1 = time.perf_counter()
+print("RESULT " + json.dumps({
+    "simulate_s": t1 - t0, "peak_rss_mb_simulate": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+# Ingest in its own process, so its peak RSS is its own (not the simulator's): the snapshot's parts are
+# validated and committed one at a time (models.data.ingest).
+INGEST = r"""
+import json, os, resource, time
+from pathlib import Path
+from models.settings import get_settings
 from models.data.ingest import ingest_snapshot
 from models.data import warehouse
 
 s = get_settings()
-s.ensure_dirs()
-t0 = time.perf_counter(); files = write_raw_snapshot(s); t1 = time.perf_counter()
-sim_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+raw = Path(s.raw_dir)
+files = {name: sorted((raw / name).glob("part-*.parquet")) for name in ("users", "items", "events")}
+t0 = time.perf_counter()
 with warehouse.connect(s.database, config=warehouse.duckdb_config(s)) as con:
     report = ingest_snapshot(con, files, source="simulator")
-t2 = time.perf_counter()
-self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    memory_limit = con.execute("select current_setting('memory_limit')").fetchone()[0]
+t1 = time.perf_counter()
 dbt_env = warehouse.dbt_env(s)
 if os.environ.get("BENCH_DBT_MEMORY_LIMIT"):
     dbt_env["RECGEN_DUCKDB_MEMORY_LIMIT"] = os.environ["BENCH_DBT_MEMORY_LIMIT"]
 print("RESULT " + json.dumps({
-    "events": report.tables["events"].rows_clean, "simulate_s": t1 - t0, "ingest_s": t2 - t1,
-    "peak_rss_mb_simulate": sim_rss, "peak_rss_mb_python": self_rss, "dbt_env": dbt_env,
+    "events": report.tables["events"].rows_clean, "parts": {k: len(v) for k, v in files.items()},
+    "ingest_s": t1 - t0, "peak_rss_mb_ingest": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "ingest_memory_limit": memory_limit, "dbt_env": dbt_env,
     "dbt_vars": {"valid_days": s.split.valid_days, "test_days": s.split.test_days}}))
 """
+
+
+def run_stage(code: str, env: dict[str, str], n_users: int) -> dict:
+    """Run one stage's code in a fresh Python process; its RESULT line as a dict."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"size {n_users} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
 
 
 def run_dbt(env: dict[str, str], dbt_env: dict[str, str], dbt_vars: dict[str, int], n_users: int) -> dict:
@@ -96,13 +123,8 @@ def run_size(
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
         start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", STAGE], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-        )
-        if out.returncode != 0:
-            raise SystemExit(f"size {n_users} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-        line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
-        figures = json.loads(line.removeprefix("RESULT "))
+        figures = run_stage(SIMULATE, env, n_users)
+        figures.update(run_stage(INGEST, env, n_users))
         figures.update(run_dbt(env, figures.pop("dbt_env"), figures.pop("dbt_vars"), n_users))
         figures["db_mb"] = Path(env["RECGEN_DUCKDB_PATH"]).stat().st_size / 2**20
         figures["total_s"] = time.perf_counter() - start
@@ -122,6 +144,7 @@ def main() -> None:
     parser.add_argument(
         "--dbt-memory-limit", default="", help="another memory_limit for dbt only (default: --memory-limit)"
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write every size's figures here")
     args = parser.parse_args()
     default = "default (80% of RAM)"
     print(
@@ -130,8 +153,9 @@ def main() -> None:
     )
     print(
         f"{'users':>9} {'items':>7} {'events':>11} {'simulate s':>10} {'ingest s':>9} {'dbt s':>8} "
-        f"{'total s':>8} {'sim RSS MB':>10} {'py RSS MB':>9} {'dbt RSS MB':>10} {'db MB':>7}"
+        f"{'total s':>8} {'sim RSS MB':>10} {'ingest RSS MB':>13} {'dbt RSS MB':>10} {'db MB':>7}"
     )
+    rows = []
     # a bar over the sizes on stderr (elapsed, time left); each row goes out through tqdm.write above it
     for n_users in tqdm(args.users, desc="sizes", unit="size"):
         n_items = max(500, n_users // 10)
@@ -141,10 +165,14 @@ def main() -> None:
         tqdm.write(
             f"{n_users:>9} {n_items:>7} {f['events']:>11} {f['simulate_s']:>10.1f} {f['ingest_s']:>9.1f} "
             f"{f['dbt_s']:>8.1f} {f['total_s']:>8.1f} {f['peak_rss_mb_simulate']:>10.0f} "
-            f"{f['peak_rss_mb_python']:>9.0f} "
+            f"{f['peak_rss_mb_ingest']:>13.0f} "
             f"{f['peak_rss_mb_dbt']:>10.0f} {f['db_mb']:>7.0f}"
         )
         sys.stdout.flush()  # tqdm.write does not flush: rows show as they come under make bench
+        rows.append({"users": n_users, "items": n_items, "days": args.days, **f})
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,28 @@ measures a server already running with --url. Usage:
     .venv/bin/python benchmarks/serve.py
     .venv/bin/python benchmarks/serve.py --requests 400 --concurrency 1 4 16 --json reports/serve_bench.json
     .venv/bin/python benchmarks/serve.py --url http://127.0.0.1:3001
+    nice -n 10 .venv/bin/python benchmarks/serve.py --items 100000     # -> reports/benchmarks/serve_100k.json
+
+``--items N`` serves a simulator world with an N-item catalog instead of the pipeline's (built once under
+``data/bench/serve_<N>items``, reused while its settings match): the same steps as the pipeline (snapshot,
+validated ingest, ``dbt build``, two-tower profile model, ``retrieval_index`` artifact, ranker, full stack
+registered as champion), with few epochs and few users, since serving cost depends on the catalog, not on how
+well the models were trained. Item text embeddings there come from a hashed bag of words
+(:class:`HashedTextEncoder`, 384 dimensions like MiniLM), because MiniLM encoded 7 to 12 items/s on this shared
+2-core CPU (hours for 100k items); a request never runs the text encoder, so latency does not depend on it.
+Before serving it measures the two-tower search on that catalog: recall@10 of the faiss ANN against exact
+search, and the latency of one query, exact and ANN (rows with scenario ``ann_search``). Only ``recommend`` is
+measured there (there is no generator in that world).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +53,202 @@ sys.path.insert(0, str(ROOT))
 from models.registry import ModelRegistry  # noqa: E402
 from models.settings import get_settings  # noqa: E402
 
+WORLD_USERS = 5_000
+WORLD_DAYS = 7
+
+
+class HashedTextEncoder:
+    """Text embeddings without a network: each word gets a fixed random vector (seeded by its hash); an item's
+    embedding is the normalized mean of its words' vectors. A stand-in for MiniLM in the large benchmark world.
+    """
+
+    name = "hashed-bag-of-words"
+    version = "1"
+
+    def __init__(self, dim: int = 384) -> None:
+        self.dim = dim
+        self.n_encoded = 0
+        self._words: dict[str, np.ndarray] = {}
+
+    def _word(self, word: str) -> np.ndarray:
+        vec = self._words.get(word)
+        if vec is None:
+            seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+            vec = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+            self._words[word] = vec
+        return vec
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(texts, dim) unit vectors."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = re.findall(r"[a-z0-9]+", text.lower())
+            if words:
+                out[row] = np.mean([self._word(w) for w in words], axis=0)
+        self.n_encoded += len(texts)
+        return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+
+
+def world_env(home: Path, n_items: int, n_users: int, n_days: int) -> dict[str, str]:
+    """The settings of the benchmark world: its home, its simulator size and few epochs."""
+    return {
+        "RECGEN_HOME": str(home),
+        "RECGEN_DUCKDB_PATH": str(home / "recgen.duckdb"),
+        "RECGEN_SIMULATOR__N_USERS": str(n_users),
+        "RECGEN_SIMULATOR__N_ITEMS": str(n_items),
+        "RECGEN_SIMULATOR__N_DAYS": str(n_days),
+        "RECGEN_PROFILE__EPOCHS": "1",
+        "RECGEN_RANKER__EPOCHS": "1",
+        "RECGEN_DUCKDB_MEMORY_LIMIT": os.environ.get("RECGEN_DUCKDB_MEMORY_LIMIT", "4GB"),
+        "DBT_TARGET_PATH": str(home / "dbt_target"),
+        "DBT_LOG_PATH": str(home / "dbt_logs"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def build_world_here(ann_users: int = 300) -> None:
+    """In this process (settings from the environment): the pipeline's model steps, then the ANN figures."""
+    import pandas as pd
+    import torch
+
+    from models import training
+    from models.data import warehouse
+    from models.data.ingest import ingest_snapshot
+    from models.data.sources import write_raw_snapshot
+    from models.encoders import embed_items, write_item_embeddings
+    from models.recommender import TwoTowerRecommender
+    from models.retrieval import FaissIndex
+    from models.torch_utils import limit_cpu_threads
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    limit_cpu_threads(settings.torch_threads)
+    steps: dict[str, float] = {}
+
+    def step(name: str, started: float) -> None:
+        steps[name] = time.perf_counter() - started
+        print(f"world: {name} {steps[name]:.1f} s", flush=True)
+
+    t = time.perf_counter()
+    files = write_raw_snapshot(settings)
+    with warehouse.connect(settings.database, config=warehouse.duckdb_config(settings)) as con:
+        ingest_snapshot(con, files, source="simulator", replace=True)
+    step("snapshot + ingest", t)
+    t = time.perf_counter()
+    dbt_vars = json.dumps({"valid_days": settings.split.valid_days, "test_days": settings.split.test_days})
+    subprocess.run(
+        [str(Path(sys.prefix) / "bin" / "dbt"), "build", "--quiet", "--vars", dbt_vars, "--profiles-dir", ".",
+         "--project-dir", "."],
+        cwd=ROOT / "dbt_project", env={**os.environ, **warehouse.dbt_env(settings)}, check=True,
+    )  # fmt: skip
+    step("dbt build", t)
+    t = time.perf_counter()
+    with warehouse.connect(settings.database, config=warehouse.duckdb_config(settings)) as con:
+        items = con.execute("select item_id, title, body, content_hash from marts.item_features").df()
+        write_item_embeddings(con, embed_items(items, HashedTextEncoder()))  # type: ignore[arg-type]
+        frames = training.read_marts(con)
+        embeddings = training.read_item_embeddings(con)
+    data = training.build_data(frames, embeddings)
+    step("item embeddings + marts", t)
+    registry = ModelRegistry.from_settings(settings)
+    t = time.perf_counter()
+    encoder, _ = training.fit_profile_model(settings, data)
+    registry.register("profile_model", encoder.save, metrics={}, config={"bench": "serve"})
+    step("profile model", t)
+    t = time.perf_counter()
+    index = training.build_retrieval(settings, data, encoder)
+    index.ensure_ann()
+    retrieval = registry.register("retrieval_index", index.save, metrics={}, config={"bench": "serve"})
+    step("retrieval_index", t)
+    t = time.perf_counter()
+    ranker, _ = training.fit_ranker(settings, data, encoder)
+    step("ranker", t)
+    t = time.perf_counter()
+    served = training.full_stack(settings, encoder, ranker, 1.0).fit(data)
+    artifact = registry.register(
+        "full_stack", served.save, metrics={"ndcg@10": 0.0}, config={"bench": "serve"}
+    )
+    registry.promote_if_better("full_stack", artifact.version)
+    step("full stack", t)
+
+    # The two-tower search on this catalog: exact against the faiss ANN, for users of the served model.
+    two_tower = TwoTowerRecommender(encoder, settings.profile.cold_start_interest_weight).fit(data)
+    users = [u for u in data.users["user_id"] if u in two_tower.store.offsets][:ann_users]
+    vectors = two_tower.user_vectors(users)
+    seen = data.exclusions(users)
+    k = 10
+    exact_items = index.search_exact(vectors, k, seen)[1]
+
+    def per_query_ms(search) -> float:
+        times = []
+        for row in range(len(users)):
+            started = time.perf_counter()
+            search(vectors[row : row + 1], [seen[row]])
+            times.append((time.perf_counter() - started) * 1000)
+        return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+    rows = []
+    exact_p50, exact_p99 = per_query_ms(
+        lambda v, s: index.search_exact(v, settings.retrieval.n_candidates, s)
+    )
+    ann = index.ann if index.ann is not None else FaissIndex.build(index.space)
+    base_probe = ann.n_probe
+    for n_probe in sorted({8, 16, 32, base_probe, 128}):
+        ann.n_probe = n_probe
+        approx = ann.search(vectors, k, seen)[1]
+        recall = np.mean(
+            [len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(approx, exact_items, strict=True)]
+        )
+        p50, p99 = per_query_ms(lambda v, s: ann.search(v, settings.retrieval.n_candidates, s))
+        rows.append({
+            "scenario": "ann_search", "items": index.n_items, "n_lists": int(ann.index.nlist), "n_probe": n_probe,
+            "served_default": n_probe == base_probe, "recall@10_vs_exact": float(recall),
+            "ann_p50_ms": p50, "ann_p99_ms": p99, "exact_p50_ms": exact_p50, "exact_p99_ms": exact_p99,
+            "users": len(users), "top_n": settings.retrieval.n_candidates,
+        })  # fmt: skip
+        print(
+            f"ann_search items={index.n_items} lists={ann.index.nlist} probe={n_probe:<4} "
+            f"recall@10 {recall:.4f}  ann p50 {p50:.2f} ms p99 {p99:.2f} ms  exact p50 {exact_p50:.2f} ms "
+            f"p99 {exact_p99:.2f} ms",
+            flush=True,
+        )
+    ann.n_probe = base_probe
+    manifest = {
+        "settings": world_key(settings.simulator.n_items, settings.simulator.n_users, settings.simulator.n_days),
+        "full_stack": artifact.version, "retrieval_index": retrieval.version, "uses_ann": index.uses_ann,
+        "steps_s": steps, "ann": rows, "torch_threads": torch.get_num_threads(),
+        "events": int(pd.read_parquet(settings.raw_dir / "events").shape[0]),
+    }  # fmt: skip
+    (settings.home / "bench_world.json").write_text(json.dumps(manifest, indent=2))
+
+
+def world_key(n_items: int, n_users: int, n_days: int) -> dict[str, int]:
+    """What a reusable benchmark world is made of."""
+    return {"n_items": n_items, "n_users": n_users, "n_days": n_days, "format": 2}
+
+
+def ensure_world(n_items: int, n_users: int, n_days: int) -> tuple[dict[str, str], dict]:
+    """The world's environment and manifest; built (in a subprocess) unless one with these settings exists."""
+    home = (ROOT / "data" / "bench" / f"serve_{n_items}items").resolve()
+    env = world_env(home, n_items, n_users, n_days)
+    manifest_path = home / "bench_world.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("settings") == world_key(n_items, n_users, n_days):
+            print(f"reusing the benchmark world {home}")
+            return env, manifest
+    print(
+        f"building the benchmark world {home} ({n_items} items, {n_users} users, {n_days} days)", flush=True
+    )
+    shutil.rmtree(home, ignore_errors=True)  # a fresh registry: its artifacts are the served champion's
+    # built with the ANN on, so the retrieval_index artifact carries its faiss index; serving decides to use it
+    build_env = {**env, "RECGEN_RETRIEVAL__ANN_THRESHOLD_ITEMS": str(max(1, n_items - 1))}
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--build-world-here"],
+        cwd=ROOT, env={**os.environ, **build_env}, check=True,
+    )  # fmt: skip
+    return env, json.loads(manifest_path.read_text())
+
 
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
@@ -56,7 +267,9 @@ def settings_env() -> dict[str, str]:
 
 
 @contextmanager
-def serve(port: int, log_path: Path, ready_timeout_s: float = 180.0) -> Iterator[str]:
+def serve(
+    port: int, log_path: Path, ready_timeout_s: float = 600.0, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`bentoml serve` in its own process group on ``port``; stopped with SIGTERM on exit."""
     exe = Path(sys.prefix) / "bin" / "bentoml"
     with log_path.open("w") as log:
@@ -65,7 +278,7 @@ def serve(port: int, log_path: Path, ready_timeout_s: float = 180.0) -> Iterator
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **settings_env(), "BENTOML_DO_NOT_TRACK": "true"},
+            env={**os.environ, **(env or settings_env()), "BENTOML_DO_NOT_TRACK": "true"},
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -164,13 +377,47 @@ def main() -> None:
     parser.add_argument(
         "--content-requests", type=int, default=None, help="requests with copy (default: same)"
     )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=None, help="default 1 4 16 (1 16 with --items)"
+    )
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--items", type=int, default=None, help="serve a simulator world with this many items"
+    )
+    parser.add_argument("--world-users", type=int, default=WORLD_USERS, help="users of the --items world")
+    parser.add_argument("--world-days", type=int, default=WORLD_DAYS, help="days of the --items world")
+    parser.add_argument(
+        "--ann-threshold", type=int, default=None,
+        help="RECGEN_RETRIEVAL__ANN_THRESHOLD_ITEMS for the server (default: the settings')",
+    )  # fmt: skip
+    parser.add_argument("--build-world-here", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the figures here (with --items default reports/benchmarks/serve_<N>.json)",
+    )
     args = parser.parse_args()
+    if args.build_world_here:
+        build_world_here()
+        return
+
+    env: dict[str, str] | None = None
+    figures: list[dict[str, object]] = []
+    scenarios = (False, True)
+    if args.items:
+        env, manifest = ensure_world(args.items, args.world_users, args.world_days)
+        os.environ.update(env)  # this process reads the world's registry too
+        figures += manifest["ann"]
+        scenarios = (False,)  # no generator in the benchmark world
+        label = f"{args.items // 1000}k" if args.items % 1000 == 0 else str(args.items)
+        args.json = args.json or ROOT / "reports" / "benchmarks" / f"serve_{label}.json"
+    concurrency_levels = args.concurrency or ([1, 16] if args.items else [1, 4, 16])
+    if args.ann_threshold is not None:
+        os.environ["RECGEN_RETRIEVAL__ANN_THRESHOLD_ITEMS"] = str(args.ann_threshold)
+        env = {**(env or settings_env()), "RECGEN_RETRIEVAL__ANN_THRESHOLD_ITEMS": str(args.ann_threshold)}
+    threshold = get_settings().retrieval.ann_threshold_items
 
     users = sample_users()
-    figures: list[dict[str, float]] = []
     offset = 0
 
     def next_users(n: int) -> list[str]:
@@ -182,16 +429,21 @@ def main() -> None:
 
     def measure(url: str) -> None:
         health = httpx.post(f"{url}/health", timeout=30).json()
-        print(f"server {url}: device {health['device']}, models {health['model_versions']}")
-        for with_content in (False, True):
+        print(
+            f"server {url}: device {health['device']}, models {health['model_versions']}, counts {health.get('counts')}"
+        )
+        for with_content in scenarios:
             n = args.requests if not with_content else (args.content_requests or args.requests)
             # a few calls first, so one-off costs (first torch call, lazy imports) are not in the figures
             run_scenario(url, next_users(8), min(8, n), 1, with_content, args.k)
-            for concurrency in args.concurrency:
-                figures.append(run_scenario(url, next_users(n), n, concurrency, with_content, args.k))
-                f = figures[-1]
+            for concurrency in concurrency_levels:
+                f = run_scenario(url, next_users(n), n, concurrency, with_content, args.k)
+                f["items"] = int(health.get("counts", {}).get("items", 0)) or args.items
+                f["search"] = "ann (faiss)" if f["items"] > threshold else "exact"
+                f["model_versions"] = health["model_versions"]
+                figures.append(f)
                 print(
-                    f"{f['scenario']:<18} c={concurrency:<3} n={n:<5} errors={f['errors']:<4} "
+                    f"{f['scenario']:<18} c={concurrency:<3} n={n:<5} items={f['items']} {f['search']} errors={f['errors']:<4} "
                     f"{f['throughput_rps']:8.1f} req/s  p50 {f['p50_ms']:8.1f} ms  p95 {f['p95_ms']:8.1f} ms  "
                     f"p99 {f['p99_ms']:8.1f} ms"
                     + (f"  copy from cache {f['content_cached_share']:.0%}" if with_content else ""),
@@ -203,11 +455,12 @@ def main() -> None:
     else:
         log_path = get_settings().reports_dir.resolve() / "serve_bench_server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with serve(free_port(), log_path) as url:
+        with serve(free_port(), log_path, env=env) as url:
             measure(url)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -37,11 +37,35 @@ from models.generation.service import (
 from models.interests import InterestProfile
 from models.recommender import FullStackModel, Recommender, ScoredItem
 from models.registry import ModelRegistry
+from models.retrieval import load_if_same_catalog
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RECOMMENDER_NAME = "full_stack"  # the registry name of the served recommender
+RETRIEVAL_NAME = "retrieval_index"  # the pipeline's index of the same catalog (with its faiss ANN when large)
+
+
+def use_retrieval_index(
+    registry: ModelRegistry, model: FullStackModel, device: str, threshold: int
+) -> str | None:
+    """Serve the newest ``retrieval_index`` artifact that indexes the model's catalog; its version or None.
+
+    Either way the ANN index (above ``retrieval.ann_threshold_items`` of the serving settings, which decide
+    exact or approximate search here) is ready before the first request.
+    """
+    model.index.ann_threshold_items = threshold
+    version = None
+    for artifact in reversed(registry.versions(RETRIEVAL_NAME)):
+        saved = load_if_same_catalog(model.index, artifact.path, device)
+        if saved is not None:
+            model.index, version = saved, f"{RETRIEVAL_NAME}:{artifact.version}"
+            log.info("serving %s (saved ann: %s)", version, saved.ann is not None)
+            break
+    else:
+        log.warning("no %s artifact indexes the served catalog: using the model's own index", RETRIEVAL_NAME)
+    model.index.ensure_ann()
+    return version
 
 
 @dataclass(frozen=True)
@@ -74,8 +98,10 @@ class ServingModels:
         recommender_version: str,
         generator: Generator | None = None,
         cache_con: duckdb.DuckDBPyConnection | None = None,
+        retrieval_version: str | None = None,
     ) -> None:
         self.settings = settings
+        self.retrieval_version = retrieval_version
         self.device = settings.resolved_device
         self.recommender = recommender
         self.recommender_version = recommender_version
@@ -94,6 +120,9 @@ class ServingModels:
         registry = ModelRegistry.from_settings(settings)
         artifact = registry.load_champion(RECOMMENDER_NAME)
         model = FullStackModel.load(artifact.path, settings.resolved_device)
+        retrieval_version = use_retrieval_index(
+            registry, model, settings.resolved_device, settings.retrieval.ann_threshold_items
+        )
         recommender = Recommender.from_settings(model, settings)
         log.info("loaded %s %s from %s", RECOMMENDER_NAME, artifact.version, artifact.path)
         generator = cache_con = None
@@ -104,7 +133,8 @@ class ServingModels:
         else:
             cache_con = load_cache(settings, generator.version)
             log.info("loaded generator %s", generator.version)
-        return cls(settings, recommender, f"{RECOMMENDER_NAME}:{artifact.version}", generator, cache_con)
+        version = f"{RECOMMENDER_NAME}:{artifact.version}"
+        return cls(settings, recommender, version, generator, cache_con, retrieval_version)
 
     # --- lookups ----------------------------------------------------------------------------------------------
     def known_user(self, user_id: str) -> bool:
@@ -118,6 +148,8 @@ class ServingModels:
     def versions(self) -> dict[str, str]:
         """Model versions being served."""
         out = {"recommender": self.recommender_version}
+        if self.retrieval_version is not None:
+            out["retrieval_index"] = self.retrieval_version
         if self.generator is not None:
             out["generator"] = self.generator.version
         return out

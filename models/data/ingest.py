@@ -3,11 +3,17 @@
 Rows arrive as text (every column is read as VARCHAR) so that a wrong type is a finding about the row rather
 than a crash of the batch. Each row gets the first rule it breaks as its ``reason`` and the offending
 ``field``; clean rows go to ``raw.<table>``, the others to ``raw.quarantine`` with the whole record as JSON.
-Nothing is dropped: ``rows_in == rows_clean + rows_quarantined`` for every batch, and the batch ledger
-``raw.ingest_batches`` records the three counts.
+Events are idempotent on ``event_id``: a repeated ``event_id`` (within a file, across the files of a batch, or
+already in ``raw.events``) is a retry of an event already stored, so it is skipped and counted as a duplicate,
+not quarantined as bad. A repeated user or item key is quarantined (two different records for one key).
+Nothing is lost: ``rows_in == rows_clean + rows_quarantined + rows_duplicate`` for every batch, and the batch
+ledger ``raw.ingest_batches`` records the four counts.
 
 The checks run as SQL inside DuckDB, so a 50M-event Parquet snapshot is validated without loading it into
-Python.
+Python, and a snapshot is validated and committed one Parquet part at a time, so DuckDB's memory is bounded by
+one part (about a million rows, ``sources.ROWS_PER_PART``) rather than by the snapshot. The result is the same
+as validating the whole snapshot at once: rows are numbered across parts, the first copy of a key wins, and a
+key met in an earlier part of the same batch is a duplicate "within batch".
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from models.data.schema import (
 # Load order matters: events are checked against the users and items already accepted.
 LOAD_ORDER = ("users", "items", "events")
 RATING_RANGE = (1.0, 5.0)
+# Tables whose key identifies one occurrence (a retried write carries the same key): repeats are skipped.
+IDEMPOTENT_TABLES = frozenset({"events"})
 
 
 @dataclass
@@ -47,6 +55,7 @@ class TableReport:
     rows_clean: int
     rows_quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
+    rows_duplicate: int = 0  # repeats of a key already stored (idempotent tables only): skipped, not bad
 
 
 @dataclass
@@ -60,6 +69,10 @@ class IngestReport:
     def rows_quarantined(self) -> int:
         return sum(t.rows_quarantined for t in self.tables.values())
 
+    @property
+    def rows_duplicate(self) -> int:
+        return sum(t.rows_duplicate for t in self.tables.values())
+
 
 def create_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the ``raw`` schema, its tables, the quarantine and the batch ledger if missing."""
@@ -68,6 +81,8 @@ def create_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(table.create_sql())
     con.execute(QUARANTINE_DDL)
     con.execute(BATCHES_DDL)
+    # Ledgers written before duplicates were counted apart gain the column (0 for their batches).
+    con.execute("alter table raw.ingest_batches add column if not exists rows_duplicate BIGINT default 0")
 
 
 def _sql_literal(value: str) -> str:
@@ -140,16 +155,33 @@ def _rules(table: TableSchema, now: datetime) -> list[tuple[str, str, str]]:
     return rules
 
 
-def _validate_sql(table: TableSchema, staged: str, now: datetime) -> str:
-    """SQL giving every staged row its source_row, failing field and reason (null when clean)."""
+def _validate_sql(table: TableSchema, staged: str, now: datetime, batch_keys: str) -> str:
+    """SQL giving every staged row its source_row, failing field and reason (null when clean) and ``_dup``.
+
+    ``_dup`` marks a repeat of a key of an idempotent table (skipped, not quarantined); ``batch_keys`` is the
+    temp table of the keys this batch committed in its earlier parts.
+    """
     rules = _rules(table, now)
     key = ", ".join(table.key)
     key_label = ",".join(table.key)
     field_case = " ".join(f"when {cond} then {_sql_literal(f)}" for f, cond, _ in rules)
     reason_case = " ".join(f"when {cond} then {reason}" for _, cond, reason in rules)
     in_table = " and ".join(f"t.{k} = r.{k}" for k in table.key)
+    in_batch = " and ".join(f"k.{k} = r.{k}" for k in table.key)
+    idempotent = table.name in IDEMPOTENT_TABLES
+    within = "(_copy > 1 or _in_batch)"
     # Duplicates are judged among the rows that pass every other rule, so a bad first copy does not make a
     # good second copy a duplicate; the lowest source_row wins, and a key already in the table loses.
+    if idempotent:
+        dup_field = dup_reason = "null"
+        dup = "(_reason is null and (_copy > 1 or _in_batch or _known))"
+    else:
+        dup_field = f"case when {within} or _known then {_sql_literal(key_label)} end"
+        dup_reason = (
+            f"case when {within} then {_sql_literal(f'duplicate {key_label} within batch')} "
+            f"when _known then {_sql_literal(f'duplicate {key_label} already ingested')} end"
+        )
+        dup = "false"
     return f"""
         with ruled as (
             select b.*, case {field_case} end as _field, case {reason_case} end as _reason
@@ -160,23 +192,25 @@ def _validate_sql(table: TableSchema, staged: str, now: datetime) -> str:
                 case when r._reason is null
                      then row_number() over (partition by r._reason is null, {key} order by r.source_row)
                 end as _copy,
-                exists (select 1 from raw.{table.name} t where {in_table}) as _known
+                r._reason is null and exists (select 1 from {batch_keys} k where {in_batch}) as _in_batch,
+                r._reason is null and exists (select 1 from raw.{table.name} t where {in_table}) as _known
             from ruled r
         )
-        select * exclude (_field, _reason, _copy, _known),
-            case when _reason is not null then _field
-                 when _copy > 1 or _known then {_sql_literal(key_label)} end as _field,
-            case when _reason is not null then _reason
-                 when _copy > 1 then {_sql_literal(f"duplicate {key_label} within batch")}
-                 when _known then {_sql_literal(f"duplicate {key_label} already ingested")} end as _reason
+        select * exclude (_field, _reason, _copy, _in_batch, _known),
+            case when _reason is not null then _field else {dup_field} end as _field,
+            case when _reason is not null then _reason else {dup_reason} end as _reason,
+            {dup} as _dup
         from ranked
     """
 
 
 def _stage(
-    con: duckdb.DuckDBPyConnection, table: TableSchema, frame_or_files: pd.DataFrame | list[Path]
+    con: duckdb.DuckDBPyConnection,
+    table: TableSchema,
+    frame_or_files: pd.DataFrame | list[Path],
+    first_row: int = 1,
 ) -> str:
-    """Register the incoming rows as an all-VARCHAR temp table with a 1-based ``source_row``."""
+    """Register the incoming rows as an all-VARCHAR temp table with ``source_row`` counted from ``first_row``."""
     staged = f"_staged_{table.name}"
     cols = ", ".join(f"cast({c} as VARCHAR) as {c}" for c in table.column_names)
     if isinstance(frame_or_files, pd.DataFrame):
@@ -194,7 +228,7 @@ def _stage(
         source = f"read_parquet([{files}], union_by_name = true)"
     con.execute(
         f"create or replace temp table {staged} as "
-        f"select row_number() over () as source_row, {cols} from {source}"
+        f"select row_number() over () + {int(first_row) - 1} as source_row, {cols} from {source}"
     )
     if isinstance(frame_or_files, pd.DataFrame):
         con.unregister("_incoming")
@@ -210,47 +244,83 @@ def ingest_table(
     source: str,
     now: datetime | None = None,
 ) -> TableReport:
-    """Validate ``rows`` for ``raw.<table_name>``; insert the clean ones, quarantine the rest."""
+    """Validate ``rows`` for ``raw.<table_name>``; insert the clean ones, quarantine the rest.
+
+    Parquet parts are validated and committed one at a time (rows numbered across them); a DataFrame is one
+    part. A repeated key of an idempotent table (``event_id``) is skipped and counted in ``rows_duplicate``.
+    """
     table = RAW_TABLES[table_name]
     now = now or datetime.now(UTC)
     create_raw_schema(con)
-    staged = _stage(con, table, rows)
-    con.execute(f"create or replace temp table _checked as {_validate_sql(table, staged, now)}")
+    parts: list[pd.DataFrame | list[Path]] = (
+        [rows] if isinstance(rows, pd.DataFrame) else [[path] for path in rows]
+    )
+    key_cols = ", ".join(table.key)
+    batch_keys = f"_batch_keys_{table.name}"
+    con.execute(
+        f"create or replace temp table {batch_keys} as select {key_cols} from raw.{table.name} limit 0"
+    )
     casts = ", ".join(f"cast({c.name} as {c.duckdb_type})" for c in table.columns)
-    con.execute(
-        f"insert into raw.{table.name} ({', '.join(table.column_names)}) "
-        f"select {casts} from _checked where _reason is null"
-    )
     record = "to_json(struct_pack(" + ", ".join(f"{c} := {c}" for c in table.column_names) + "))"
-    con.execute(
-        f"""insert into raw.quarantine
-            select ?, ?, source_row, _field, _reason, {record}, ? from _checked where _reason is not null""",
-        [batch_id, table.name, now.replace(tzinfo=None)],
-    )
-    rows_in, rows_bad = con.execute(
-        "select count(*), count(*) filter (where _reason is not null) from _checked"
-    ).fetchone()
-    reasons = dict(
+    rows_in = rows_bad = rows_dup = 0
+    reasons: dict[str, int] = {}
+    for i, part in enumerate(parts):
+        staged = _stage(con, table, part, first_row=rows_in + 1)
         con.execute(
+            f"create or replace temp table _checked as {_validate_sql(table, staged, now, batch_keys)}"
+        )
+        con.execute(f"drop table {staged}")
+        if i + 1 < len(parts) and table.name not in IDEMPOTENT_TABLES:
+            # Later parts must see this part's keys as "within batch" (the result equals a whole-batch check);
+            # an idempotent table needs no list: a repeat is skipped whether it is in the table or the batch.
+            con.execute(
+                f"insert into {batch_keys} select {key_cols} from _checked where _reason is null and not _dup"
+            )
+        con.execute(
+            f"insert into raw.{table.name} ({', '.join(table.column_names)}) "
+            f"select {casts} from _checked where _reason is null and not _dup"
+        )
+        con.execute(
+            f"""insert into raw.quarantine
+                select ?, ?, source_row, _field, _reason, {record}, ? from _checked where _reason is not null""",
+            [batch_id, table.name, now.replace(tzinfo=None)],
+        )
+        part_in, part_bad, part_dup = con.execute(
+            "select count(*), count(*) filter (where _reason is not null), count(*) filter (where _dup) "
+            "from _checked"
+        ).fetchone()
+        rows_in, rows_bad, rows_dup = rows_in + part_in, rows_bad + part_bad, rows_dup + part_dup
+        for reason, count in con.execute(
             # Group by the kind of problem, without the offending value: 'rating: outside 1..5'.
             "select trim(regexp_replace(_reason, '(: )?(''.*''|-?[0-9][0-9.]*)$', '')), count(*) from _checked "
-            "where _reason is not null group by 1 order by 2 desc"
-        ).fetchall()
-    )
+            "where _reason is not null group by 1"
+        ).fetchall():
+            reasons[reason] = reasons.get(reason, 0) + int(count)
+        con.execute("drop table _checked")
+    con.execute(f"drop table {batch_keys}")
+    rows_clean = rows_in - rows_bad - rows_dup
     con.execute(
-        "insert into raw.ingest_batches values (?, ?, ?, ?, ?, ?, ?)",
+        "insert into raw.ingest_batches (batch_id, source, table_name, rows_in, rows_clean, rows_quarantined, "
+        "rows_duplicate, ingested_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             batch_id + ":" + table.name,
             source,
             table.name,
             rows_in,
-            rows_in - rows_bad,
+            rows_clean,
             rows_bad,
+            rows_dup,
             now.replace(tzinfo=None),
         ],
     )
-    con.execute(f"drop table {staged}; drop table _checked")
-    return TableReport(table.name, int(rows_in), int(rows_in - rows_bad), int(rows_bad), reasons)
+    return TableReport(
+        table.name,
+        int(rows_in),
+        int(rows_clean),
+        int(rows_bad),
+        dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        int(rows_dup),
+    )
 
 
 def ingest_snapshot(
@@ -346,7 +416,7 @@ def read_inbox_file(path: Path) -> tuple[str, pd.DataFrame, list[tuple[int, str]
 def ingest_inbox(
     con: duckdb.DuckDBPyConnection, paths: Iterable[Path], *, now: datetime | None = None
 ) -> IngestReport:
-    """Append new rows from inbox files; existing keys count as duplicates, malformed lines are quarantined."""
+    """Append new rows from inbox files: repeated event_ids are skipped and counted, bad lines quarantined."""
     create_raw_schema(con)
     batch_id = _new_batch_id()
     now = now or datetime.now(UTC)

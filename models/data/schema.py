@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS raw.ingest_batches (
     rows_in BIGINT NOT NULL,
     rows_clean BIGINT NOT NULL,
     rows_quarantined BIGINT NOT NULL,
-    ingested_at TIMESTAMP NOT NULL
+    ingested_at TIMESTAMP NOT NULL,
+    rows_duplicate BIGINT DEFAULT 0  -- repeated event_ids: skipped, not quarantined (in = clean + q + dup)
 )
 """

@@ -27,6 +27,7 @@ def _table_metadata(report: IngestReport, table: str) -> dict[str, dg.MetadataVa
         "rows_in": dg.MetadataValue.int(t.rows_in),
         "rows_clean": dg.MetadataValue.int(t.rows_clean),
         "rows_quarantined": dg.MetadataValue.int(t.rows_quarantined),
+        "rows_duplicate": dg.MetadataValue.int(t.rows_duplicate),
         "quarantine_reasons": dg.MetadataValue.json(t.reasons),
     }
 
@@ -103,6 +104,7 @@ def raw_tables(
             metadata["inbox_batch_id"] = dg.MetadataValue.text(inbox.batch_id)
             metadata["inbox_rows_clean"] = dg.MetadataValue.int(inbox.tables[name].rows_clean)
             metadata["inbox_rows_quarantined"] = dg.MetadataValue.int(inbox.tables[name].rows_quarantined)
+            metadata["inbox_rows_duplicate"] = dg.MetadataValue.int(inbox.tables[name].rows_duplicate)
         yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
     quarantined = (snapshot.rows_quarantined if snapshot else 0) + (inbox.rows_quarantined if inbox else 0)
     if quarantined:

@@ -1,4 +1,4 @@
-"""Retrieval: exact top-K with seen items masked, the IVF index, and the candidate union with sources."""
+"""Retrieval: exact top-K with seen items masked, the faiss ANN index, and the candidate union with sources."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from models.retrieval import (
     SOURCE_FRESH,
     SOURCE_POPULAR,
     SOURCE_TWO_TOWER,
+    FaissIndex,
     ItemSpace,
-    IVFIndex,
     RetrievalIndex,
     mask_seen,
     stable_topk,
@@ -51,23 +51,70 @@ def test_item_bias_enters_the_logit() -> None:
     assert items[:, 0].tolist() == [1, 1, 1, 1]
 
 
-def test_ivf_recall_against_exact_search() -> None:
-    # clustered items (as topic embeddings are): probing the nearest cells finds most of the exact top 10
+def _clustered(n: int = 4000, n_users: int = 50) -> tuple[ItemSpace, torch.Tensor]:
+    # clustered items (as topic embeddings are), users near the clusters
     gen = torch.Generator().manual_seed(0)
     centers = F.normalize(torch.randn(20, 16, generator=gen), dim=-1)
-    vecs = F.normalize(centers[torch.arange(4000) % 20] + 0.3 * torch.randn(4000, 16, generator=gen), dim=-1)
-    space = ItemSpace(vecs, torch.zeros(4000), 10.0)
-    users = F.normalize(centers[torch.arange(50) % 20] + 0.2 * torch.randn(50, 16, generator=gen), dim=-1)
-    seen = [np.zeros(0, dtype=np.int64)] * 50
+    vecs = F.normalize(centers[torch.arange(n) % 20] + 0.3 * torch.randn(n, 16, generator=gen), dim=-1)
+    bias = 0.5 * torch.randn(n, generator=gen)
+    users = F.normalize(
+        centers[torch.arange(n_users) % 20] + 0.2 * torch.randn(n_users, 16, generator=gen), dim=-1
+    )
+    return ItemSpace(vecs, bias, 10.0), users
+
+
+def _recall(approx: torch.Tensor, truth: torch.Tensor) -> float:
+    return float(
+        np.mean(
+            [
+                len(set(a.tolist()) & set(t.tolist())) / truth.shape[1]
+                for a, t in zip(approx, truth, strict=True)
+            ]
+        )
+    )
+
+
+def test_ann_recall_against_exact_search_with_seen_items_excluded() -> None:
+    space, users = _clustered()
+    seen = [np.arange(row, 4000, 97) for row in range(50)]  # ~41 seen items per user
     exact = RetrievalIndex(space, np.zeros(4000), np.zeros(4000))
     ann = RetrievalIndex(space, np.zeros(4000), np.zeros(4000), ann_threshold_items=1000)
-    assert exact.ann is None and isinstance(ann.ann, IVFIndex)  # the threshold decides which search runs
-    _, truth = exact.search(users, 10, seen)
-    _, approx = ann.search(users, 10, seen)
-    recall = np.mean(
-        [len(set(a.tolist()) & set(t.tolist())) / 10 for a, t in zip(approx, truth, strict=True)]
-    )
-    assert recall > 0.8
+    assert not exact.uses_ann and exact.ensure_ann() is None
+    assert isinstance(ann.ensure_ann(), FaissIndex)  # the threshold decides which search runs
+    truth_scores, truth = exact.search(users, 10, seen)
+    approx_scores, approx = ann.search(users, 10, seen)
+    assert _recall(approx, truth) > 0.9
+    for row in range(50):
+        assert not set(approx[row].tolist()) & set(seen[row].tolist())
+    # the ANN ranks by the model's logit itself (bias included): the scores it returns are the exact logits
+    exact_logits = space.logits(users).gather(1, approx)
+    assert torch.allclose(approx_scores, exact_logits, atol=1e-3)
+    # probing every list is exact search
+    ann.ann.n_probe = ann.ann.index.nlist
+    assert torch.equal(ann.search(users, 10, seen)[1], truth)
+
+
+def test_ann_finds_an_item_that_wins_by_its_bias() -> None:
+    space, users = _clustered()
+    space.bias[123] = 100.0  # so popular it is everyone's first item, whatever cluster it sits in
+    ann = RetrievalIndex(space, np.zeros(4000), np.zeros(4000), ann_threshold_items=1000)
+    _, items = ann.search(users, 1, [np.zeros(0, dtype=np.int64)] * len(users))
+    assert items[:, 0].tolist() == [123] * len(users)
+
+
+def test_saved_index_reloads_its_ann_and_recognizes_its_catalog(tmp_path) -> None:
+    space, users = _clustered()
+    index = RetrievalIndex(space, np.arange(4000.0), np.zeros(4000), ann_threshold_items=1000)
+    index.save(tmp_path / "index")
+    assert (tmp_path / "index" / "ann.faiss").exists()
+    loaded = RetrievalIndex.load(tmp_path / "index", ann_threshold_items=1000)
+    assert loaded.ann is not None and loaded.same_catalog(index)
+    seen = [np.zeros(0, dtype=np.int64)] * len(users)
+    assert torch.equal(loaded.search(users, 10, seen)[1], index.search(users, 10, seen)[1])
+    other, _ = _clustered(n=3999)
+    assert not loaded.same_catalog(RetrievalIndex(other, np.arange(3999.0), np.zeros(3999)))
+    shuffled = RetrievalIndex(space, np.arange(4000.0)[::-1].copy(), np.zeros(4000))
+    assert not loaded.same_catalog(shuffled)  # same vectors, another popularity order
 
 
 def test_candidates_union_popular_and_fresh_with_sources() -> None:

@@ -9,7 +9,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from models.data.ingest import ingest_inbox, ingest_table
+from models.data.ingest import ingest_inbox, ingest_snapshot, ingest_table
+from models.data.simulator import RawDataset
+from models.data.sources import write_dataset_parquet
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -92,7 +94,9 @@ def test_each_kind_of_bad_row_is_quarantined_with_field_and_reason(con):
 
     assert report.rows_in == len(rows)
     assert report.rows_clean == 2
-    assert report.rows_in == report.rows_clean + report.rows_quarantined
+    assert report.rows_duplicate == 1  # a repeated event_id is a retry: skipped and counted, not bad
+    assert report.rows_quarantined == len(BAD_EVENTS)
+    assert report.rows_in == report.rows_clean + report.rows_quarantined + report.rows_duplicate
     clean_ids = {r[0] for r in con.execute("select event_id from raw.events").fetchall()}
     assert clean_ids == {"e_ok", "e_click"}
 
@@ -105,8 +109,10 @@ def test_each_kind_of_bad_row_is_quarantined_with_field_and_reason(con):
         entry = by_row[source_row]
         assert entry.field == field, name
         assert reason_part in entry.reason, (name, entry.reason)
-    dup = by_row[len(rows)]
-    assert dup.reason == "duplicate event_id within batch"
+    assert len(rows) not in by_row  # the duplicate is not in the quarantine
+    assert con.execute("select event_type from raw.events where event_id = 'e_ok'").fetchone() == (
+        "impression",
+    )
     # The record keeps the original values, so a quarantined row can be repaired and replayed.
     assert json.loads(by_row[len(good) + 1].record)["event_ts"] == "yesterday-ish"
 
@@ -150,5 +156,105 @@ def test_inbox_counts_malformed_json_lines_and_loses_nothing(con, tmp_path):
 
 def test_ledger_records_counts_per_batch(con):
     ingest_table(con, "users", _users(), batch_id="b", source="test", now=NOW)
-    row = con.execute("select rows_in, rows_clean, rows_quarantined from raw.ingest_batches").fetchone()
-    assert row == (2, 2, 0)
+    row = con.execute(
+        "select rows_in, rows_clean, rows_quarantined, rows_duplicate from raw.ingest_batches"
+    ).fetchone()
+    assert row == (2, 2, 0, 0)
+
+
+def _write_jsonl(path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_repeated_event_ids_are_skipped_and_counted_within_across_files_and_against_the_table(con, tmp_path):
+    ingest_table(con, "users", _users(), batch_id="b", source="test", now=NOW)
+    ingest_table(con, "items", _items(), batch_id="b", source="test", now=NOW)
+    ingest_table(con, "events", pd.DataFrame([_event("stored")]), batch_id="b", source="test", now=NOW)
+    inbox = tmp_path / "inbox" / "events"
+    # a.jsonl: a new event, its retry in the same file, and a retry of an event already in raw.events;
+    # b.jsonl (a client retrying after a timeout): the same new event again, another new one, one bad row.
+    _write_jsonl(inbox / "a.jsonl", [_event("n1"), _event("n1"), _event("stored", event_type="click")])
+    _write_jsonl(inbox / "b.jsonl", [_event("n1"), _event("n2"), _event("n3", user_id="ghost")])
+
+    report = ingest_inbox(con, [inbox / "a.jsonl", inbox / "b.jsonl"], now=NOW)
+    events = report.tables["events"]
+    assert (events.rows_in, events.rows_clean, events.rows_quarantined, events.rows_duplicate) == (6, 2, 1, 3)
+    stored = dict(con.execute("select event_id, event_type from raw.events").fetchall())
+    assert stored == {"stored": "impression", "n1": "impression", "n2": "impression"}  # the first copy stays
+    assert con.execute("select reason from raw.quarantine").fetchall() == [("user_id: unknown user 'ghost'",)]
+    ledger = con.execute(
+        "select rows_in, rows_clean, rows_quarantined, rows_duplicate from raw.ingest_batches "
+        "where batch_id = ?",
+        [report.batch_id + ":events"],
+    ).fetchone()
+    assert ledger == (6, 2, 1, 3)
+
+    # the same files ingested again (a replay) store nothing new and quarantine nothing new
+    again = ingest_inbox(con, [inbox / "a.jsonl", inbox / "b.jsonl"], now=NOW).tables["events"]
+    assert (again.rows_clean, again.rows_duplicate, again.rows_quarantined) == (0, 5, 1)
+    assert con.execute("select count(*) from raw.events").fetchone() == (3,)
+
+
+def test_ledger_gains_the_duplicate_column_on_an_existing_warehouse(con):
+    con.execute("create schema raw")
+    con.execute(
+        "create table raw.ingest_batches (batch_id varchar primary key, source varchar not null, "
+        "table_name varchar not null, rows_in bigint not null, rows_clean bigint not null, "
+        "rows_quarantined bigint not null, ingested_at timestamp not null)"
+    )
+    con.execute("insert into raw.ingest_batches values ('old', 's', 'users', 1, 1, 0, now())")
+    ingest_table(con, "users", _users(), batch_id="new", source="test", now=NOW)
+    rows = con.execute("select batch_id, rows_duplicate from raw.ingest_batches order by 1").fetchall()
+    assert rows == [("new:users", 0), ("old", 0)]
+
+
+def _snapshot_with_defects() -> RawDataset:
+    """Users, items and events with bad rows and repeated keys spread so that they span part boundaries."""
+    users = pd.concat(
+        [
+            _users(),
+            _users().iloc[[0]].assign(region="elsewhere"),
+            _users().iloc[[1]].assign(signup_at="never"),
+        ]
+    )
+    items = pd.concat([_items(), _items().iloc[[1]]])
+    events = [_event(f"e{i}", position=i) for i in range(7)]
+    events += [_event("e1", event_type="click"), _event("e_bad", rating=42, event_type="rating")]
+    events += [_event("e8", user_id="ghost"), _event("e9", item_id="i2"), _event("e3"), _event("e10")]
+    return RawDataset(users=users, items=items, events=pd.DataFrame(events))
+
+
+def _tables(con) -> dict[str, list[tuple]]:
+    queries = {
+        "users": "select * from raw.users order by all",
+        "items": "select * from raw.items order by all",
+        "events": "select * from raw.events order by all",
+        "quarantine": "select source_table, source_row, field, reason, record from raw.quarantine order by all",
+        "ledger": "select table_name, rows_in, rows_clean, rows_quarantined, rows_duplicate "
+        "from raw.ingest_batches order by all",
+    }
+    return {name: con.execute(sql).fetchall() for name, sql in queries.items()}
+
+
+def test_part_wise_ingest_gives_the_same_tables_as_one_whole_part(tmp_path):
+    dataset = _snapshot_with_defects()
+    whole = write_dataset_parquet(dataset, tmp_path / "whole")
+    parts = write_dataset_parquet(dataset, tmp_path / "parts", rows_per_part=2)
+    assert len(whole["events"]) == 1 and len(parts["events"]) == 7 and len(parts["users"]) == 2
+    results = {}
+    for name, files in {"whole": whole, "parts": parts}.items():
+        with duckdb.connect(str(tmp_path / f"{name}.duckdb")) as connection:
+            report = ingest_snapshot(connection, files, source="test", now=NOW)
+            results[name] = (_tables(connection), {t: vars(r) for t, r in report.tables.items()})
+    assert results["parts"] == results["whole"]
+    tables, reports = results["parts"]
+    # what both must hold: first copies win; repeats within the batch are quarantined (users, items) or
+    # skipped (events), across part boundaries alike
+    assert [r[0] for r in tables["users"]] == ["u1", "u2"] and tables["users"][0][2] == "north"
+    assert {r[3] for r in tables["quarantine"]} >= {
+        "duplicate user_id within batch",
+        "duplicate item_id within batch",
+    }
+    assert reports["events"]["rows_duplicate"] == 2 and reports["events"]["rows_quarantined"] == 2
+    assert len(tables["events"]) == 9
