@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import duckdb
 import numpy as np
@@ -695,8 +695,12 @@ def best_baseline(table: pd.DataFrame, metric: str = "ndcg@10") -> tuple[str, fl
     return str(row["model"]), float(row[metric])
 
 
-def full_stack_wins(table: pd.DataFrame) -> tuple[bool, str]:
-    """Whether the paired 95% interval of NDCG@10 full_stack minus the best baseline lies above 0.
+Verdict = Literal["win", "tie", "loss"]
+
+
+def full_stack_verdict(table: pd.DataFrame) -> tuple[Verdict, str]:
+    """The paired 95% interval of NDCG@10 full_stack minus the best baseline: above 0 ``win``, below 0 ``loss``,
+    containing 0 ``tie`` (no difference the test users can show), with the numbers as a message.
 
     The message also compares Recall@20 (reported, not gated).
     """
@@ -704,18 +708,35 @@ def full_stack_wins(table: pd.DataFrame) -> tuple[bool, str]:
     name, value = best_baseline(table, "ndcg@10")
     low = full.get("delta_ci_low", np.nan)
     high = full.get("delta_ci_high", np.nan)
-    ok = bool(np.isfinite(low) and low > 0)
+    verdict: Verdict
+    if np.isfinite(low) and low > 0:
+        verdict = "win"
+    elif np.isfinite(high) and high < 0:
+        verdict = "loss"
+    else:
+        verdict = "tie"
     parts = [
         f"ndcg@10: full_stack {full['ndcg@10']:.4f} vs best baseline {name} {value:.4f}, difference "
-        f"{full['ndcg@10'] - value:+.4f} (paired 95% interval {low:+.4f} .. {high:+.4f}: "
-        f"{'win' if ok else 'LOSS'})"
+        f"{full['ndcg@10'] - value:+.4f} (paired 95% interval {low:+.4f} .. {high:+.4f}: {verdict.upper()})"
     ]
     r_name, r_value = best_baseline(table, "recall@20")
     parts.append(
         f"recall@20: full_stack {full['recall@20']:.4f} vs best baseline {r_name} {r_value:.4f} "
         f"({'ahead' if full['recall@20'] > r_value else 'behind'})"
     )
-    return ok, "; ".join(parts)
+    return verdict, "; ".join(parts)
+
+
+def full_stack_wins(table: pd.DataFrame) -> tuple[bool, str]:
+    """Whether the paired 95% interval of NDCG@10 full_stack minus the best baseline lies above 0."""
+    verdict, message = full_stack_verdict(table)
+    return verdict == "win", message
+
+
+def may_promote(verdict: Verdict, has_champion: bool) -> bool:
+    """The champion policy: a win promotes; a tie only makes a first champion (an empty registry, so the
+    reports, copy and service have a model), never replaces one; a loss never promotes."""
+    return verdict == "win" or (verdict == "tie" and not has_champion)
 
 
 @dataclass

@@ -502,9 +502,10 @@ def read_test_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     group_name=GROUP,
     deps=[evaluation],
     kinds={"python"},
-    description="Makes the full_stack version the evaluation registered the champion (what bentoml serve loads), "
-    "only when its paired 95% interval of NDCG@10 against the best baseline lies above 0. Downstream of the "
-    "blocking full_stack_beats_baselines check: a run where the check failed never gets here",
+    description="Makes the full_stack version the evaluation registered the champion (what bentoml serve loads) "
+    "when its paired 95% interval of NDCG@10 against the best baseline lies above 0 (a win); a tie (the "
+    "interval holds 0) only makes a first champion of an empty registry. Downstream of the blocking "
+    "full_stack_beats_baselines check: a run where the full stack lost never gets here",
 )
 def full_stack_champion(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     settings = recgen.settings()
@@ -515,13 +516,15 @@ def full_stack_champion(context: dg.AssetExecutionContext, recgen: RecgenResourc
     version = str(table["full_stack_version"].iloc[0])
     registry = ModelRegistry.from_settings(settings)
     before = registry.champion("full_stack")
-    wins, message = training.full_stack_wins(table)
-    if not wins and settings.evaluation.gate_promotion:
-        # the same gate as the blocking check, so materializing this asset alone cannot promote a loser
-        context.log.warning(f"full_stack {version} is not promoted: {message}")
+    verdict, message = training.full_stack_verdict(table)
+    if not training.may_promote(verdict, before is not None) and settings.evaluation.gate_promotion:
+        # the same gate as the check, so materializing this asset alone cannot promote a loser (or let a tie
+        # replace a champion)
+        context.log.warning(f"full_stack {version} is not promoted ({verdict}): {message}")
         return dg.MaterializeResult(
             metadata={
                 "candidate_version": version,
+                "verdict": verdict,
                 "promoted_to_champion": False,
                 "champion_version": before.version if before else "none",
                 "comparison": message,
@@ -535,6 +538,7 @@ def full_stack_champion(context: dg.AssetExecutionContext, recgen: RecgenResourc
             "promoted_to_champion": promoted,
             "champion_version": champion.version if champion else "none",
             "previous_champion": before.version if before else "none",
+            "verdict": verdict,
             "comparison": message,
         }
     )

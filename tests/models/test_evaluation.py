@@ -143,10 +143,20 @@ def test_full_stack_wins_needs_the_interval_above_zero() -> None:
     # a higher mean whose interval reaches below 0 is not a win
     assert not ok
     assert "full_stack 0.2500 vs best baseline itemknn 0.2000, difference +0.0500" in message
-    assert "interval -0.0100 .. +0.1100: LOSS" in message
+    assert "interval -0.0100 .. +0.1100: TIE" in message
     assert "recall@20: full_stack 0.3000 vs best baseline itemknn 0.3500 (behind)" in message
+    assert training.full_stack_verdict(table)[0] == "tie"
     table.loc[3, "delta_ci_low"] = 0.01
-    assert training.full_stack_wins(table)[0]
+    assert training.full_stack_wins(table)[0] and training.full_stack_verdict(table)[0] == "win"
+    table.loc[3, ["delta_ci_low", "delta_ci_high"]] = [-0.08, -0.01]
+    assert training.full_stack_verdict(table)[0] == "loss"
+
+
+def test_champion_policy_a_tie_only_makes_a_first_champion() -> None:
+    assert training.may_promote("win", has_champion=True) and training.may_promote("win", has_champion=False)
+    assert training.may_promote("tie", has_champion=False)
+    assert not training.may_promote("tie", has_champion=True)
+    assert not training.may_promote("loss", has_champion=False) and not training.may_promote("loss", True)
 
 
 def test_write_report_and_frames(tmp_path: Path) -> None:
