@@ -113,6 +113,30 @@ def stage_lines(
             + (f" (partition {run.tags['dagster/partition']})" if "dagster/partition" in run.tags else "")
         )
         lines.extend(f"      {stage.describe()}" for stage in stage_times(instance, run.run_id, stages))
+        lines.extend(check_lines(instance, run.run_id))
+    return lines
+
+
+def check_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """How the run's asset checks came out: the count that passed, then each failed one with its severity.
+
+    A failed check of WARN severity (the full stack tying the best baseline) or a non-blocking one (the copy's
+    quality figures) does not fail the run, so this is where a reader of `make run` sees it.
+    """
+    from dagster import DagsterEventType
+
+    evaluations = [
+        record.dagster_event.asset_check_evaluation_data
+        for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        if record.dagster_event is not None
+    ]
+    if not evaluations:
+        return []
+    failed = [e for e in evaluations if not e.passed]
+    lines = [f"      checks: {len(evaluations) - len(failed)} of {len(evaluations)} passed"]
+    for e in failed:
+        description = (e.description or "").splitlines()[0][:160] if e.description else ""
+        lines.append(f"      FAILED check {e.check_name} ({e.severity.value}): {description}")
     return lines
 
 

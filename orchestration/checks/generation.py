@@ -53,7 +53,9 @@ def generated_content_guardrails(recgen: RecgenResource) -> dg.AssetCheckResult:
 
 @dg.asset_check(
     asset=generated_content,
-    blocking=True,
+    # Not blocking: nothing is downstream of the copy, so blocking would only turn the whole run red; a day
+    # whose copy misses its figures shows as a failed check in the UI and in make run's summary instead.
+    blocking=False,
     pool="duckdb",
     description="The latest day's copy: fallback rate <= generation.max_fallback_rate, faithfulness of model "
     "rows >= generation.min_faithfulness, distinct-2 of model rows >= generation.min_distinct_2.",
