@@ -67,7 +67,7 @@ data-ml100k: $(STAMP)
 	@if [ -f $(ML100K_DIR)/ml-100k.inter ]; then echo "$(ML100K_DIR) already holds ml-100k.inter"; exit 0; fi; \
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	echo "downloading the $(RECBOLE_WHEEL) wheel (about 2 MB, no dependencies) into $$tmp ..." && \
-	$(BIN)/pip download --quiet --no-deps --dest "$$tmp" "$(RECBOLE_WHEEL)" && \
+	$(BIN)/pip download --progress-bar on --no-deps --dest "$$tmp" "$(RECBOLE_WHEEL)" && \
 	echo "unpacking recbole/dataset_example/ml-100k/* into $(ML100K_DIR) ..." && \
 	mkdir -p $(ML100K_DIR) && \
 	$(BIN)/python -c 'import sys, zipfile, pathlib; \
