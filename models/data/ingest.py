@@ -10,8 +10,9 @@ Nothing is lost: ``rows_in == rows_clean + rows_quarantined + rows_duplicate`` f
 ledger ``raw.ingest_batches`` records the four counts.
 
 The checks run as SQL inside DuckDB, so a 50M-event Parquet snapshot is validated without loading it into
-Python, and a snapshot is validated and committed one Parquet part at a time, so DuckDB's memory is bounded by
-one part (about a million rows, ``sources.ROWS_PER_PART``) rather than by the snapshot. The result is the same
+Python, and a snapshot is validated and committed one Parquet part at a time, so the validation's memory is that
+of one part (a loader's ``sources.ROWS_PER_PART`` rows, or the simulator's 20k-user chunk) rather than of the
+snapshot. The result is the same
 as validating the whole snapshot at once: rows are numbered across parts, the first copy of a key wins, and a
 key met in an earlier part of the same batch is a duplicate "within batch".
 """
