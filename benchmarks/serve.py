@@ -267,10 +267,11 @@ def settings_env() -> dict[str, str]:
 
 
 @contextmanager
-def serve(
+def bentoml_server(
     port: int, log_path: Path, ready_timeout_s: float = 600.0, env: dict[str, str] | None = None
-) -> Iterator[str]:
-    """`bentoml serve` in its own process group on ``port``; stopped with SIGTERM on exit."""
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`bentoml serve` in its own process group on 127.0.0.1:``port``, once ``/readyz`` answers; yields the URL
+    and the process (``benchmarks/soak.py`` finds its worker under it); stopped with SIGTERM on exit."""
     exe = Path(sys.prefix) / "bin" / "bentoml"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
@@ -278,6 +279,7 @@ def serve(
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or settings_env()), "BENTOML_DO_NOT_TRACK": "true"},
             start_new_session=True,
         )
@@ -295,7 +297,7 @@ def serve(
             if time.monotonic() > deadline:
                 raise SystemExit(f"service not ready after {ready_timeout_s} s; log: {log_path}")
             time.sleep(0.25)
-        yield url
+        yield url, proc
     finally:
         # BentoML's workers run in sessions of their own: SIGTERM lets the arbiter stop them; if it hangs,
         # they are killed one by one (a signal to the arbiter's group would not reach them).
@@ -309,6 +311,15 @@ def serve(
                 proc.wait()
         for worker in psutil.wait_procs(workers, timeout=30)[1]:
             worker.kill()
+
+
+@contextmanager
+def serve(
+    port: int, log_path: Path, ready_timeout_s: float = 600.0, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`bentoml serve` on ``port`` (see ``bentoml_server``); yields its URL."""
+    with bentoml_server(port, log_path, ready_timeout_s, env) as (url, _):
+        yield url
 
 
 def sample_users(n: int = 5000) -> list[str]:

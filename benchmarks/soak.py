@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -39,52 +35,18 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.serve import bentoml_server, free_port, settings_env  # noqa: E402
 from models.registry import ModelRegistry  # noqa: E402
 from models.settings import get_settings  # noqa: E402
 
 WORKER_MODULE = "_bentoml_impl.worker.service"  # how BentoML 1.4 starts an API worker process
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serve(log_path: Path, ready_timeout_s: float = 240.0) -> Iterator[tuple[str, psutil.Process]]:
-    """`bentoml serve` on 127.0.0.1 in its own process group; yields the URL and the worker process."""
-    settings = get_settings()
-    env = {**os.environ, "RECGEN_HOME": str(settings.home.resolve()), "BENTOML_DO_NOT_TRACK": "true"}
-    if settings.duckdb_path is not None:
-        env["RECGEN_DUCKDB_PATH"] = str(settings.duckdb_path.resolve())
-    port = free_port()
-    exe = Path(sys.prefix) / "bin" / "bentoml"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(exe), "serve", "bentos.service:RecgenService", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"bentoml serve exited with {proc.returncode}; log: {log_path}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"not ready after {ready_timeout_s} s; log: {log_path}")
-            time.sleep(0.25)
+    """`bentoml serve` on a free loopback port (``benchmarks/serve.py: bentoml_server``); yields the URL and the
+    API worker process whose RSS the soak follows."""
+    with bentoml_server(free_port(), log_path, ready_timeout_s, settings_env()) as (url, proc):
         workers = [
             p
             for p in psutil.Process(proc.pid).children(recursive=True)
@@ -93,13 +55,6 @@ def serve(log_path: Path, ready_timeout_s: float = 240.0) -> Iterator[tuple[str,
         if len(workers) != 1:
             raise SystemExit(f"expected one API worker under bentoml serve, found {len(workers)}")
         yield url, workers[0]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def catalog() -> tuple[list[str], list[str]]:
