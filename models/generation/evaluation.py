@@ -42,20 +42,8 @@ SUMMARY_KEYS = (
     "n_items",
 )
 # Figures reported again over the rows of held-out items (prefix heldout_) and of seen items (prefix seen_).
-SPLIT_KEYS = (
-    "n_model_rows",
-    "n_fallback_rows",
-    "n_cached_rows",
-    "fallback_rate",
-    "fallback_reasons",
-    "well_formed_share",
-    "faithfulness",
-    "raw_faithfulness",
-    "personalization_lift",
-    "distinct_2",
-    "style_accuracy",
-    "p95_latency_ms",
-    "n_items",
+SPLIT_KEYS = tuple(
+    k for k in SUMMARY_KEYS if k not in {"n_rows", "distinct_1", "repeated_3gram_rate", "tokens_per_s"}
 )
 Embed = Callable[[Sequence[str]], np.ndarray]
 
