@@ -35,7 +35,7 @@ from models.generation.service import (
     request_fields,
 )
 from models.interests import InterestProfile
-from models.recommender import FullStackModel, Recommender, ScoredItem
+from models.recommender import FullStackModel, Recommender, ScoredItem, load_full_stack
 from models.registry import ModelRegistry
 from models.retrieval import load_if_same_catalog
 from models.settings import Settings
@@ -54,6 +54,8 @@ def use_retrieval_index(
     Either way the ANN index (above ``retrieval.ann_threshold_items`` of the serving settings, which decide
     exact or approximate search here) is ready before the first request.
     """
+    if not hasattr(model, "index"):  # the stacked full stack scores its sources over the whole catalog
+        return None
     model.index.ann_threshold_items = threshold
     version = None
     for artifact in reversed(registry.versions(RETRIEVAL_NAME)):
@@ -119,7 +121,7 @@ class ServingModels:
         """The registry's champion recommender, the generator and the cache, on ``settings.resolved_device``."""
         registry = ModelRegistry.from_settings(settings)
         artifact = registry.load_champion(RECOMMENDER_NAME)
-        model = FullStackModel.load(artifact.path, settings.resolved_device)
+        model = load_full_stack(artifact.path, settings.resolved_device)
         retrieval_version = use_retrieval_index(
             registry, model, settings.resolved_device, settings.retrieval.ann_threshold_items
         )

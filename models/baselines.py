@@ -14,9 +14,10 @@ an item the user engaged with or rated before the cutoff (``exclude_seen``) or o
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from models.history import HistoryStore
 from models.progress import EpochProgress
 from models.recdata import RecData, exclusion_lists
 from models.retrieval import mask_seen, stable_topk
@@ -71,6 +73,19 @@ class BaseRecommender:
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
         """Scores (users, catalog items) — higher is better."""
         raise NotImplementedError
+
+    def for_store(self, store: HistoryStore, user_ids: Sequence[str]) -> BaseRecommender:
+        """The same learned model reading ``user_ids``' histories from ``store`` (a request's, at serving).
+
+        Models without per-user state (popularity) return themselves; matrix models rebuild their user rows
+        for just these users, so a request never copies the snapshot's matrix.
+        """
+        if not hasattr(self, "user_items"):
+            return self
+        clone = copy.copy(self)
+        history = {u: np.unique(store.user_items(u)).astype(np.int64) for u in user_ids}
+        clone.user_row, clone.user_items = _user_item_matrix(history, len(self.item_ids))
+        return clone
 
     def score(self, user_ids: list[str], item_ids: list[str]) -> np.ndarray:
         """Score of each (user_ids[i], item_ids[i]) pair."""

@@ -195,6 +195,14 @@ class FreshPopularity:
         self.scores = torch.as_tensor(counts, dtype=torch.float32)
         return self
 
+    def observe(self, view: RecData) -> FreshPopularity:
+        """Counts as of a later view (nothing is learned: the same as :meth:`fit`)."""
+        return self.fit(view)
+
+    def for_store(self, store: object, user_ids: Sequence[str]) -> FreshPopularity:
+        """The same list for every user, whatever their history."""
+        return self
+
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
         """The same recency-weighted counts for every user."""
         return self.scores.unsqueeze(0).expand(len(user_ids), -1)

@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -51,7 +51,15 @@ from models.history import to_hours
 from models.progress import EpochProgress
 from models.ranking import Ranker, train_ranker
 from models.recdata import MART_COLUMNS, RecData
-from models.recommender import FullStackModel, TwoTowerRecommender, recency_popularity
+from models.recommender import (
+    FullStackModel,
+    StackedFullStack,
+    StackFit,
+    StackSources,
+    TwoTowerRecommender,
+    fit_stacked_ranker,
+    recency_popularity,
+)
 from models.retrieval import RetrievalIndex
 from models.settings import Settings
 from models.two_tower import TwoTowerRetriever, train_profile_model
@@ -225,6 +233,7 @@ class ModelSpec:
     make: Callable[[Mapping[str, Any], int], Any]
     grid: Sequence[Mapping[str, Any]] = ({},)
     seeded: bool = True
+    uses_tuned: bool = False  # receives the settings chosen so far as params["tuned"] (model -> params)
 
 
 def baseline_specs(settings: Settings, data: RecData) -> dict[str, ModelSpec]:
@@ -264,20 +273,59 @@ def baseline_specs(settings: Settings, data: RecData) -> dict[str, ModelSpec]:
 
 @dataclass
 class NeuralModels:
-    """The two-tower encoder and ranker of one seed, and the seconds their training took."""
+    """The two-tower encoder and the ranker of one seed (the pair ranker, or the stacked ranker's fit), and the
+    seconds their training took."""
 
     encoder: TwoTowerRetriever
-    ranker: Ranker
+    ranker: Ranker | None = None
     profile_seconds: float = 0.0
     ranker_seconds: float = 0.0
+    stack: StackFit | None = None
+
+
+SOURCE_MODELS = ("ease", "itemknn", "recency_popularity")  # the baselines the stacked full stack draws from
+
+
+def tune_sources(settings: Settings, data: RecData) -> dict[str, Mapping[str, Any]]:
+    """The stacked full stack's sources' hyperparameters, chosen on valid exactly as the protocol chooses the
+    baselines' (the same grids and users, so the same values)."""
+    specs = baseline_specs(settings, data)
+    users = evaluation_users(data, "valid", settings.evaluation.max_users, settings.seed)
+    return {name: tune_on_valid(name, specs[name], data, settings.seed, users)[1] for name in SOURCE_MODELS}
+
+
+def stack_candidates(settings: Settings, with_two_tower: bool) -> dict[str, int]:
+    """Candidates per source of the stacked full stack (settings.ranker.stack_candidates)."""
+    n = dict(settings.ranker.stack_candidates)
+    if not with_two_tower:
+        n.pop("two_tower", None)
+    return n
+
+
+def fit_stack(
+    settings: Settings, data: RecData, encoder: TwoTowerRetriever, tuned: Mapping[str, Mapping[str, Any]],
+    seed: int,
+) -> tuple[StackSources, dict[str, int], StackFit]:  # fmt: skip
+    """The stacked ranker of one seed over sources with the ``tuned`` hyperparameters (time-based stacking on
+    windows before valid, epochs and MMR chosen on valid: ``fit_stacked_ranker``)."""
+    sources = StackSources.from_tuned(tuned, encoder, settings)
+    n = stack_candidates(settings, encoder is not None)
+    return sources, n, fit_stacked_ranker(data, sources, n, settings, seed=seed)
 
 
 def neural_specs(
     settings: Settings, data: RecData, trained: Mapping[int, NeuralModels] | None = None
 ) -> dict[str, ModelSpec]:
-    """two_tower and full_stack: per seed, the encoder and ranker of ``trained`` or, missing, trained here on
-    train with that seed (best epochs on valid); the full stack's retrieval weight is chosen on valid."""
+    """two_tower and full_stack: per seed, the encoder (and ranker) of ``trained`` or, missing, trained here on
+    train with that seed (best epochs on valid).
+
+    With ``settings.ranker.kind == "stacked"`` (the default) the full stack is :class:`StackedFullStack`: the
+    two-tower, EASE, item-kNN, popularity and recency-popularity candidates (the baselines' hyperparameters as
+    chosen on valid) ranked by the stacked listwise ranker; with ``"pair"`` it is :class:`FullStackModel` (the
+    two-tower retrieval and the pair ranker trained on impressions, retrieval weight chosen on valid).
+    """
     cache: dict[int, NeuralModels] = dict(trained or {})
+    stacked = settings.ranker.kind == "stacked"
 
     def models_for(seed: int) -> NeuralModels:
         if seed not in cache:
@@ -285,7 +333,7 @@ def neural_specs(
             t0 = time.perf_counter()
             encoder, _ = fit_profile_model(seeded, data)
             t1 = time.perf_counter()
-            ranker, _ = fit_ranker(seeded, data, encoder)
+            ranker = None if stacked else fit_ranker(seeded, data, encoder)[0]
             cache[seed] = NeuralModels(encoder, ranker, t1 - t0, time.perf_counter() - t1)
         return cache[seed]
 
@@ -295,15 +343,32 @@ def neural_specs(
         model.train_seconds = neural.profile_seconds  # type: ignore[attr-defined]
         return model
 
-    def stack(params: Mapping[str, Any], seed: int) -> FullStackModel:
+    def pair_stack(params: Mapping[str, Any], seed: int) -> FullStackModel:
         neural = models_for(seed)
+        assert neural.ranker is not None
         weight, _ = tune_retrieval_weight(settings, data, neural.encoder, neural.ranker)
         model = full_stack(settings, neural.encoder, neural.ranker, weight)
         model.train_seconds = neural.profile_seconds + neural.ranker_seconds  # type: ignore[attr-defined]
         model.params = {"retrieval_weight": weight}  # type: ignore[attr-defined]
         return model
 
-    return {"two_tower": ModelSpec(two_tower), "full_stack": ModelSpec(stack)}
+    def stacked_stack(params: Mapping[str, Any], seed: int) -> StackedFullStack:
+        neural = models_for(seed)
+        t0 = time.perf_counter()
+        if neural.stack is None:
+            sources, n, fit = fit_stack(settings, data, neural.encoder, params["tuned"], seed)
+            neural.stack, neural.ranker_seconds = fit, time.perf_counter() - t0
+        else:
+            sources = StackSources.from_tuned(params["tuned"], neural.encoder, settings)
+            n = stack_candidates(settings, True)
+        fit = neural.stack
+        model = StackedFullStack(sources, n, fit.ranker, fit.mmr_lambda, neural.encoder)
+        model.train_seconds = neural.profile_seconds + neural.ranker_seconds  # type: ignore[attr-defined]
+        model.params = {"mmr_lambda": fit.mmr_lambda, "stack_epochs": fit.epochs}  # type: ignore[attr-defined]
+        return model
+
+    stack_spec = ModelSpec(stacked_stack, uses_tuned=True) if stacked else ModelSpec(pair_stack)
+    return {"two_tower": ModelSpec(two_tower), "full_stack": stack_spec}
 
 
 # --- evaluation of fitted models --------------------------------------------------------------------------------
@@ -529,6 +594,9 @@ def run_protocol(
     run = EpochProgress("evaluation", total=len(specs) * len(seeds), log=log, unit="model-seed")
     with run:
         for name, spec in specs.items():
+            if spec.uses_tuned:
+                tuned = {m: dict(p) for m, p in chosen.items()}
+                spec = replace(spec, grid=[{**g, "tuned": tuned} for g in spec.grid])
             model, params, seconds, tuning = tune_on_valid(name, spec, data, seeds[0], valid_users)
             chosen[name] = params
             tuning_frames.append(tuning)
@@ -744,7 +812,7 @@ class PipelineResult:
     """Everything one end-to-end training run produced."""
 
     encoder: TwoTowerRetriever
-    ranker: Ranker
+    ranker: Ranker | None
     retrieval_weight: float
     profile_log: pd.DataFrame
     ranker_log: pd.DataFrame
@@ -760,17 +828,24 @@ def train_and_evaluate(
     """The whole ML pipeline in one call (benchmarks, tests): neural models, then the protocol over all."""
     seeds = list(seeds if seeds is not None else settings.evaluation.seeds)
     seconds: dict[str, float] = {}
+    seeded = settings.model_copy(update={"seed": seeds[0]})
     t = time.perf_counter()
-    encoder, profile_log = fit_profile_model(settings.model_copy(update={"seed": seeds[0]}), data)
+    encoder, profile_log = fit_profile_model(seeded, data)
     seconds["profile_model"] = time.perf_counter() - t
+    ranker, ranker_log, weight, grid, stack = None, pd.DataFrame(), 0.0, pd.DataFrame(), None
     t = time.perf_counter()
-    ranker, ranker_log = fit_ranker(settings.model_copy(update={"seed": seeds[0]}), data, encoder)
-    seconds["ranker"] = time.perf_counter() - t
+    if settings.ranker.kind == "pair":
+        ranker, ranker_log = fit_ranker(seeded, data, encoder)
+        seconds["ranker"] = time.perf_counter() - t
+        t = time.perf_counter()
+        weight, grid = tune_retrieval_weight(settings, data, encoder, ranker)
+        seconds["tuning"] = time.perf_counter() - t
+    else:
+        _, _, stack = fit_stack(seeded, data, encoder, tune_sources(settings, data), seeds[0])
+        ranker_log, grid = stack.log, stack.mmr_table
+        seconds["ranker"] = time.perf_counter() - t
     t = time.perf_counter()
-    weight, grid = tune_retrieval_weight(settings, data, encoder, ranker)
-    seconds["tuning"] = time.perf_counter() - t
-    t = time.perf_counter()
-    trained = {seeds[0]: NeuralModels(encoder, ranker, seconds["profile_model"], seconds["ranker"])}
+    trained = {seeds[0]: NeuralModels(encoder, ranker, seconds["profile_model"], seconds["ranker"], stack)}
     valid, test = run_protocol(settings, data, all_specs(settings, data, trained), seeds=seeds)
     seconds["evaluation"] = time.perf_counter() - t
     return PipelineResult(encoder, ranker, weight, profile_log, ranker_log, grid, valid, test, seconds)

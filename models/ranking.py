@@ -768,9 +768,14 @@ def _list_zscore(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def build_stack_examples(
-    view: RecData, cands: CandidateSet, labels: Mapping[str, set[int]] | None = None
-) -> StackExamples:
-    """Features of ``cands`` as of ``view.now`` (and labels from ``labels``, the next window's relevant items)."""
+    view: RecData, cands: CandidateSet, labels: Mapping[str, set[int]] | None = None,
+    item_features: np.ndarray | None = None,
+) -> StackExamples:  # fmt: skip
+    """Features of ``cands`` as of ``view.now`` (and labels from ``labels``, the next window's relevant items).
+
+    User features read only the listed users' rows of ``view``; ``item_features`` (``point_in_time_item_features``
+    of the whole view) lets a caller pass a view of just those users' rows (serving).
+    """
     users = cands.user_ids
     n_users, width = cands.items.shape
     history = view.history_idx()
@@ -787,7 +792,7 @@ def build_stack_examples(
     recent = h[(view.now - h["event_ts"]) < pd.Timedelta(days=7)]["user_id"].value_counts()
     recent_user = pd.Series(users).map(recent).fillna(0).to_numpy(float)
     user_feats = np.stack([np.log1p(hist_len), _log1p_days(since_last), np.log1p(recent_user)], axis=1)
-    item_feats = point_in_time_item_features(view)
+    item_feats = point_in_time_item_features(view) if item_features is None else item_features
     cand = np.where(cands.mask, cands.items, 0)
     text = view.item_text / np.clip(np.linalg.norm(view.item_text, axis=1, keepdims=True), 1e-12, None)
     text = text.astype(np.float32)

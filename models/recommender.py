@@ -12,18 +12,25 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from models import metrics
-from models.baselines import BaseRecommender
-from models.candidates import CandidateSource, generate_candidates, window_relevant
+from models.baselines import (
+    BaseRecommender,
+    EASERecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+)
+from models.candidates import CandidateSource, FreshPopularity, generate_candidates, window_relevant
 from models.history import HistoryStore, to_hours
 from models.interests import InterestProfile, build_interest_profile, compute_idf
 from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
@@ -38,11 +45,12 @@ from models.ranking import (
     build_stack_examples,
     concat_examples,
     mmr_rerank,
+    point_in_time_item_features,
     train_stacked_ranker,
 )  # fmt: skip
-from models.recdata import RecData, exclusion_lists, split_list
+from models.recdata import MART_COLUMNS, RecData, exclusion_lists, split_list
 from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
-from models.settings import RetrievalSettings, Settings
+from models.settings import ProfileSettings, RetrievalSettings, Settings
 from models.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
 
 QUERY_DELAY_HOURS = 1.0 / 3600  # histories are read strictly before the query time: query 1 s after "now"
@@ -86,6 +94,12 @@ class TwoTowerRecommender(BaseRecommender):
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
         return self.space.logits(self.user_vectors(user_ids)).float().cpu()
+
+    def for_store(self, store: HistoryStore, user_ids: Sequence[str]) -> TwoTowerRecommender:
+        """The same encoder reading histories from ``store`` (a request's)."""
+        clone = copy.copy(self)
+        clone.store = store
+        return clone
 
 
 @dataclass
@@ -432,7 +446,7 @@ class Recommender:
         from models.registry import ModelRegistry
 
         artifact = ModelRegistry.from_settings(settings).load_champion("full_stack")
-        return cls.from_settings(FullStackModel.load(artifact.path, settings.resolved_device), settings)
+        return cls.from_settings(load_full_stack(artifact.path, settings.resolved_device), settings)
 
     @classmethod
     def from_settings(cls, model: FullStackModel, settings: Settings) -> Recommender:
@@ -546,7 +560,7 @@ class Recommender:
         )
         return build_interest_profile(
             user_id or ANONYMOUS, joined, user_row, top_k=5, idf=self.idf, now=self.model.now,
-            n_keywords=self.model.encoder.cfg.top_keywords,
+            n_keywords=(self.model.encoder.cfg if self.model.encoder is not None else ProfileSettings()).top_keywords,
         )  # fmt: skip
 
     def explain(
@@ -580,47 +594,133 @@ class Recommender:
 
 # --- the stacked full stack: multi-source candidates -> listwise ranker -> MMR ------------------------------
 SourceFactory = Callable[[RecData], dict[str, CandidateSource]]
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class StackSources:
+    """The stacked full stack's candidate sources with their hyperparameters (chosen on valid like the
+    baselines'): calling it on a view fits EASE, item-kNN, popularity, recency-weighted popularity and, with an
+    encoder, the two-tower retriever on that view."""
+
+    ease_l2: float = 500.0
+    knn_neighbors: int = 50
+    knn_shrinkage: float = 0.0
+    fresh_half_life_days: float = 14.0
+    encoder: TwoTowerRetriever | None = None
+    cold_interest_weight: float = 0.7
+
+    def __call__(self, view: RecData) -> dict[str, CandidateSource]:
+        """Every source fitted on ``view``."""
+        out: dict[str, CandidateSource] = {
+            "ease": EASERecommender(self.ease_l2).fit(view),
+            "itemknn": ItemKNNRecommender(self.knn_neighbors, self.knn_shrinkage).fit(view),
+            "popularity": PopularityRecommender().fit(view),
+            "fresh": FreshPopularity(self.fresh_half_life_days).fit(view),
+        }
+        if self.encoder is not None:
+            out["two_tower"] = TwoTowerRecommender(self.encoder, self.cold_interest_weight).fit(view)
+        return out
+
+    @classmethod
+    def from_tuned(
+        cls, tuned: Mapping[str, Mapping[str, Any]], encoder: TwoTowerRetriever | None, settings: Settings
+    ) -> StackSources:
+        """Sources with the baselines' hyperparameters chosen on valid (``tuned``: model -> params)."""
+        ev = settings.evaluation
+        knn = tuned.get("itemknn", {})
+        return cls(
+            ease_l2=float(tuned.get("ease", {}).get("l2", ev.ease_l2_grid[len(ev.ease_l2_grid) // 2])),
+            knn_neighbors=int(knn.get("n_neighbors", ev.itemknn_neighbors)),
+            knn_shrinkage=float(knn.get("shrinkage", 0.0)),
+            fresh_half_life_days=float(
+                tuned.get("recency_popularity", {}).get(
+                    "half_life_days", settings.retrieval.popularity_half_life_days
+                )
+            ),
+            encoder=encoder,
+            cold_interest_weight=settings.profile.cold_start_interest_weight,
+        )
+
+    def config(self) -> dict[str, Any]:
+        """The hyperparameters (JSON), without the encoder."""
+        return {
+            "ease_l2": self.ease_l2, "knn_neighbors": self.knn_neighbors, "knn_shrinkage": self.knn_shrinkage,
+            "fresh_half_life_days": self.fresh_half_life_days, "two_tower": self.encoder is not None,
+            "cold_interest_weight": self.cold_interest_weight,
+        }  # fmt: skip
+
+
+def _observe_source(source: CandidateSource, view: RecData) -> CandidateSource:
+    observe = getattr(source, "observe", None)
+    return observe(view) if observe is not None else source.fit(view)  # type: ignore[attr-defined]
 
 
 class StackedFullStack:
     """Candidates from every source (unioned) -> :class:`StackedRanker` over point-in-time features -> MMR.
 
     ``make_sources(view)`` returns the candidate sources fitted on ``view`` (two-tower, EASE, item-kNN,
-    popularity, fresh); :meth:`fit` calls it, so refitting the stack on a later view refits every source and
-    recomputes every feature as of that view's end, while the ranker's weights stay those learned by
-    :func:`fit_stacked_ranker`.
+    popularity, fresh); :meth:`fit` calls it, :meth:`observe` moves the fitted sources to a later view without
+    learning (the evaluation protocol's "no refit"). Either way every feature is computed as of the view's end,
+    while the ranker's weights stay those learned by :func:`fit_stacked_ranker`.
+
+    It is also what the service serves (:class:`Recommender`): :meth:`rank_candidates` scores a user from the
+    snapshot or from a request's history (the stored one plus recent items, or an anonymous one), building the
+    user's features from the user's own rows only, so a known user gets exactly the offline list.
     """
 
     name = "full_stack"
 
     def __init__(
         self, make_sources: SourceFactory, n_per_source: Mapping[str, int], ranker: StackedRanker,
-        mmr_lambda: float = 1.0,
+        mmr_lambda: float = 1.0, encoder: TwoTowerRetriever | None = None,
     ) -> None:  # fmt: skip
         self.make_sources = make_sources
         self.n_per_source = dict(n_per_source)
         self.ranker = ranker
         self.mmr_lambda = mmr_lambda
+        self.encoder = encoder if encoder is not None else getattr(make_sources, "encoder", None)
 
+    # --- state as of a cutoff -----------------------------------------------------------------------------
     def fit(self, view: RecData) -> StackedFullStack:
         """Fit every source on ``view``; features are computed as of ``view.now``."""
-        self.view = view
         self.sources = self.make_sources(view)
-        self.item_ids = view.items["item_id"].to_numpy()
+        self._index_view(view)
+        return self
+
+    def observe(self, view: RecData) -> StackedFullStack:
+        """Move the fitted sources to a later ``view`` (histories and counts as of its end, no learning)."""
+        self.sources = {name: _observe_source(s, view) for name, s in self.sources.items()}
+        self._index_view(view)
+        return self
+
+    def _index_view(self, view: RecData) -> None:
+        self.view = view
+        self.items = view.items.reset_index(drop=True)
+        self.item_ids = self.items["item_id"].to_numpy()
         self.item_index = view.item_index
+        self.users = view.users.reset_index(drop=True)
+        self.user_index = set(self.users["user_id"])
+        self.histories = view.histories
+        self.now = view.now
+        self.store = HistoryStore.from_frame(view.histories, view.item_index)
         self.text_vecs = view.item_text / np.clip(
             np.linalg.norm(view.item_text, axis=1, keepdims=True), 1e-12, None
         )
-        self.ranker.set_catalog(view.item_text)
+        if self.ranker is not None:
+            self.ranker.set_catalog(view.item_text)
         self._seen = view.seen_idx()
         self._unpublished = view.unpublished()
-        return self
+        self._item_features = point_in_time_item_features(view)
+        self._history_rows = view.histories.groupby("user_id", sort=False).indices
+        self._interaction_rows = view.interactions.groupby("user_id", sort=False).indices
 
+    # --- offline (batch) ------------------------------------------------------------------------------------
     def examples(self, user_ids: Sequence[str], exclude_seen: bool = True) -> StackExamples:
         """Candidates and features of ``user_ids`` as of the view's end."""
         excl = exclusion_lists(self._seen if exclude_seen else {}, self._unpublished, list(user_ids))
         cands = generate_candidates(self.sources, self.n_per_source, list(user_ids), excl)
-        return build_stack_examples(self.view, cands)
+        return build_stack_examples(self.view, cands, item_features=self._item_features)
 
     def ranked_positions(
         self, user_ids: Sequence[str], k: int, mmr_lambda: float | None = None, exclude_seen: bool = True,
@@ -644,7 +744,8 @@ class StackedFullStack:
         return {u: self.item_ids[p].tolist() for u, p in ranked.items()}
 
     def score(self, user_ids: list[str], item_ids: list[str]) -> np.ndarray:
-        """Ranker logit of each pair that is among the user's candidates, NaN otherwise."""
+        """Ranker logit of each pair among the user's candidates; an item outside them scores one below the
+        user's lowest candidate (it ranks below every candidate); NaN for an item outside the catalog."""
         distinct = list(dict.fromkeys(user_ids))
         ex = self.examples(distinct, exclude_seen=False)
         scores = self.ranker.score(ex)
@@ -654,12 +755,169 @@ class StackedFullStack:
             for i, s, m in zip(ex.items[r], scores[r], ex.mask[r], strict=True)
             if m
         }
+        floor = {
+            u: float(scores[r][ex.mask[r]].min()) - 1.0 if ex.mask[r].any() else 0.0
+            for r, u in enumerate(ex.user_ids)
+        }
         return np.asarray(
             [
-                lookup.get((u, self.item_index.get(i, -1)), np.nan)
+                lookup.get((u, self.item_index[i]), floor[u]) if i in self.item_index else np.nan
                 for u, i in zip(user_ids, item_ids, strict=True)
             ]
         )
+
+    # --- serving (the surface Recommender uses) -----------------------------------------------------------
+    def exclusions(
+        self, user_ids: Sequence[str], store: HistoryStore | None = None, exclude_seen: bool = True
+    ) -> list[np.ndarray]:
+        """Unpublished items always; the user's engaged and rated items (and ``store``'s) when ``exclude_seen``."""
+        store = store or self.store
+        history = (
+            {u: np.union1d(store.user_items(u), self._seen.get(u, _EMPTY)).astype(np.int64) for u in user_ids}
+            if exclude_seen
+            else {}
+        )
+        return exclusion_lists(history, self._unpublished, list(user_ids))
+
+    def _request_view(self, user_ids: Sequence[str], store: HistoryStore) -> RecData:
+        """The view restricted to these users' rows, plus the items ``store`` holds beyond the snapshot
+        (a request's recent items) as engagements one second before ``now``."""
+        hist_rows = [self._history_rows.get(u, _EMPTY) for u in user_ids]
+        inter_rows = [self._interaction_rows.get(u, _EMPTY) for u in user_ids]
+        histories = (
+            self.view.histories.iloc[np.concatenate(hist_rows)] if hist_rows else self.view.histories[:0]
+        )
+        interactions = (
+            self.view.interactions.iloc[np.concatenate(inter_rows)]
+            if inter_rows
+            else self.view.interactions[:0]
+        )
+        extra_rows = []
+        if store is not self.store:
+            stamp = self.now - pd.Timedelta(seconds=1)
+            for u in user_ids:
+                extra = store.user_items(u)[len(self.store.user_items(u)) :]
+                if len(extra):
+                    extra_rows.append(
+                        pd.DataFrame({"user_id": u, "item_id": self.item_ids[extra], "event_ts": stamp})
+                    )
+        if extra_rows:
+            extra = pd.concat(extra_rows, ignore_index=True)
+            extra = extra.assign(
+                seq=np.arange(len(extra)) + 1_000_000_000, split="request", dwell_seconds=0.0, rating=np.nan,
+                clicked=True, position=0, request_id="request", event_date=stamp.normalize(),
+            )  # fmt: skip
+            histories = pd.concat([histories, extra[[c for c in histories.columns if c in extra]]])
+            interactions = pd.concat([interactions, extra[[c for c in interactions.columns if c in extra]]])
+        view = copy.copy(self.view)  # shares the catalog (and its index) with the snapshot view
+        view.histories = histories.reset_index(drop=True)
+        view.interactions = interactions.reset_index(drop=True)
+        view.samples = self.view.samples[:0]
+        return view
+
+    def rank_candidates(
+        self,
+        user_ids: Sequence[str],
+        store: HistoryStore | None = None,
+        exclusions: list[np.ndarray] | None = None,
+    ) -> list[RankedCandidates]:
+        """Each user's candidates with the ranker's logits (``store``: a request's histories, else the snapshot)."""
+        store = store or self.store
+        user_ids = list(user_ids)
+        exclusions = exclusions if exclusions is not None else self.exclusions(user_ids, store)
+        sources = (
+            self.sources
+            if store is self.store
+            else {n: s.for_store(store, user_ids) for n, s in self.sources.items()}  # type: ignore[attr-defined]
+        )
+        cands = generate_candidates(sources, self.n_per_source, user_ids, exclusions)
+        ex = build_stack_examples(
+            self._request_view(user_ids, store), cands, item_features=self._item_features
+        )
+        scores = self.ranker.score(ex)
+        names = np.asarray(cands.sources, dtype=object)
+        out = []
+        for r in range(len(user_ids)):
+            m = ex.mask[r]
+            proposed = cands.proposed[r][m]
+            out.append(
+                RankedCandidates(
+                    items=ex.items[r][m],
+                    ranker_logit=scores[r][m],
+                    retrieval_logit=np.zeros(int(m.sum()), dtype=np.float32),
+                    sources=["+".join(names[p]) for p in proposed],
+                )
+            )
+        return out
+
+    def finalize(self, ranked: RankedCandidates, k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Top-k (items, scores, sources) after MMR on the text embeddings."""
+        picked = mmr_rerank(ranked.items, ranked.ranker_logit, self.text_vecs, k, self.mmr_lambda)
+        pos = {int(item): i for i, item in enumerate(ranked.items)}
+        rows = [pos[int(i)] for i in picked]
+        return picked, ranked.ranker_logit[rows], [ranked.sources[r] for r in rows]
+
+    # --- persistence --------------------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Ranker, two-tower encoder, the sources' hyperparameters and the view they are fitted on."""
+        if not isinstance(self.make_sources, StackSources):
+            raise TypeError("only a stack over StackSources can be saved (its sources are rebuilt on load)")
+        path.mkdir(parents=True, exist_ok=True)
+        self.ranker.save(path / "ranker")
+        if self.encoder is not None:
+            self.encoder.save(path / "profile")
+        view = self.view
+        for name in ("items", "users", "histories", "interactions", "boundaries"):
+            frame = getattr(view, name)
+            frame.to_parquet(path / f"{name}.parquet")
+        np.save(path / "item_text.npy", view.item_text)
+        (path / "stack.json").write_text(
+            json.dumps(
+                {
+                    "kind": "stacked",
+                    "now": view.now.isoformat(),
+                    "sources": self.make_sources.config(),
+                    "n_per_source": self.n_per_source,
+                    "mmr_lambda": self.mmr_lambda,
+                }
+            )
+        )
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> StackedFullStack:
+        """Load what :meth:`save` wrote: the deterministic sources (EASE, item-kNN, popularity) are fitted
+        again on the saved view, which gives the saved weights (closed forms of the same data)."""
+        config = json.loads((path / "stack.json").read_text())
+        frames = {
+            n: pd.read_parquet(path / f"{n}.parquet")
+            for n in ("items", "users", "histories", "interactions", "boundaries")
+        }
+        for name, cols in (
+            ("items", ["published_at"]),
+            ("histories", ["event_ts"]),
+            ("interactions", ["event_ts"]),
+            ("boundaries", ["starts_at", "ends_at"]),
+        ):
+            for col in cols:
+                frames[name][col] = pd.to_datetime(frames[name][col])
+        view = RecData(
+            items=frames["items"], users=frames["users"], histories=frames["histories"],
+            interactions=frames["interactions"], samples=pd.DataFrame(columns=MART_COLUMNS["training_samples"]),
+            boundaries=frames["boundaries"], item_text=np.load(path / "item_text.npy"),
+            cutoff=pd.Timestamp(config["now"]),
+        )  # fmt: skip
+        spec = dict(config["sources"])
+        encoder = TwoTowerRetriever.load(path / "profile", device) if spec.pop("two_tower") else None
+        sources = StackSources(**spec, encoder=encoder)
+        ranker = StackedRanker.load(path / "ranker", view.item_text, device)
+        return cls(sources, config["n_per_source"], ranker, config["mmr_lambda"], encoder).fit(view)
+
+
+def load_full_stack(path: Path, device: str = "cpu") -> FullStackModel | StackedFullStack:
+    """The saved full stack at ``path``, whichever kind it is."""
+    config = json.loads((path / "stack.json").read_text())
+    kind = StackedFullStack if config.get("kind") == "stacked" else FullStackModel
+    return kind.load(path, device)
 
 
 @dataclass

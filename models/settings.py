@@ -187,6 +187,22 @@ class RankerSettings(BaseModel):
         None, description="weight of the two-tower logit added to the ranker's; None = tuned on valid NDCG@10"
     )
     retrieval_weight_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    kind: Literal["stacked", "pair"] = Field(
+        "stacked",
+        description="the full stack: 'stacked' = two-tower, EASE, item-kNN, popular and recency-popular "
+        "candidates ranked by the listwise stacked ranker (time-based stacking); 'pair' = two-tower retrieval + "
+        "the pair ranker trained on impressions (for catalogs too large for EASE's items x items inverse)",
+    )
+    stack_candidates: dict[str, int] = Field(
+        default_factory=lambda: {
+            "ease": 200,
+            "itemknn": 100,
+            "popularity": 50,
+            "fresh": 200,
+            "two_tower": 100,
+        },
+        description="stacked full stack: candidates each source proposes (unioned, de-duplicated)",
+    )
     stack_batch_users: int = Field(32, ge=1, description="stacked ranker: users (candidate lists) per step")
     stack_epochs: int = Field(12, ge=1, description="stacked ranker: most epochs (the best on valid is kept)")
     stack_learning_rate: float = Field(5e-4, gt=0, description="stacked ranker: AdamW learning rate")

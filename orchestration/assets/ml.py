@@ -22,9 +22,9 @@ import pandas as pd
 from models import evaluation as training
 from models.encoders import TextEncoder, embed_items, write_item_embeddings
 from models.interests import build_interest_profiles
-from models.ranking import Ranker, feature_schema
+from models.ranking import Ranker, StackedRanker, feature_schema
 from models.recdata import RecData, write_frame
-from models.recommender import TwoTowerRecommender
+from models.recommender import StackedFullStack, StackFit, StackSources, TwoTowerRecommender
 from models.registry import ArtifactVersion, ModelRegistry, data_snapshot_id, marts_snapshot_stats
 from models.settings import Settings
 from models.torch_utils import limit_cpu_threads
@@ -312,12 +312,17 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     deps=[profile_model, retrieval_index],
     kinds={"pytorch"},
     pool="duckdb",
-    description="Deep ranker (target attention over the history, cross features, training-only position tower) "
-    "trained on marts.training_samples with early stopping on valid; registered as 'ranker'",
+    description="The full stack's ranker (settings.ranker.kind). 'stacked' (default): the listwise stacked ranker "
+    "over the two-tower, EASE, item-kNN, popular and recency-popular candidates (their hyperparameters chosen on "
+    "valid), trained by time-based stacking on windows before valid (features as of each window's start, labels "
+    "from the window), epochs and MMR weight chosen on valid. 'pair': the deep pair ranker trained on "
+    "marts.training_samples. Registered as 'ranker'",
 )
 def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     inputs = _inputs_with_profile_model(recgen)
     settings, data, profile, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
+    if settings.ranker.kind == "stacked":
+        return _stacked_ranker(context, inputs)
     started = time.perf_counter()
     model, epochs = training.fit_ranker(settings, data, encoder)
     seconds = time.perf_counter() - started
@@ -334,6 +339,7 @@ def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.Mate
         metrics={"slate_ndcg@10": valid_ndcg, "auc": valid_auc, "train_seconds": seconds},
         promote_metric="slate_ndcg@10",
         config={
+            "kind": "pair",
             "ranker": settings.ranker.model_dump(),
             "profile_model_version": profile.version,
             "device": settings.resolved_device,
@@ -348,6 +354,53 @@ def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.Mate
     }
     return dg.MaterializeResult(
         metadata=_model_metadata(artifact, promoted, fields, training=(seconds, epochs, "samples_per_s"))
+    )
+
+
+def _stacked_ranker(context: dg.AssetExecutionContext, inputs: "_Inputs") -> dg.MaterializeResult:
+    settings, data, profile = inputs.settings, inputs.data, inputs.profile
+    started = time.perf_counter()
+    tuned = training.tune_sources(settings, data)
+    sources, n_per_source, fit = training.fit_stack(settings, data, inputs.encoder, tuned, settings.seed)
+    seconds = time.perf_counter() - started
+    # full-ranking NDCG@10 on valid of the stack at the chosen MMR weight (relevant items outside the
+    # candidates count as misses)
+    valid_ndcg = float(fit.mmr_table["holdout_ndcg@10"].max()) if len(fit.mmr_table) else float("nan")
+    config = {
+        "kind": "stacked",
+        "sources": sources.config(),
+        "tuned": tuned,
+        "n_per_source": n_per_source,
+        "mmr_lambda": fit.mmr_lambda,
+        "epochs": fit.epochs,
+        "candidate_recall": fit.candidate_recall,
+        "ranker": settings.ranker.model_dump(),
+        "profile_model_version": profile.version,
+        "device": settings.resolved_device,
+    }
+    artifact, promoted = _register(
+        inputs.registry,
+        inputs.snapshot,
+        "ranker",
+        fit.ranker.save,
+        metrics={"valid_ndcg@10": valid_ndcg, "train_seconds": seconds},
+        promote_metric="valid_ndcg@10",
+        config=config,
+        feature_schema={"features": fit.ranker.feature_names},
+    )
+    fields = {
+        "kind": "stacked",
+        "valid_ndcg@10": valid_ndcg,
+        "valid_candidate_recall": fit.candidate_recall,
+        "mmr_lambda": fit.mmr_lambda,
+        "stack_epochs": fit.epochs,
+        "tuned_sources": dg.MetadataValue.json(tuned),
+        "candidates_per_source": dg.MetadataValue.json(n_per_source),
+        "mmr_grid": _markdown(fit.mmr_table),
+        "profile_model_version": profile.version,
+    }
+    return dg.MaterializeResult(
+        metadata=_model_metadata(artifact, promoted, fields, training=(seconds, fit.log, "seconds"))
     )
 
 
@@ -419,15 +472,32 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
     settings, data, registry = inputs.settings, inputs.data, inputs.registry
     profile, encoder = inputs.profile, inputs.encoder
     ranker_version = _latest(registry, "ranker")
-    model = Ranker.load(ranker_version.path, settings.resolved_device)
+    stacked = settings.ranker.kind == "stacked"
+    if stacked != (ranker_version.config.get("kind", "pair") == "stacked"):
+        raise dg.Failure(
+            f"the newest ranker ({ranker_version.version}) is not of settings.ranker.kind "
+            f"{settings.ranker.kind!r}: materialize ranker first"
+        )
     seeds = list(settings.evaluation.seeds)
     # the first seed's neural models are the ones the profile_model and ranker assets trained (with
     # settings.seed); further seeds are trained here, on train, with the same settings
-    trained = {
-        seeds[0]: training.NeuralModels(
-            encoder, model, _train_seconds(profile), _train_seconds(ranker_version)
-        )
-    }
+    if stacked:
+        stack = StackedRanker.load(ranker_version.path, data.item_text, settings.resolved_device)
+        cfg = ranker_version.config
+        fit = StackFit(stack, float(cfg["mmr_lambda"]), int(cfg["epochs"]), pd.DataFrame(), pd.DataFrame(),
+                       float(cfg.get("candidate_recall", float("nan"))))  # fmt: skip
+        trained = {
+            seeds[0]: training.NeuralModels(
+                encoder, None, _train_seconds(profile), _train_seconds(ranker_version), fit
+            )
+        }
+    else:
+        model = Ranker.load(ranker_version.path, settings.resolved_device)
+        trained = {
+            seeds[0]: training.NeuralModels(
+                encoder, model, _train_seconds(profile), _train_seconds(ranker_version)
+            )
+        }
     valid, test = training.run_protocol(
         settings, data, training.all_specs(settings, data, trained), seeds=seeds
     )
@@ -438,10 +508,20 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
     plot = training.plot_evaluation(
         table, settings.reports_dir / "evaluation.png", f"Test split, {len(seeds)} seeds ({settings.dataset})"
     )
-    weight = float(json.loads(table.set_index("model").loc["full_stack", "params"])["retrieval_weight"])
+    chosen = json.loads(table.set_index("model").loc["full_stack", "params"])
     # the model to serve: the first seed's weights, indexed on everything up to now; promoted only by
     # full_stack_champion, after the blocking full_stack_beats_baselines check passed
-    served = training.full_stack(settings, encoder, model, weight).fit(data)
+    if stacked:
+        weight = 0.0
+        sources = StackSources.from_tuned(chosen["tuned"], encoder, settings)
+        served = StackedFullStack(
+            sources, training.stack_candidates(settings, True), fit.ranker, fit.mmr_lambda, encoder
+        ).fit(data)
+        stack_config = {"sources": sources.config(), "mmr_lambda": fit.mmr_lambda}
+    else:
+        weight = float(chosen["retrieval_weight"])
+        served = training.full_stack(settings, encoder, model, weight).fit(data)
+        stack_config = {"retrieval_weight": weight, "mmr_lambda": settings.ranker.mmr_lambda}
     valid_row = _model_row(valid, "full_stack")
     test_row = _model_row(test, "full_stack")
     artifact, _ = _register(
@@ -453,11 +533,11 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
         config={
             "profile_model_version": profile.version,
             "ranker_version": ranker_version.version,
-            "retrieval_weight": weight,
-            "mmr_lambda": settings.ranker.mmr_lambda,
+            "kind": settings.ranker.kind,
+            **stack_config,
             "seeds": seeds,
         },
-        feature_schema=feature_schema(),
+        feature_schema={"features": fit.ranker.feature_names} if stacked else feature_schema(),
         promote=False,
     )
     with recgen.connect() as con:

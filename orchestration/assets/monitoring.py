@@ -148,9 +148,9 @@ def daily_scores(context: dg.AssetExecutionContext, recgen: RecgenResource) -> d
             )
     if impressions.empty:
         raise dg.Failure(f"no impressions on {day} in marts.interactions: nothing to score")
-    from models.recommender import FullStackModel  # torch: imported when the asset runs, not at load
+    from models.recommender import load_full_stack  # torch: imported when the asset runs, not at load
 
-    model = FullStackModel.load(champion.path, settings.resolved_device)
+    model = load_full_stack(champion.path, settings.resolved_device)
     scored = score_impressions(model, impressions)
     reference_scored = score_impressions(model, reference) if reference is not None else None
     with recgen.connect() as con:
