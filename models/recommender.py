@@ -595,6 +595,7 @@ class Recommender:
 # --- the stacked full stack: multi-source candidates -> listwise ranker -> MMR ------------------------------
 SourceFactory = Callable[[RecData], dict[str, CandidateSource]]
 _EMPTY = np.zeros(0, dtype=np.int64)
+_STACK_LABELS = {"fresh": "recent_popular"}  # served source names (explanations read "popular" in them)
 
 
 @dataclass
@@ -835,7 +836,8 @@ class StackedFullStack:
             self._request_view(user_ids, store), cands, item_features=self._item_features
         )
         scores = self.ranker.score(ex)
-        names = np.asarray(cands.sources, dtype=object)
+        # "fresh" here is recency-weighted popularity (popular lately), not "just published"
+        names = np.asarray([_STACK_LABELS.get(n, n) for n in cands.sources], dtype=object)
         out = []
         for r in range(len(user_ids)):
             m = ex.mask[r]

@@ -468,10 +468,13 @@ def _train_seconds(artifact: ArtifactVersion) -> float:
     "reports/evaluation.csv and evaluation.png. Registers 'full_stack' without promoting it",
 )
 def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    inputs = _inputs_with_profile_model(recgen)
-    settings, data, registry = inputs.settings, inputs.data, inputs.registry
-    profile, encoder = inputs.profile, inputs.encoder
+    settings, data, snapshot = _read_data(recgen)
+    registry = ModelRegistry.from_settings(settings)
     ranker_version = _latest(registry, "ranker")
+    # lineage: the profile model the ranker was trained with (its recorded version), not merely the newest one
+    profile = registry.get("profile_model", str(ranker_version.config["profile_model_version"]))
+    encoder = TwoTowerRetriever.load(profile.path, settings.resolved_device)
+    inputs = _Inputs(settings, data, snapshot, registry, profile, encoder)
     stacked = settings.ranker.kind == "stacked"
     if stacked != (ranker_version.config.get("kind", "pair") == "stacked"):
         raise dg.Failure(

@@ -109,11 +109,14 @@ def test_models_stage_materializes_registers_and_checks(ml_home: Path) -> None:
     assert (
         pd.read_csv(settings.reports_dir / "evaluation.csv")["model"].tolist() == evaluation["model"].tolist()
     )
-    # ndcg@10 means full-ranking NDCG: the ranker's figure over one slate's items is named slate_ndcg@10
+    # ndcg@10 means full-ranking NDCG: the stacked ranker's valid figure is the full stack's full-ranking NDCG
+    # on valid (relevant items outside the candidates count as misses); a pair ranker's over one slate's items
+    # would be named slate_ndcg@10
     from models.registry import ModelRegistry
 
-    ranker_metrics = ModelRegistry.from_settings(settings).latest("ranker").metrics  # type: ignore[union-attr]
-    assert "slate_ndcg@10" in ranker_metrics and "ndcg@10" not in ranker_metrics
+    ranker = ModelRegistry.from_settings(settings).latest("ranker")
+    assert ranker is not None and ranker.config["kind"] == "stacked"
+    assert "valid_ndcg@10" in ranker.metrics and "ndcg@10" not in ranker.metrics
     meta = _metadata(result, "evaluation")
     assert Path(str(meta["plot"])).read_bytes()[:4] == b"\x89PNG"
     assert meta["promoted_to_champion"] is False  # evaluation registers; full_stack_champion promotes
