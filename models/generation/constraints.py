@@ -28,16 +28,29 @@ class TokenKinds:
     starts_word: list[bool]
     punctuation: list[bool]
     digits: list[bool]
+    wordpiece: bool = False  # BERT-style vocabulary: "##" marks a continuation, punctuation joins its word
 
     @classmethod
     def of(cls, tokenizer: Any) -> TokenKinds:
-        """Classify every token of ``tokenizer``'s vocabulary."""
+        """Classify every token of ``tokenizer``'s vocabulary (byte-level BPE, SentencePiece or WordPiece)."""
         tokens = [str(t or "") for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
-        bare = [t.lstrip("".join(SPACE_MARKERS)) for t in tokens]
+        wordpiece = not any(t.startswith(SPACE_MARKERS) for t in tokens) and any(
+            t.startswith("##") for t in tokens
+        )
+        if wordpiece:
+            bare = [t.removeprefix("##") for t in tokens]
+        else:
+            bare = [t.lstrip("".join(SPACE_MARKERS)) for t in tokens]
+        punctuation = [bool(b) and not any(c.isalnum() for c in b) for b in bare]
+        if wordpiece:
+            starts = [not t.startswith("##") and not p for t, p in zip(tokens, punctuation, strict=True)]
+        else:
+            starts = [not t or t.startswith(SPACE_MARKERS) for t in tokens]
         return cls(
-            starts_word=[not t or t.startswith(SPACE_MARKERS) for t in tokens],
-            punctuation=[bool(b) and not any(c.isalnum() for c in b) for b in bare],
+            starts_word=starts,
+            punctuation=punctuation,
             digits=[b.isdigit() for b in bare],
+            wordpiece=wordpiece,
         )
 
     def opens(self, token: int) -> bool:
@@ -204,12 +217,13 @@ class CopyAutomaton:
         self.next: dict[tuple[tuple[int, ...], ...], set[tuple[int, ...]]] = {}
         self.opening_ends: set[tuple[tuple[int, ...], ...]] = set()
         self.sentence_ends: set[tuple[tuple[int, ...], ...]] = set()
+        # how each word is written in the sources (an uncased WordPiece model decodes "lena fischer , 4 , 200")
+        self.surface: dict[tuple[int, ...], tuple[str, bool]] = {}
         for text, marker, ends in (
             *((t, _OPENING_START, self.opening_ends) for t in source.openings),
             *((t, _SENTENCE_START, self.sentence_ends) for t in source.sentences),
         ):
-            ids = tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
-            words = split_words(ids, kinds)
+            words = self._words_with_surface(" " + text.strip(), tokenizer, kinds)
             if not words:
                 continue
             for p in range(len(words) + 1):
@@ -226,6 +240,38 @@ class CopyAutomaton:
             start.add(((_SENTENCE_START,), 0))
         self.start: State = frozenset(start)
         self._allowed: dict[State, tuple[set[tuple[int, ...]], bool]] = {}
+
+    def _words_with_surface(self, text: str, tokenizer: Any, kinds: TokenKinds) -> list[tuple[int, ...]]:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        groups: list[list[int]] = []
+        for i, token in enumerate(ids):
+            if not groups or kinds.opens(token):
+                groups.append([i])
+            else:
+                groups[-1].append(i)
+        words = []
+        for n, group in enumerate(groups):
+            word = tuple(ids[i] for i in group)
+            start, end = offsets[group[0]][0], offsets[group[-1]][1]
+            written = (text[start:end], start > 0 and text[start - 1].isspace())
+            # a word's form inside a sentence wins over its capitalized form at a sentence start
+            if word not in self.surface or (n > 0 and self.surface[word][0] != written[0]):
+                self.surface[word] = written
+            words.append(word)
+        return words
+
+    def render(self, words: Sequence[tuple[int, ...]]) -> str | None:
+        """The text of ``words`` as the sources write them (None when a word is not from the sources)."""
+        out = ""
+        for word in words:
+            if word not in self.surface:
+                return None
+            text, space = self.surface[word]
+            if not out or out.rstrip()[-1:] in ".!?:":
+                text = text[:1].upper() + text[1:]
+            out += (" " if space and out else "") + text
+        return out
 
     def _context_at(
         self, words: Sequence[tuple[int, ...]], p: int, marker: tuple[int, ...]
@@ -344,6 +390,11 @@ class CopyProcessor:
             after, eos = self._allowed_words(row, [*done, partial])
             tokens |= {w[0] for w in after}
         return tokens, eos
+
+    def render(self, row: int, ids: Sequence[int]) -> str | None:
+        """Row ``row``'s generated ``ids`` (up to EOS) written as its sources write them."""
+        ids = [t for t in ids if t not in (self.eos_id, self.pad_id)]
+        return self.automata[row].render(split_words(ids, self.kinds))
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         width = scores.shape[-1]

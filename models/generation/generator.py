@@ -328,6 +328,12 @@ class Generator:
         new_tokens = out[:, 1:] if self.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         counts = self._count_new_tokens(new_tokens)
+        renders = getattr(extra.get("logits_processor", [None])[0], "render", None)
+        if renders is not None and self._token_kinds is not None and self._token_kinds.wordpiece:
+            # a WordPiece model (uncased BERT2BERT) decodes "lena fischer ... 4, 200": write the copied words
+            # as the sources write them instead
+            for i, (row, n) in enumerate(zip(new_tokens.tolist(), counts, strict=True)):
+                texts[i] = renders(i, row[:n]) or texts[i]
         elapsed = time.perf_counter() - started
         self.n_model_calls += 1
         self.n_generated_tokens += sum(counts)

@@ -156,3 +156,23 @@ def test_copy_decoding_ends_every_output_on_a_copied_sentence(tiny_model, catalo
     # the same sampling with only the prompt's vocabulary allowed writes broken or unfaithful text
     words_only = Generator.load(tiny_model.path, decoding(copy_context=0, **hot), device="cpu")
     assert any(problems(words_only, False))
+
+
+def test_wordpiece_copy_is_written_as_the_sources_write_it() -> None:
+    from transformers import AutoTokenizer
+
+    from models.settings import packaged_encoder_path
+
+    # the packaged MiniLM's uncased WordPiece vocabulary (the BERT2BERT candidate's): it decodes lower-case
+    # text with "4, 200" for 4,200; copied words are rendered from the sources instead
+    tok = AutoTokenizer.from_pretrained(packaged_encoder_path())
+    kinds = TokenKinds.of(tok)
+    assert kinds.wordpiece
+    automaton = CopyAutomaton(CopySource(("Into tennis?",), FACTS, False, 1), tok, kinds, context=2)
+    opening = automaton._words_with_surface(" Into tennis?", tok, kinds)
+    sentence = automaton._words_with_surface(" " + FACTS[1], tok, kinds)
+    state = _walk(automaton, opening + sentence)
+    assert automaton.allowed(automaton.finish(state))[1]  # a complete output: EOS allowed
+    assert automaton.render(opening + sentence) == "Into tennis? " + FACTS[1]
+    ids = [t for w in opening + sentence for t in w]
+    assert tok.decode(ids) != "Into tennis? " + FACTS[1]  # what plain decoding gives instead
