@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from models.generation.evaluation import evaluate, sample_rows  # noqa: E402
-from models.generation.generator import DecodingConfig, Generator  # noqa: E402
+from models.generation.generator import DecodingConfig, Generator, read_marker  # noqa: E402
 from models.generation.service import (  # noqa: E402
     GenerationRequest,
     content_hash,
@@ -177,7 +177,10 @@ def train_candidate(
     else:
         raise ValueError(f"unknown candidate {name!r}")
     return result.path, {
-        "train_seconds": result.seconds if result.reused else time.perf_counter() - started,
+        # a reused model reports the training time its marker recorded
+        "train_seconds": float((read_marker(result.path) or {}).get("seconds", 0.0))
+        if result.reused
+        else time.perf_counter() - started,
         "steps": settings.train_steps,
         "valid_loss_before": result.loss_before,
         "valid_loss_after": result.loss_after,
@@ -201,7 +204,12 @@ def main() -> None:
         "--workdir", type=Path, help="keep trained candidates here (a dir of the same version is reused)"
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--samples-from", type=Path, help="print the sample tables of a --json file and stop")
     args = parser.parse_args()
+    if args.samples_from:
+        for result in json.loads(args.samples_from.read_text())["results"]:
+            print(f"## {result['candidate']} (seed {result.get('seed')})\n\n{sample_tables(result)}\n")
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     settings = get_settings()
@@ -266,6 +274,24 @@ def main() -> None:
             )
         )
         print(f"\nwrote {args.json}")
+
+
+def sample_tables(result: dict, per_style: int = 5, n_items: int = 5) -> str:
+    """Markdown: ``per_style`` model rows per style, and the two named readers' blurbs of the same items."""
+    lines = ["| style | task | item | text |", "|---|---|---|---|"]
+    for r in result["samples"]:
+        if r["passed_guardrails"]:
+            lines.append(f"| {r['style']} | {r['task']} | {r['item_id']} | {r['text']} |")
+    named: dict[str, dict[str, str]] = {}
+    for r in result["named_readers"]:
+        if r["task"] == "blurb":
+            named.setdefault(r["item_id"], {})[r["user_id"]] = r["text"] + (
+                "" if r["passed_guardrails"] else " (fallback)"
+            )
+    both = [i for i, by in named.items() if {"reader_a", "reader_b"} <= set(by)][:n_items]
+    lines += ["", "| item | reader_a (casual) | reader_b (formal) |", "|---|---|---|"]
+    lines += [f"| {i} | {named[i]['reader_a']} | {named[i]['reader_b']} |" for i in both]
+    return "\n".join(lines)
 
 
 def evaluate_candidate(
