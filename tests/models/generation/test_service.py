@@ -93,7 +93,8 @@ COPYING = TINY.model_copy(update={"max_new_tokens": 64})
 def _copying(tiny_dir, **overrides: object) -> Generator:  # noqa: ANN001 - a Path
     from tests.models.generation.conftest import decoding
 
-    return Generator.load(tiny_dir, decoding(copy_context=2, max_new_tokens=64, **overrides), device="cpu")
+    fields: dict[str, object] = {"copy_context": 2, "max_new_tokens": 64, **overrides}
+    return Generator.load(tiny_dir, decoding(**fields), device="cpu")
 
 
 def test_copy_decoding_turns_fallbacks_into_model_rows(tiny_dir, catalog: pd.DataFrame) -> None:  # noqa: ANN001
