@@ -314,7 +314,10 @@ def evaluate_candidate(
     rows = generate_content(requests, gen, None, settings.generation)
     after = gen.stats()
     secs = after["generation_seconds"] - before["generation_seconds"]
-    stats = {"tokens_per_s": (after["generated_tokens"] - before["generated_tokens"]) / max(secs, 1e-9)}
+    stats = {
+        "tokens_per_s": (after["generated_tokens"] - before["generated_tokens"]) / max(secs, 1e-9),
+        "second_attempts": after["second_attempts"] - before["second_attempts"],
+    }
     figures = evaluate(rows, texts, readers, stats, heldout_items=heldout, embed=encoder.encode)  # type: ignore[attr-defined]
     named = [r for r in rows if r.user_id in ("reader_a", "reader_b")]
     print(
