@@ -29,10 +29,16 @@ from tqdm import tqdm  # noqa: E402
 from models.generation.artifacts import REGISTRY_NAME, model_location  # noqa: E402
 from models.generation.generator import DecodingConfig, Generator  # noqa: E402
 from models.generation.prompts import PromptFields  # noqa: E402
-from models.generation.service import content_hash, fit_prompt, items_by_id  # noqa: E402
+from models.generation.service import (  # noqa: E402
+    content_hash,
+    copy_source,
+    fitted_prompt,
+    items_by_id,
+)
 from models.generation.train import train_default_lm  # noqa: E402
 from models.registry import ModelRegistry  # noqa: E402
 from models.settings import Settings, get_settings  # noqa: E402
+from models.torch_utils import limit_cpu_threads  # noqa: E402
 
 
 def catalog(settings: Settings) -> tuple[pd.DataFrame, str]:
@@ -75,13 +81,18 @@ def generator_source(settings: Settings, items: pd.DataFrame, workdir: Path) -> 
     )
 
 
-def bench(gen: Generator, prompts: list[str], batch_size: int) -> dict[str, float]:
-    """Time generating every prompt at ``batch_size``; one warm-up batch first."""
-    gen.generate(prompts[:batch_size], batch_size=batch_size)
+def bench(
+    gen: Generator, prompts: list[str], batch_size: int, sources: list | None = None
+) -> dict[str, float]:
+    """Time generating every prompt at ``batch_size`` (wall and this process's CPU time); one warm-up first."""
+    gen.generate(
+        prompts[:batch_size], batch_size=batch_size, sources=sources[:batch_size] if sources else None
+    )
     calls, tokens, secs = gen.n_model_calls, gen.n_generated_tokens, gen.generation_seconds
-    started = time.perf_counter()
-    gen.generate(prompts, batch_size=batch_size)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    gen.generate(prompts, batch_size=batch_size, sources=sources)
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     n_tokens = gen.n_generated_tokens - tokens
     return {
         "batch_size": batch_size,
@@ -91,6 +102,9 @@ def bench(gen: Generator, prompts: list[str], batch_size: int) -> dict[str, floa
         "seconds": wall,
         "model_seconds": gen.generation_seconds - secs,
         "tokens_per_s": n_tokens / wall,
+        # on a shared machine wall time includes waiting for a core; CPU time is what the work cost
+        "cpu_seconds": cpu,
+        "tokens_per_cpu_s": n_tokens / cpu if cpu > 0 else float("nan"),
         "items_per_s": len(prompts) / wall,
         "ms_per_batch": 1000 * wall / max(1, gen.n_model_calls - calls),
     }
@@ -106,6 +120,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = get_settings()
+    limit_cpu_threads(settings.torch_threads)  # RECGEN_TORCH_THREADS=1 on a shared CPU
     items, source = catalog(settings)
     print(f"catalog: {len(items)} items from {source}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,27 +132,38 @@ def main() -> None:
         results = []
         for device in devices:
             gen = Generator.load(model_path, decoding, device=device)
-            prompts = []
+            prompts, sources = [], []
             for i, it in enumerate(items_by_id(items.head(args.prompts)).values()):
                 # alternate blurbs and summaries of distinct items: nothing repeats
                 task = "blurb" if i % 2 == 0 else "summary"
                 interests = (it.category,) if task == "blurb" else ()
-                fields = PromptFields(task, "casual", it.title, it.body, interests)
-                prompts.append(fit_prompt(fields, gen, gen_settings.max_fact_words))
+                fit = it.category if task == "blurb" else None
+                fields = PromptFields(task, "casual", it.title, it.body, interests, fit=fit)
+                prompt, n_words = fitted_prompt(fields, gen, gen_settings.max_fact_words)
+                prompts.append(prompt)
+                sources.append(copy_source(fields, n_words, i))
+            # the service's copy decoding (sentences copied after an opening) when the settings ask for it
+            copying = decoding.constrain_to_prompt and decoding.copy_context > 0
             dtype = str(next(gen.model.parameters()).dtype).removeprefix("torch.")
             print(
                 f"\n{device} ({dtype}, {torch.get_num_threads()} threads), {len(prompts)} prompts, "
                 f"max_new_tokens={decoding.max_new_tokens}, {decoding.signature}"
             )
             print(
-                f"{'batch':>5} {'tokens/s':>10} {'items/s':>9} {'ms/batch':>9} {'tokens':>7} {'seconds':>8}"
+                f"{'batch':>5} {'tokens/s':>10} {'tok/cpu-s':>10} {'items/s':>9} {'ms/batch':>9} {'tokens':>7} "
+                f"{'seconds':>8}"
             )
             # a bar over the batch sizes on stderr (elapsed, time left); rows go out through tqdm.write
             for batch_size in tqdm(args.batch_sizes, desc=f"{device} batch sizes", unit="batch size"):
-                row = {"device": device, "dtype": dtype, **bench(gen, prompts, batch_size)}
+                row = {
+                    "device": device,
+                    "dtype": dtype,
+                    **bench(gen, prompts, batch_size, sources if copying else None),
+                }
                 results.append(row)
                 tqdm.write(
-                    f"{batch_size:>5} {row['tokens_per_s']:>10.1f} {row['items_per_s']:>9.2f} "
+                    f"{batch_size:>5} {row['tokens_per_s']:>10.1f} {row['tokens_per_cpu_s']:>10.1f} "
+                    f"{row['items_per_s']:>9.2f} "
                     f"{row['ms_per_batch']:>9.1f} {row['tokens']:>7} {row['seconds']:>8.2f}"
                 )
     if args.json:

@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from models.generation.evaluation import evaluate, sample_rows  # noqa: E402
-from models.generation.generator import DecodingConfig, Generator  # noqa: E402
+from models.generation.generator import DecodingConfig, Generator, read_marker  # noqa: E402
 from models.generation.service import (  # noqa: E402
     GenerationRequest,
     content_hash,
@@ -130,9 +130,9 @@ def bert2bert_dir(out: Path, encoder_path: str) -> Path:
 
 
 def train_candidate(
-    name: str, items: pd.DataFrame, work: Path, args: argparse.Namespace
+    name: str, items: pd.DataFrame, work: Path, args: argparse.Namespace, seed: int
 ) -> tuple[Path, dict]:
-    """Train one candidate; returns its dir and training figures."""
+    """Train one candidate with ``seed`` (a dir under ``work`` holding the same version is reused)."""
     base = GenerationSettings(heldout_share=args.heldout_share)
     started = time.perf_counter()
     if name == "champion":  # the registry's champion (after the pipeline), not trained here
@@ -153,26 +153,37 @@ def train_candidate(
         settings = base.model_copy(
             update={"train_steps": 800, "train_batch_size": 8, "train_on_corpus": False}
         )
-        result = train_default_lm(items, settings, work / name, seed=args.seed, device="cpu", reuse=False)
+        result = train_default_lm(items, settings, work / f"{name}-s{seed}", seed=seed, device="cpu")
     elif name == "own-lm":
-        result = train_default_lm(items, base, work / name, seed=args.seed, device="cpu", reuse=False)
+        result = train_default_lm(items, base, work / f"{name}-s{seed}", seed=seed, device="cpu")
         settings = base
     elif name == "bert2bert":
         from models.generation.train import fine_tune
 
-        path = bert2bert_dir(work / "b2b-base", get_settings().encoder.model_name_or_path)
+        path = work / "b2b-base"
+        if not (path / "config.json").exists():
+            bert2bert_dir(path, get_settings().encoder.model_name_or_path)
         settings = base.model_copy(
-            update={"train_steps": args.b2b_steps, "train_batch_size": 8, "fine_tune_learning_rate": 5e-5}
+            update={
+                "train_steps": args.b2b_steps,
+                "train_batch_size": 8,
+                "fine_tune_learning_rate": args.b2b_lr,
+                "example_rounds": 1,
+            }
         )
-        result = fine_tune(path, items, settings, work / name, seed=args.seed, device="cpu", use_lora=False)
+        result = fine_tune(
+            path, items, settings, work / f"{name}-s{seed}", seed=seed, device="cpu", use_lora=False
+        )
     else:
         raise ValueError(f"unknown candidate {name!r}")
     return result.path, {
-        "train_seconds": time.perf_counter() - started,
+        # a reused model reports the training time its marker recorded
+        "train_seconds": float((read_marker(result.path) or {}).get("seconds", 0.0))
+        if result.reused
+        else time.perf_counter() - started,
         "steps": settings.train_steps,
         "valid_loss_before": result.loss_before,
         "valid_loss_after": result.loss_after,
-        "n_params_m": None,
     }
 
 
@@ -186,9 +197,19 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=10, help="random readers besides the two named ones")
     parser.add_argument("--heldout-share", type=float, default=0.1)
     parser.add_argument("--b2b-steps", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--b2b-lr", type=float, default=1e-4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="training seeds (one model each)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the reader panel and its items")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep trained candidates here (a dir of the same version is reused)"
+    )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--samples-from", type=Path, help="print the sample tables of a --json file and stop")
     args = parser.parse_args()
+    if args.samples_from:
+        for result in json.loads(args.samples_from.read_text())["results"]:
+            print(f"## {result['candidate']} (seed {result.get('seed')})\n\n{sample_tables(result)}\n")
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     settings = get_settings()
@@ -199,7 +220,7 @@ def main() -> None:
     if args.candidates == ["champion"]:
         from models.generation.generator import read_marker
 
-        path, _ = train_candidate("champion", items, Path("."), args)
+        path, _ = train_candidate("champion", items, Path("."), args, args.seed)
         heldout = set((read_marker(path) or {}).get("heldout_items", heldout))
     readers = reader_panel(items, args.readers, args.seed)
     requests = requests_for(items, heldout, readers, args.per_split, args.seed)
@@ -210,68 +231,112 @@ def main() -> None:
     print(f"catalog: {len(items)} simulator items, {len(heldout)} held out; {len(requests)} requests")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
         for name in args.candidates:
-            path, train = train_candidate(name, items, Path(tmp), args)
-            decoding = DecodingConfig.from_settings(settings)
-            gen = Generator.load(path, decoding, batch_size=settings.generation.batch_size, device="cpu")
-            n_params = sum(p.numel() for p in gen.model.parameters()) / 1e6
-            before = gen.stats()
-            rows = generate_content(requests, gen, None, settings.generation)
-            after = gen.stats()
-            secs = after["generation_seconds"] - before["generation_seconds"]
-            stats = {
-                "tokens_per_s": (after["generated_tokens"] - before["generated_tokens"]) / max(secs, 1e-9)
-            }
-            figures = evaluate(rows, texts, readers, stats, heldout_items=heldout, embed=encoder.encode)
-            named = [r for r in rows if r.user_id in ("reader_a", "reader_b")]
-            samples = [r.to_dict() for r in sample_rows(rows, 5)]
-            pairs = [r.to_dict() for r in named if r.task == "blurb"][:20]
-            results.append(
-                {
-                    "candidate": name,
-                    "params_m": n_params,
-                    **train,
-                    "generate_seconds": secs,
-                    "figures": figures,
-                    "samples": samples,
-                    "named_readers": pairs,
-                }
-            )
-            print(
-                f"{name}: fallback {figures['fallback_rate']:.3f} heldout {figures['heldout_fallback_rate']:.3f} "
-                f"faith {figures['faithfulness']:.3f} d2 {figures['distinct_2']:.3f} "
-                f"lift {figures['personalization_lift']:.4f} train {train['train_seconds']:.0f}s "
-                f"tok/s {stats['tokens_per_s']:.0f} reasons {figures['fallback_reasons']}",
-                flush=True,
-            )
+            for seed in args.seeds if name != "champion" else [args.seed]:
+                path, train = train_candidate(name, items, work, args, seed)
+                results.append(
+                    evaluate_candidate(name, seed, path, train, requests, texts, readers, heldout, encoder)
+                )
     keys = [
         ("fallback_rate", "fallback"),
         ("heldout_fallback_rate", "held-out fallback"),
         ("faithfulness", "faithfulness"),
-        ("raw_faithfulness", "raw faithfulness"),
         ("heldout_faithfulness", "held-out faithfulness"),
         ("distinct_2", "distinct-2"),
+        ("heldout_distinct_2", "held-out distinct-2"),
         ("personalization_lift", "lift"),
+        ("heldout_personalization_lift", "held-out lift"),
         ("style_accuracy", "style acc."),
         ("tokens_per_s", "tokens/s"),
         ("p95_latency_ms", "p95 ms"),
     ]
-    print("\n| generator | params (M) | train s | " + " | ".join(k[1] for k in keys) + " |")
-    print("|---" * (3 + len(keys)) + "|")
-    for r in results:
-        f = r["figures"]
-        cells = [f"{f[k]:.3f}" if isinstance(f[k], float) else str(f[k]) for k, _ in keys]
+    print("\n| generator | seeds | params (M) | train s | " + " | ".join(k[1] for k in keys) + " |")
+    print("|---" * (4 + len(keys)) + "|")
+    for name in dict.fromkeys(r["candidate"] for r in results):
+        mine = [r for r in results if r["candidate"] == name]
+        cells = []
+        for k, _ in keys:
+            values = [float(r["figures"][k]) for r in mine if r["figures"][k] is not None]
+            mean = float(np.mean(values)) if values else float("nan")
+            cells.append(f"{mean:.3f}" + (f" ± {float(np.std(values)):.3f}" if len(values) > 1 else ""))
+        train_s = float(np.mean([r["train_seconds"] for r in mine]))
         print(
-            f"| {r['candidate']} | {r['params_m']:.1f} | {r['train_seconds']:.0f} | "
+            f"| {name} | {len(mine)} | {mine[0]['params_m']:.1f} | {train_s:.0f} | "
             + " | ".join(cells)
             + " |"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
-            json.dumps({"requests": len(requests), "results": results}, indent=2, default=str)
+            json.dumps(
+                {"requests": len(requests), "args": vars(args), "results": results}, indent=2, default=str
+            )
         )
         print(f"\nwrote {args.json}")
+
+
+def sample_tables(result: dict, per_style: int = 5, n_items: int = 5) -> str:
+    """Markdown: ``per_style`` model rows per style, and the two named readers' blurbs of the same items."""
+    lines = ["| style | task | item | text |", "|---|---|---|---|"]
+    for r in result["samples"]:
+        if r["passed_guardrails"]:
+            lines.append(f"| {r['style']} | {r['task']} | {r['item_id']} | {r['text']} |")
+    named: dict[str, dict[str, str]] = {}
+    for r in result["named_readers"]:
+        if r["task"] == "blurb":
+            named.setdefault(r["item_id"], {})[r["user_id"]] = r["text"] + (
+                "" if r["passed_guardrails"] else " (fallback)"
+            )
+    both = [i for i, by in named.items() if {"reader_a", "reader_b"} <= set(by)][:n_items]
+    lines += ["", "| item | reader_a (casual) | reader_b (formal) |", "|---|---|---|"]
+    lines += [f"| {i} | {named[i]['reader_a']} | {named[i]['reader_b']} |" for i in both]
+    return "\n".join(lines)
+
+
+def evaluate_candidate(
+    name: str,
+    seed: int,
+    path: Path,
+    train: dict,
+    requests: list[GenerationRequest],
+    texts: dict,
+    readers: dict[str, InterestProfile],
+    heldout: set[str],
+    encoder: object,
+) -> dict:
+    """Generate the panel's copy with one trained candidate and compute its figures (``evaluate``)."""
+    settings = get_settings()
+    decoding = DecodingConfig.from_settings(settings)
+    gen = Generator.load(path, decoding, batch_size=settings.generation.batch_size, device="cpu")
+    n_params = sum(p.numel() for p in gen.model.parameters()) / 1e6
+    before = gen.stats()
+    rows = generate_content(requests, gen, None, settings.generation)
+    after = gen.stats()
+    secs = after["generation_seconds"] - before["generation_seconds"]
+    stats = {
+        "tokens_per_s": (after["generated_tokens"] - before["generated_tokens"]) / max(secs, 1e-9),
+        "second_attempts": after["second_attempts"] - before["second_attempts"],
+    }
+    figures = evaluate(rows, texts, readers, stats, heldout_items=heldout, embed=encoder.encode)  # type: ignore[attr-defined]
+    named = [r for r in rows if r.user_id in ("reader_a", "reader_b")]
+    print(
+        f"{name} seed {seed}: fallback {figures['fallback_rate']:.3f} heldout {figures['heldout_fallback_rate']:.3f} "
+        f"faith {figures['faithfulness']:.3f} d2 {figures['distinct_2']:.3f} "
+        f"lift {figures['personalization_lift']:.4f} train {train['train_seconds']:.0f}s "
+        f"tok/s {stats['tokens_per_s']:.0f} reasons {figures['fallback_reasons']}",
+        flush=True,
+    )
+    return {
+        "candidate": name,
+        "seed": seed,
+        "params_m": n_params,
+        **train,
+        "generate_seconds": secs,
+        "figures": figures,
+        "samples": [r.to_dict() for r in sample_rows(rows, 5)],
+        "named_readers": [r.to_dict() for r in named],
+    }
 
 
 if __name__ == "__main__":

@@ -379,6 +379,59 @@ def run_scenario(
     }
 
 
+def sample_items(n: int = 200) -> list[str]:
+    """Items of the served champion (from its artifact)."""
+    import pandas as pd
+
+    champion = ModelRegistry.from_settings(get_settings()).champion("full_stack")
+    assert champion is not None
+    items = pd.read_parquet(champion.path / "items.parquet", columns=["item_id"])["item_id"].astype(str)
+    return items.head(n).tolist()
+
+
+def run_copy_scenario(
+    url: str, users: list[str], items: list[str], n_requests: int, concurrency: int
+) -> dict[str, object]:
+    """``n_requests`` /generate blurbs for (user, item) pairs not asked before, ``concurrency`` at a time.
+
+    The copy latency of the default generator as a client sees it: pairs are fresh, so copy is written now
+    unless a user of the same segment was served that item's blurb before (counted in ``copy_cached_share``).
+    """
+    client = httpx.Client(base_url=url, timeout=120.0, limits=httpx.Limits(max_connections=concurrency))
+
+    def call(i: int) -> tuple[float, int, int, int]:
+        body = {"user_id": users[i % len(users)], "item_id": items[(i * 7) % len(items)], "task": "blurb"}
+        started = time.perf_counter()
+        try:
+            resp = client.post("/generate", json=body)
+        except httpx.HTTPError:
+            return time.perf_counter() - started, 1, 0, 0
+        elapsed = time.perf_counter() - started
+        if resp.status_code != 200:
+            return elapsed, 1, 0, 0
+        content = resp.json()["content"]
+        return elapsed, 0, int(content["cached"]), int(not content["faithful"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(call, range(n_requests)))
+    wall = time.perf_counter() - started
+    client.close()
+    lat = np.asarray([r[0] * 1000 for r in results])
+    return {
+        "scenario": "generate (copy)",
+        "concurrency": concurrency,
+        "requests": n_requests,
+        "errors": sum(r[1] for r in results),
+        "throughput_rps": n_requests / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "copy_cached_share": sum(r[2] for r in results) / n_requests,
+        "unfaithful": sum(r[3] for r in results),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -401,6 +454,11 @@ def main() -> None:
         "--ann-threshold", type=int, default=None,
         help="RECGEN_RETRIEVAL__ANN_THRESHOLD_ITEMS for the server (default: the settings')",
     )  # fmt: skip
+    parser.add_argument(
+        "--copy",
+        action="store_true",
+        help="also /generate copy latency at concurrency 1 and 16 (default world)",
+    )
     parser.add_argument("--build-world-here", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--json",
@@ -461,13 +519,33 @@ def main() -> None:
                     flush=True,
                 )
 
+    def measure_copy(url: str) -> None:
+        items = sample_items()
+        run_copy_scenario(url, next_users(8), items, 8, 1)  # warm-up
+        for concurrency in (1, 16):
+            n = args.content_requests or args.requests
+            f = run_copy_scenario(url, next_users(n), items, n, concurrency)
+            figures.append(f)
+            print(
+                f"{f['scenario']:<18} c={concurrency:<3} n={n:<5} errors={f['errors']:<4} "
+                f"{f['throughput_rps']:8.1f} req/s  p50 {f['p50_ms']:8.1f} ms  p95 {f['p95_ms']:8.1f} ms  "
+                f"copy from cache {f['copy_cached_share']:.0%}  unfaithful {f['unfaithful']}",
+                flush=True,
+            )
+
+    if args.copy and args.items:
+        raise SystemExit("--copy measures the default world's generator; the --items world has none")
     if args.url:
         measure(args.url.rstrip("/"))
+        if args.copy:
+            measure_copy(args.url.rstrip("/"))
     else:
         log_path = get_settings().reports_dir.resolve() / "serve_bench_server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with serve(free_port(), log_path, env=env) as url:
             measure(url)
+            if args.copy:
+                measure_copy(url)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

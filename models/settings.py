@@ -278,13 +278,32 @@ class GenerationSettings(BaseModel):
     use_lora: bool = Field(False, description="LoRA adapters when fine-tuning (needs the optional peft)")
     lora_r: int = Field(8, ge=1)
     tasks: tuple[str, ...] = Field(("blurb", "summary"), description="tasks the daily asset generates")
-    max_new_tokens: int = Field(48, ge=1)
+    max_new_tokens: int = Field(
+        96, ge=1, description="token budget of one output (constrained decoding stops at its last sentence)"
+    )
     batch_size: int = Field(16, ge=1)
     do_sample: bool = False
     temperature: float = Field(0.8, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
     constrain_to_prompt: bool = Field(
         True, description="decode only words found in the prompt (item text, interests) or the templates"
+    )
+    copy_context: int = Field(
+        2,
+        ge=0,
+        description="with constrain_to_prompt: copy the item's sentences (after a template opening) word by word, "
+        "each word following this many words of the sources (a splice only where they share them), ending on a "
+        "complete sentence; 0 = only restrict the vocabulary to the prompt's words",
+    )
+    second_attempt: bool = Field(
+        True,
+        description="with copy_context: rows the guardrails reject are written once more copying whole "
+        "sentences (no splice); a row that passes then is a model row, counted in second_attempts",
+    )
+    vary_phrasing: bool = Field(
+        True,
+        description="with copy_context: each (item, reader segment) opens with one of its style's phrasings, "
+        "drawn by a hash of the cache key; false lets the model choose (greedy: always the likeliest)",
     )
     no_repeat_ngram_size: int = Field(
         0, ge=0, description="block repeated token n-grams while decoding (0 = off: loops are trimmed after)"
@@ -310,6 +329,11 @@ class GenerationSettings(BaseModel):
         "minilm",
         description="how a blurb's training target picks the item sentence for the reader: MiniLM similarity "
         "to the profile, or word overlap (cheap, for tests)",
+    )
+    fact_order: Literal["relevance", "original"] = Field(
+        "relevance",
+        description="order of the item's sentences in a personalized prompt: most relevant to the reader's "
+        "profile first (by target_scorer, as the training targets are chosen), or the item's own order",
     )
     example_rounds: int = Field(2, ge=1, description="training examples drawn per item and task")
     train_on_corpus: bool = Field(

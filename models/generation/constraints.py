@@ -28,16 +28,29 @@ class TokenKinds:
     starts_word: list[bool]
     punctuation: list[bool]
     digits: list[bool]
+    wordpiece: bool = False  # BERT-style vocabulary: "##" marks a continuation, punctuation joins its word
 
     @classmethod
     def of(cls, tokenizer: Any) -> TokenKinds:
-        """Classify every token of ``tokenizer``'s vocabulary."""
+        """Classify every token of ``tokenizer``'s vocabulary (byte-level BPE, SentencePiece or WordPiece)."""
         tokens = [str(t or "") for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
-        bare = [t.lstrip("".join(SPACE_MARKERS)) for t in tokens]
+        wordpiece = not any(t.startswith(SPACE_MARKERS) for t in tokens) and any(
+            t.startswith("##") for t in tokens
+        )
+        if wordpiece:
+            bare = [t.removeprefix("##") for t in tokens]
+        else:
+            bare = [t.lstrip("".join(SPACE_MARKERS)) for t in tokens]
+        punctuation = [bool(b) and not any(c.isalnum() for c in b) for b in bare]
+        if wordpiece:
+            starts = [not t.startswith("##") and not p for t, p in zip(tokens, punctuation, strict=True)]
+        else:
+            starts = [not t or t.startswith(SPACE_MARKERS) for t in tokens]
         return cls(
-            starts_word=[not t or t.startswith(SPACE_MARKERS) for t in tokens],
-            punctuation=[bool(b) and not any(c.isalnum() for c in b) for b in bare],
+            starts_word=starts,
+            punctuation=punctuation,
             digits=[b.isdigit() for b in bare],
+            wordpiece=wordpiece,
         )
 
     def opens(self, token: int) -> bool:
@@ -163,3 +176,235 @@ def template_words(tokenizer: Any, kinds: TokenKinds, texts: Iterable[str]) -> s
         if not any(c.isalnum() for c in text):  # bare punctuation also follows a word directly
             words.update(split_words(tokenizer(text.strip(), add_special_tokens=False)["input_ids"], kinds))
     return words
+
+
+# Markers of a context at the start of an opening or of a sentence (token ids are never negative).
+_OPENING_START: tuple[int, ...] = (-1,)
+_SENTENCE_START: tuple[int, ...] = (-2,)
+
+
+@dataclass(frozen=True)
+class CopySource:
+    """What one output may be made of: template openings, then the item's sentences, copied in order.
+
+    ``openings`` are the phrasings' heads ("Into food?", "Great news!"); ``sentences`` the facts the prompt
+    shows. An output is an opening (unless ``may_start_with_sentence``) followed by one to ``max_sentences``
+    sentences; within a sentence each word must follow the ``context`` words before it somewhere in the
+    sources, so the model may splice two sentences only where they share ``context`` words.
+    """
+
+    openings: tuple[str, ...] = ()
+    sentences: tuple[str, ...] = ()
+    may_start_with_sentence: bool = True
+    max_sentences: int = 2
+
+
+State = frozenset[tuple[tuple[tuple[int, ...], ...], int]]  # (context words, sentences completed) pairs
+
+
+class CopyAutomaton:
+    """The word transitions one :class:`CopySource` allows, keyed by the last ``context`` words written.
+
+    A state is a set of (context, sentences completed) pairs, because a written word may continue more than
+    one place of the sources. EOS is allowed only right after the end of a source sentence, so every output
+    ends in a complete sentence; after ``max_sentences`` sentences EOS is the only choice (sentence-boundary
+    stopping). A (``context`` + 1)-word sequence is never written twice (no loops).
+    """
+
+    def __init__(self, source: CopySource, tokenizer: Any, kinds: TokenKinds, context: int = 2) -> None:
+        self.context = max(1, context)
+        self.max_sentences = max(1, source.max_sentences)
+        self.next: dict[tuple[tuple[int, ...], ...], set[tuple[int, ...]]] = {}
+        self.opening_ends: set[tuple[tuple[int, ...], ...]] = set()
+        self.sentence_ends: set[tuple[tuple[int, ...], ...]] = set()
+        # how each word is written in the sources (an uncased WordPiece model decodes "lena fischer , 4 , 200")
+        self.surface: dict[tuple[int, ...], tuple[str, bool]] = {}
+        for text, marker, ends in (
+            *((t, _OPENING_START, self.opening_ends) for t in source.openings),
+            *((t, _SENTENCE_START, self.sentence_ends) for t in source.sentences),
+        ):
+            words = self._words_with_surface(" " + text.strip(), tokenizer, kinds)
+            if not words:
+                continue
+            for p in range(len(words) + 1):
+                ctx = self._context_at(words, p, marker)
+                if p < len(words):
+                    self.next.setdefault(ctx, set()).add(words[p])
+                else:
+                    ends.add(ctx)
+        self.sentence_starts = self.next.get((_SENTENCE_START,), set())
+        start: set[tuple[tuple[tuple[int, ...], ...], int]] = set()
+        if source.openings:
+            start.add(((_OPENING_START,), 0))
+        if source.may_start_with_sentence or not source.openings:
+            start.add(((_SENTENCE_START,), 0))
+        self.start: State = frozenset(start)
+        self._allowed: dict[State, tuple[set[tuple[int, ...]], bool]] = {}
+
+    def _words_with_surface(self, text: str, tokenizer: Any, kinds: TokenKinds) -> list[tuple[int, ...]]:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        groups: list[list[int]] = []
+        for i, token in enumerate(ids):
+            if not groups or kinds.opens(token):
+                groups.append([i])
+            else:
+                groups[-1].append(i)
+        words = []
+        for n, group in enumerate(groups):
+            word = tuple(ids[i] for i in group)
+            start, end = offsets[group[0]][0], offsets[group[-1]][1]
+            written = (text[start:end], start > 0 and text[start - 1].isspace())
+            # a word's form inside a sentence wins over its capitalized form at a sentence start
+            if word not in self.surface or (n > 0 and self.surface[word][0] != written[0]):
+                self.surface[word] = written
+            words.append(word)
+        return words
+
+    def render(self, words: Sequence[tuple[int, ...]]) -> str | None:
+        """The text of ``words`` as the sources write them (None when a word is not from the sources)."""
+        out = ""
+        for word in words:
+            if word not in self.surface:
+                return None
+            text, space = self.surface[word]
+            if not out or out.rstrip()[-1:] in ".!?:":
+                text = text[:1].upper() + text[1:]
+            out += (" " if space and out else "") + text
+        return out
+
+    def _context_at(
+        self, words: Sequence[tuple[int, ...]], p: int, marker: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], ...]:
+        if p < self.context:
+            return (marker, *words[:p])
+        return tuple(words[p - self.context : p])
+
+    def _shift(self, ctx: tuple[tuple[int, ...], ...], word: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+        out = (*ctx, word)
+        return out[-self.context :] if len(out) > self.context else out
+
+    def allowed(self, state: State) -> tuple[set[tuple[int, ...]], bool]:
+        """(the words that may come next, whether EOS may) in ``state``."""
+        if state in self._allowed:
+            return self._allowed[state]
+        words: set[tuple[int, ...]] = set()
+        eos = False
+        for ctx, done in state:
+            if done >= self.max_sentences:
+                eos = True
+                continue
+            words |= self.next.get(ctx, set())
+            if ctx in self.opening_ends:
+                words |= self.sentence_starts
+            if ctx in self.sentence_ends:
+                eos = True
+                if done + 1 < self.max_sentences:
+                    words |= self.sentence_starts
+        self._allowed[state] = (words, eos)
+        return words, eos
+
+    def step(self, state: State, word: tuple[int, ...]) -> State:
+        """The state after writing ``word`` in ``state`` (empty when the sources do not allow it)."""
+        out: set[tuple[tuple[tuple[int, ...], ...], int]] = set()
+        for ctx, done in state:
+            if done >= self.max_sentences:
+                continue
+            if word in self.next.get(ctx, ()):
+                out.add((self._shift(ctx, word), done))
+            after_opening = ctx in self.opening_ends
+            after_sentence = ctx in self.sentence_ends and done + 1 < self.max_sentences
+            if (after_opening or after_sentence) and word in self.sentence_starts:
+                out.add((self._shift((_SENTENCE_START,), word), done + int(after_sentence)))
+        return frozenset(out)
+
+    def finish(self, state: State) -> State:
+        """``state`` with sentences that just ended counted (so a full output allows only EOS)."""
+        return frozenset(
+            (c, d + 1) if c in self.sentence_ends and d + 1 >= self.max_sentences else (c, d)
+            for c, d in state
+        )
+
+
+class CopyProcessor:
+    """A logits processor (transformers' ``LogitsProcessor`` protocol) running one :class:`CopyAutomaton` per row.
+
+    At each step the row's generated tokens are split into complete words and the word in progress; the
+    allowed tokens are those that continue the word in progress to an allowed word, and, when it already is
+    one, the first tokens of the words allowed after it (and EOS where a sentence ends). ``offset`` is where
+    generation starts in ``input_ids`` (see :class:`PromptWordsProcessor`).
+    """
+
+    def __init__(
+        self, automata: list[CopyAutomaton], kinds: TokenKinds, offset: int, eos_id: int, pad_id: int | None
+    ) -> None:
+        self.automata = automata
+        self.kinds = kinds
+        self.offset = offset
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self._states: list[dict[tuple[tuple[int, ...], ...], State]] = [{} for _ in automata]
+        self._tries: dict[int, dict[frozenset[tuple[int, ...]], WordTrie]] = {}
+
+    def _state(self, row: int, words: list[tuple[int, ...]]) -> State:
+        memo = self._states[row]
+        key = tuple(words)
+        if key in memo:
+            return memo[key]
+        automaton = self.automata[row]
+        state = automaton.start if not words else automaton.step(self._state(row, words[:-1]), words[-1])
+        memo[key] = state
+        return state
+
+    def _allowed_words(self, row: int, words: list[tuple[int, ...]]) -> tuple[set[tuple[int, ...]], bool]:
+        automaton = self.automata[row]
+        state = self._state(row, words)
+        allowed, eos = automaton.allowed(automaton.finish(state))
+        n = automaton.context
+        if allowed and len(words) >= n:
+            # no (context + 1)-word sequence twice: a copied cycle cannot loop
+            seen = {tuple(words[i : i + n + 1]) for i in range(len(words) - n)}
+            tail = tuple(words[-n:])
+            fresh = {w for w in allowed if (*tail, w) not in seen}
+            # a repeat is better than a sentence broken off: keep the choices when every one repeats
+            allowed = fresh or (allowed if not eos else fresh)
+        return allowed, eos
+
+    def _row_tokens(self, row: int, generated: list[int]) -> tuple[set[int], bool]:
+        words = split_words(generated, self.kinds) if generated else []
+        done, partial = (words[:-1], words[-1]) if words else ([], ())
+        allowed, eos = self._allowed_words(row, done)
+        if not partial:
+            return {w[0] for w in allowed}, eos
+        tokens: set[int] = set()
+        prefix = len(partial)
+        complete = False
+        for word in allowed:
+            if word[:prefix] == partial:
+                if len(word) > prefix:
+                    tokens.add(word[prefix])
+                else:
+                    complete = True
+        eos = False
+        if complete:
+            after, eos = self._allowed_words(row, [*done, partial])
+            tokens |= {w[0] for w in after}
+        return tokens, eos
+
+    def render(self, row: int, ids: Sequence[int]) -> str | None:
+        """Row ``row``'s generated ``ids`` (up to EOS) written as its sources write them."""
+        ids = [t for t in ids if t not in (self.eos_id, self.pad_id)]
+        return self.automata[row].render(split_words(ids, self.kinds))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        width = scores.shape[-1]
+        mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+        for row, generated in enumerate(input_ids[:, self.offset :].tolist()):
+            if self.eos_id in generated:  # finished: transformers pads the rest
+                mask[row, self.pad_id if self.pad_id is not None else self.eos_id] = True
+                continue
+            tokens, eos = self._row_tokens(row, generated)
+            if eos or not tokens:
+                tokens.add(self.eos_id)  # nothing allowed: end here (the guardrails judge the text)
+            mask[row, [t for t in tokens if t < width]] = True
+        return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)

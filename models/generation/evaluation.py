@@ -305,6 +305,7 @@ def evaluate(
     figures["tokens_per_s"] = float(stats.get("tokens_per_s", float("nan")))
     figures["model_calls"] = int(stats.get("model_calls", 0))
     figures["generated_tokens"] = int(stats.get("generated_tokens", 0))
+    figures["second_attempts"] = int(stats.get("second_attempts", 0))
     held = set(heldout_items)
     for prefix, part in (
         ("seen_", [r for r in rows if r.item_id not in held]),

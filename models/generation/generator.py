@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class DecodingConfig:
     seed: int = 42
     constrain_to_prompt: bool = False
     no_repeat_ngram_size: int = 0
+    copy_context: int = 0  # >0: copy sources word by word with this many words of context (constraints)
 
     @classmethod
     def from_settings(cls, settings: Any) -> DecodingConfig:
@@ -51,6 +53,7 @@ class DecodingConfig:
             seed=settings.seed,
             constrain_to_prompt=gen.constrain_to_prompt,
             no_repeat_ngram_size=gen.no_repeat_ngram_size,
+            copy_context=gen.copy_context if gen.constrain_to_prompt else 0,
         )
 
     @property
@@ -64,6 +67,8 @@ class DecodingConfig:
             out += "-copy"
         if self.no_repeat_ngram_size:
             out += f"-nr{self.no_repeat_ngram_size}"
+        if self.copy_context:
+            out += f"-k{self.copy_context}"
         return out
 
 
@@ -149,6 +154,7 @@ class Generator:
         self.n_model_calls = 0
         self.n_generated_tokens = 0
         self.generation_seconds = 0.0
+        self.n_second_attempts = 0  # rows written again without splicing after the guardrails rejected them
         # The own LM may never emit a control token (a task, style or field marker) in its answer.
         self.suppressed_ids = self._control_token_ids() if prompt_format == "control" else []
         self._token_kinds: Any = None
@@ -276,8 +282,29 @@ class Generator:
             counts.append(n)
         return counts
 
+    def _copy_constraint(self, sources: Sequence[Any], offset: int, context: int | None = None) -> Any:
+        """One copy automaton per prompt over its :class:`constraints.CopySource` (openings + sentences)."""
+        from models.generation import constraints
+
+        if self._token_kinds is None:
+            self._token_kinds = constraints.TokenKinds.of(self.tokenizer)
+        kinds = self._token_kinds
+        automata = [
+            constraints.CopyAutomaton(s, self.tokenizer, kinds, context or self.decoding.copy_context)
+            for s in sources
+        ]
+        return constraints.CopyProcessor(
+            automata, kinds, offset, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        )
+
     @torch.inference_mode()
-    def _generate_batch(self, prompts: list[str], max_new_tokens: int) -> list[Generation]:
+    def _generate_batch(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        sources: Sequence[Any] | None = None,
+        copy_context: int | None = None,
+    ) -> list[Generation]:
         started = time.perf_counter()
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
         enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
@@ -290,13 +317,23 @@ class Generator:
         if self.decoding.constrain_to_prompt:
             from transformers import LogitsProcessorList
 
-            constraint = self._word_constraint(enc["input_ids"], enc["attention_mask"])
+            if sources is not None and self.decoding.copy_context:
+                offset = 1 if self.is_encoder_decoder else enc["input_ids"].shape[1]
+                constraint = self._copy_constraint(sources, offset, copy_context)
+            else:
+                constraint = self._word_constraint(enc["input_ids"], enc["attention_mask"])
             extra["logits_processor"] = LogitsProcessorList([constraint])
         out = self.model.generate(**enc, generation_config=config, **extra)
         # Seq2seq outputs start with the decoder start token; decoder-only outputs repeat the prompt.
         new_tokens = out[:, 1:] if self.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         counts = self._count_new_tokens(new_tokens)
+        renders = getattr(extra.get("logits_processor", [None])[0], "render", None)
+        if renders is not None and self._token_kinds is not None and self._token_kinds.wordpiece:
+            # a WordPiece model (uncased BERT2BERT) decodes "lena fischer ... 4, 200": write the copied words
+            # as the sources write them instead
+            for i, (row, n) in enumerate(zip(new_tokens.tolist(), counts, strict=True)):
+                texts[i] = renders(i, row[:n]) or texts[i]
         elapsed = time.perf_counter() - started
         self.n_model_calls += 1
         self.n_generated_tokens += sum(counts)
@@ -309,9 +346,19 @@ class Generator:
         ]
 
     def generate(
-        self, prompts: list[str], max_new_tokens: int | None = None, batch_size: int | None = None
+        self,
+        prompts: list[str],
+        max_new_tokens: int | None = None,
+        batch_size: int | None = None,
+        sources: Sequence[Any] | None = None,
+        copy_context: int | None = None,
     ) -> list[Generation]:
-        """Generate one text per prompt, in batches of similar length (results keep the prompts' order)."""
+        """Generate one text per prompt, in batches of similar length (results keep the prompts' order).
+
+        ``sources`` (one ``constraints.CopySource`` per prompt) switch the prompt constraint to copying them
+        word by word with ``copy_context`` (default ``decoding.copy_context``) words of context; without
+        them it allows the prompt's words.
+        """
         if not prompts:
             return []
         size = batch_size or self.batch_size
@@ -321,7 +368,9 @@ class Generator:
         results: list[Generation | None] = [None] * len(prompts)
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
-            for i, gen in zip(chunk, self._generate_batch([prompts[i] for i in chunk], max_new), strict=True):
+            chunk_sources = [sources[i] for i in chunk] if sources is not None else None
+            batch = self._generate_batch([prompts[i] for i in chunk], max_new, chunk_sources, copy_context)
+            for i, gen in zip(chunk, batch, strict=True):
                 results[i] = gen
         return [r for r in results if r is not None]
 
@@ -333,4 +382,5 @@ class Generator:
             "generated_tokens": self.n_generated_tokens,
             "generation_seconds": secs,
             "tokens_per_s": self.n_generated_tokens / secs if secs > 0 else 0.0,
+            "second_attempts": self.n_second_attempts,
         }

@@ -20,20 +20,28 @@ import duckdb
 import pandas as pd
 
 from models.generation import cache
-from models.generation.generator import Generator
+from models.generation.constraints import CopySource
+from models.generation.generator import Generation, Generator
 from models.generation.guardrails import GuardrailConfig, check_output, extractive_fallback
 from models.generation.prompts import (
+    INTEREST_PHRASINGS,
     NO_SEGMENT,
     PERSONALIZED_TASKS,
+    STYLE_PHRASINGS,
     TASKS,
     PromptFields,
     build_prompt,
+    fact_text,
     fit_reason,
+    quote_data,
     resolve_style,
 )
+from models.generation.relevance import by_relevance, scorer_for
 from models.generation.text import split_sentences, truncate_words
 from models.interests import InterestProfile
 from models.settings import GenerationSettings
+
+NO_SPLICE = 10_000  # a copy context no sentence reaches: every sentence is copied whole
 
 
 def content_hash(title: str, body: str) -> str:
@@ -180,6 +188,43 @@ def request_fields(request: GenerationRequest) -> tuple[PromptFields, str]:
 
 def fit_prompt(fields: PromptFields, generator: Generator, max_fact_words: int) -> str:
     """The prompt for ``fields`` with as many fact words (and title words) as the model's context allows."""
+    return fitted_prompt(fields, generator, max_fact_words)[0]
+
+
+def copy_source(fields: PromptFields, fact_words: int, variant: int | None = None) -> CopySource:
+    """What a constrained output for ``fields`` may copy: the task's template openings and the shown facts.
+
+    Blurbs open with a phrasing of their style naming why the item fits (``fields.fit``), or a plain
+    phrasing of the style when nothing fits, then one fact sentence; style transfer opens with a phrasing of
+    the style; summaries are one or two fact sentences; titles the title. ``variant`` picks one phrasing of
+    the style (so a feed does not open every blurb alike); None leaves the choice among all to the model.
+    """
+    sentences = tuple(split_sentences(fact_text(fields.body, fact_words)))
+    if fields.task == "title":
+        return CopySource((), (quote_data(fields.title),), True, 1)
+    if fields.task == "summary":
+        return CopySource((), sentences or (quote_data(fields.title),), True, 2)
+    if fields.task == "blurb" and fields.fit:
+        phrasings = INTEREST_PHRASINGS[fields.style]
+    else:
+        phrasings = STYLE_PHRASINGS[fields.style]
+    fit = quote_data(fields.fit)
+    heads = [p.split("{text}")[0].strip().replace("{interest}", fit) for p in phrasings]
+    if variant is not None:
+        heads = [heads[variant % len(heads)]]
+    openings = tuple(dict.fromkeys(h for h in heads if h))
+    return CopySource(openings, sentences, any(not h for h in heads), 1)
+
+
+def phrasing_variant(key: cache.CacheKey) -> int:
+    """A stable number per (item, segment, task, style): which of the style's phrasings opens the copy."""
+    return int(
+        hashlib.md5(f"{key.content_hash}|{key.segment}|{key.task}|{key.style}".encode()).hexdigest()[:8], 16
+    )
+
+
+def fitted_prompt(fields: PromptFields, generator: Generator, max_fact_words: int) -> tuple[str, int]:
+    """:func:`fit_prompt` and the number of fact words the prompt shows."""
     words = max_fact_words
     prompt = build_prompt(fields, generator.prompt_format, words)
     while generator.count_tokens(prompt) > generator.max_prompt_tokens and words > 5:
@@ -191,7 +236,7 @@ def fit_prompt(fields: PromptFields, generator: Generator, max_fact_words: int) 
         title_words //= 2
         short = replace(fields, title=truncate_words(fields.title, title_words))
         prompt = build_prompt(short, generator.prompt_format, words)
-    return prompt
+    return prompt, words
 
 
 @dataclass(frozen=True)
@@ -246,15 +291,49 @@ def _written(
     settings: GenerationSettings,
 ) -> dict[cache.CacheKey, cache.CacheEntry]:
     """Generate, check and (when rejected) replace the text of every pending key."""
-    prompts = [fit_prompt(fields, generator, settings.max_fact_words) for _, fields, _ in pending]
-    outputs = generator.generate(prompts)
-    written: dict[cache.CacheKey, cache.CacheEntry] = {}
-    for (key, fields, item), out in zip(pending, outputs, strict=True):
+    # A personalized prompt shows the item's sentences most relevant to the reader first (as in training).
+    scorer = scorer_for(settings.target_scorer) if settings.fact_order == "relevance" else None
+    pending = [(key, by_relevance(fields, scorer), item) for key, fields, item in pending]
+    fitted = [fitted_prompt(fields, generator, settings.max_fact_words) for _, fields, _ in pending]
+    prompts = [p for p, _ in fitted]
+    copying = generator.decoding.constrain_to_prompt and generator.decoding.copy_context > 0
+    sources = None
+    if copying:
+        sources = [
+            copy_source(fields, n, phrasing_variant(key) if settings.vary_phrasing else None)
+            for (key, fields, _), (_, n) in zip(pending, fitted, strict=True)
+        ]
+        outputs = generator.generate(prompts, sources=sources)
+    else:
+        outputs = generator.generate(prompts)
+    checked = []
+    for (_, fields, item), out in zip(pending, outputs, strict=True):
         started = time.perf_counter()
-        checked = finalize_text(out.text, fields, item, settings, out.finished)
-        latency = out.latency_ms + (time.perf_counter() - started) * 1000.0
+        result = finalize_text(out.text, fields, item, settings, out.finished)
+        checked.append((result, out, (time.perf_counter() - started) * 1000.0))
+    rejected = [i for i, (result, _, _) in enumerate(checked) if not result.passed]
+    if copying and sources is not None and rejected and settings.second_attempt:
+        # A second attempt for rejected rows, copying whole sentences (no splice between two of them): still
+        # the model's choice of opening and sentences, so a row that passes now is a model row.
+        again = generator.generate(
+            [prompts[i] for i in rejected], sources=[sources[i] for i in rejected], copy_context=NO_SPLICE
+        )
+        generator.n_second_attempts += len(rejected)
+        for i, out in zip(rejected, again, strict=True):
+            _, fields, item = pending[i]
+            started = time.perf_counter()
+            result = finalize_text(out.text, fields, item, settings, out.finished)
+            if result.passed:
+                first = checked[i][1]
+                took = checked[i][2] + (time.perf_counter() - started) * 1000.0
+                merged = Generation(
+                    out.text, first.n_tokens + out.n_tokens, first.latency_ms + out.latency_ms
+                )
+                checked[i] = (result, merged, took)
+    written: dict[cache.CacheKey, cache.CacheEntry] = {}
+    for (key, _, _), (result, out, took) in zip(pending, checked, strict=True):
         written[key] = cache.CacheEntry(
-            key, checked.text, checked.passed, checked.reason, out.n_tokens, latency
+            key, result.text, result.passed, result.reason, out.n_tokens, out.latency_ms + took
         )
     return written
 

@@ -18,13 +18,12 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -42,12 +41,13 @@ from models.generation.prompts import (
     resolve_style,
     training_target,
 )
+from models.generation.relevance import SentenceScorer, minilm_scorer, overlap_scorer, ranked_sentences
 from models.generation.text import words_of
 from models.progress import EpochProgress
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when the example format changes, so old artifacts get new versions
+FORMAT_VERSION = 3  # bump when the example format changes, so old artifacts get new versions
 # How often each task appears per item per round: blurbs and style transfer vary with interests and style.
 TASK_MIX: tuple[str, ...] = ("summary", "title", "blurb", "blurb", "style_transfer", "style_transfer")
 EVAL_EXAMPLES = 64
@@ -94,44 +94,6 @@ def heldout_item_ids(items: pd.DataFrame, share: float) -> set[str]:
         if bucket < share:
             out.add(item_id)
     return out
-
-
-SentenceScorer = Callable[[Sequence[str], Sequence[str]], list[list[float]]]
-
-
-def minilm_scorer(model_name_or_path: str | None = None) -> SentenceScorer:
-    """Score sentences against profiles by MiniLM cosine similarity (the packaged encoder by default).
-
-    A profile is the weighted mean of its terms' embeddings (each term encoded once), so scoring thousands
-    of synthetic profiles costs one encoding per distinct term and sentence.
-    """
-    from models.encoders import TextEncoder
-    from models.settings import packaged_encoder_path
-
-    encoder = TextEncoder(model_name_or_path or packaged_encoder_path(), batch_size=64, max_length=64)
-    cache: dict[str, np.ndarray] = {}
-
-    def embed(texts: Sequence[str]) -> None:
-        missing = [t for t in dict.fromkeys(texts) if t not in cache]
-        if missing:
-            for text, vector in zip(missing, encoder.encode(missing), strict=True):
-                cache[text] = vector
-
-    def score(sentences: Sequence[str], profile_terms: Sequence[str]) -> list[list[float]]:
-        embed([*sentences, *profile_terms])
-        if not profile_terms:
-            return [[0.0] * len(sentences)]
-        profile = np.mean([cache[t] for t in profile_terms], axis=0)
-        profile /= max(float(np.linalg.norm(profile)), 1e-9)
-        return [[float(cache[s] @ profile) for s in sentences]]
-
-    return score
-
-
-def overlap_scorer(sentences: Sequence[str], profile_terms: Sequence[str]) -> list[list[float]]:
-    """Score sentences by the words they share with the profile terms (a cheap stand-in for MiniLM)."""
-    words = {w for t in profile_terms for w in words_of(t)}
-    return [[float(len(words & set(words_of(s)))) for s in sentences]]
 
 
 def _synthetic_profile(
@@ -187,6 +149,7 @@ def build_examples(
                 weights: tuple[float, ...] = ()
                 fit = None
                 sentence = None
+                shown = facts
                 if task == "blurb":
                     cats, tags, keywords = _synthetic_profile(rng, own, vocabulary, body_words)
                     terms = [*cats, *tags, *keywords]
@@ -194,11 +157,13 @@ def build_examples(
                     interests = tuple(terms)
                     weights = tuple(round(w / sum(raw), 2) for w in raw)
                     fit = fit_reason(
-                        cats, tags, keywords, own[0] if own else "", own[1:], f"{row.title} {facts}"
+                        cats, tags, keywords, own[0] if own else "", own[1:], f"{row.title} {row.body}"
                     )
-                    if sentences:
-                        scores = score(sentences, terms)[0]
-                        sentence = sentences[max(range(len(sentences)), key=lambda i: (scores[i], -i))]
+                    # as served: the prompt shows the sentences most relevant to the reader first, and the
+                    # target copies the most relevant one
+                    ranked = ranked_sentences(str(row.body or ""), terms, score)
+                    shown = fact_text(" ".join(ranked), max_fact_words)
+                    sentence = next(iter(split_sentences(shown)), None)
                 elif task == "style_transfer" and sentences:
                     sentence = sentences[0] if rng.random() < 0.6 else rng.choice(sentences)
                 # The target is built from the facts the prompt shows, so every target is copyable from it.
@@ -206,7 +171,7 @@ def build_examples(
                     task=task,
                     style=style,
                     title=str(row.title or ""),
-                    body=facts,
+                    body=shown,
                     interests=interests,
                     weights=weights,
                     fit=fit,

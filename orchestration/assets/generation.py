@@ -26,6 +26,7 @@ from models.generation.service import build_requests, generate_content, items_by
 from models.generation.train import fine_tune, lm_version, train_default_lm
 from models.registry import ModelRegistry, data_snapshot_id, marts_snapshot_stats
 from models.settings import Settings
+from models.torch_utils import limit_cpu_threads
 from orchestration.partitions import daily_partitions
 from orchestration.resources import RecgenResource
 
@@ -55,6 +56,7 @@ def _snapshot_id(con: duckdb.DuckDBPyConnection) -> str:
 )
 def content_generator(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     settings = recgen.settings()
+    limit_cpu_threads(settings.torch_threads)  # RECGEN_TORCH_THREADS=1 on a shared CPU (see torch_utils)
     gen = settings.generation
     with recgen.connect() as con:
         items = daily.read_items(con)
@@ -142,6 +144,7 @@ def _champion_recommender(settings: Settings) -> "Recommender | None":
 )
 def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     settings = recgen.settings()
+    limit_cpu_threads(settings.torch_threads)  # RECGEN_TORCH_THREADS=1 on a shared CPU (see torch_utils)
     gen = settings.generation
     day = dt.date.fromisoformat(context.partition_key)
     generator = load_generator(settings)

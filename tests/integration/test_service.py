@@ -117,6 +117,41 @@ def test_generate_for_a_pair(server: Server, service_env: dict[str, str]):
     assert summary.status_code == 200 and summary.json()["content"]["task"] == "summary"
 
 
+def test_generate_answers_carry_the_faithfulness_verdict_of_the_items_own_facts(
+    server: Server, service_env: dict[str, str]
+):
+    import duckdb
+
+    from models.generation.guardrails import unsupported_claims
+    from models.generation.service import ItemText
+
+    users, items = users_items(service_env)
+    con = duckdb.connect(service_env["RECGEN_DUCKDB_PATH"], read_only=True)
+    try:
+        rows = con.execute(
+            "select * from marts.item_features where item_id in (select unnest(?))", [items[:6]]
+        ).df()
+    finally:
+        con.close()
+    texts = {str(r["item_id"]): ItemText.from_row(r) for r in rows.to_dict("records")}
+    verdicts = []
+    for item_id in items[:6]:
+        for task in ("blurb", "summary"):
+            resp = server.post("generate", {"user_id": users[2], "item_id": item_id, "task": task})
+            assert resp.status_code == 200, resp.text
+            content = resp.json()["content"]
+            # the verdict is the guardrails' claim check of the served text against this item's facts ...
+            expected = unsupported_claims(content["text"], texts[item_id].sources)
+            assert content["unsupported_claims"] == expected
+            assert content["faithful"] is (not expected)
+            # ... and a text from another item would not pass it (so the verdict can say false)
+            other = texts[items[(items.index(item_id) + 1) % 6]]
+            assert unsupported_claims(other.body, texts[item_id].sources)
+            verdicts.append(content["faithful"])
+    # copy the model wrote and the guardrails published is faithful by the same check
+    assert all(verdicts)
+
+
 def test_feedback_is_written_to_the_inbox_and_refreshes_the_history(
     server: Server, service_env: dict[str, str]
 ):

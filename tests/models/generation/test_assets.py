@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from models.generation.generator import Generation
+from models.generation.generator import DecodingConfig, Generation
 from orchestration.assets.generation import content_generator, generated_content
 from orchestration.checks.generation import generated_content_guardrails
 from orchestration.resources import RecgenResource
@@ -85,6 +85,7 @@ class _Echo:
 
     version = "echo|p2|greedy"
     prompt_format = "control"
+    decoding = DecodingConfig()  # no copy decoding: the echo is what the rows get checked on
     heldout_items = frozenset({"i0004"})
     max_prompt_tokens = 10_000
 

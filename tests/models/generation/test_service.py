@@ -85,3 +85,56 @@ def test_every_row_is_grounded_or_has_a_reason(generator: Generator, catalog: pd
         check = check_output(row.text, row.task, request.item.sources, (), config)
         assert check.passed, (row.text, check.reasons)
         assert row.model_version == generator.version and row.n_tokens >= 1
+
+
+COPYING = TINY.model_copy(update={"max_new_tokens": 64})
+
+
+def _copying(tiny_dir, **overrides: object) -> Generator:  # noqa: ANN001 - a Path
+    from tests.models.generation.conftest import decoding
+
+    fields: dict[str, object] = {"copy_context": 2, "max_new_tokens": 64, **overrides}
+    return Generator.load(tiny_dir, decoding(**fields), device="cpu")
+
+
+def test_copy_decoding_turns_fallbacks_into_model_rows(tiny_dir, catalog: pd.DataFrame) -> None:  # noqa: ANN001
+    from models.generation.evaluation import fallback_rate
+
+    requests = _requests(catalog, ["i0003", "i0004", "i0008", "i0009"])
+    copying = _copying(tiny_dir)
+    rows = generate_content(requests, copying, None, COPYING)
+    words_only = _copying(tiny_dir, copy_context=0)
+    baseline = generate_content(requests, words_only, None, COPYING)
+    # a 30-step model restricted to its prompt's words falls back often; copying sentences it rarely does
+    assert fallback_rate(rows) <= 0.25 < fallback_rate(baseline)
+    # without the no-splice second attempt at least as many rows fall back, and every retry is counted
+    single = _copying(tiny_dir)
+    once = generate_content(requests, single, None, COPYING.model_copy(update={"second_attempt": False}))
+    assert fallback_rate(once) >= fallback_rate(rows) and single.n_second_attempts == 0
+    assert copying.n_second_attempts == sum(not r.passed_guardrails for r in once if not r.cached)
+
+
+def test_readers_get_the_sentence_closest_to_them_and_their_fit_named(
+    tiny_dir, catalog: pd.DataFrame
+) -> None:  # noqa: ANN001
+    from models.generation.evaluation import mentions_any
+    from models.generation.relevance import by_relevance, overlap_scorer
+    from models.generation.text import split_sentences
+
+    item = items_by_id(catalog)["i0000"]
+    sentences = split_sentences(item.body)
+    # two readers of the same item whose interests match different sentences of it
+    a = sample_profile("a", [item.category], "casual")
+    a = dataclasses.replace(a, top_tags=[(item.tags[0], 1.0)])  # in the second sentence ("new to <tag0>")
+    b = dataclasses.replace(a, user_id="b", top_tags=[(item.tags[1], 1.0)])  # in the last ("Fans of <tag1>")
+    first = {}
+    for reader in (a, b):
+        fields, _ = request_fields(GenerationRequest(reader.user_id, item, reader))
+        first[reader.user_id] = split_sentences(by_relevance(fields, overlap_scorer).body)[0]
+    assert first["a"] == sentences[1] and first["b"] == sentences[-1]
+    # the copy names why the item fits the reader (the category they share) in every model-written blurb
+    rows = generate_content(
+        [GenerationRequest(r.user_id, item, r) for r in (a, b)], _copying(tiny_dir), None, COPYING
+    )
+    model = [r for r in rows if r.passed_guardrails]
+    assert model and all(mentions_any(r.text, [item.category]) for r in model)
