@@ -203,14 +203,14 @@ class ServingModels:
         style = job.style or profile.preferred_style
         out = []
         for item, score, source in zip(items, scores, sources, strict=True):
-            row = model.items.iloc[int(item)]
+            row = self.recommender.item_row(int(item))
             out.append(
                 ScoredItem(
                     item_id=str(row["item_id"]),
                     score=float(score),
                     title=str(row["title"]),
                     category=str(row["category"]),
-                    reason=self.recommender.explain(profile, row.to_dict(), style=style, source=source),
+                    reason=self.recommender.explain(profile, row, style=style, source=source),
                 )
             )
         return out
