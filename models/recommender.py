@@ -468,7 +468,7 @@ class Recommender:
         self.fairness = fairness
         self.idf = compute_idf(model.items)
         self._items = model.items.set_index("item_id", drop=False)
-        self._user_rows = model.users.set_index("user_id", drop=False)
+        self._user_cols = {c: model.users[c].to_numpy(dtype=object) for c in model.users.columns}
         self._history_rows = model.histories.groupby("user_id").indices
         # per-row arrays, so a request's profile and answer read rows by position instead of joining the
         # catalog (a pandas merge with every item per request); the last slot of each item column is the
@@ -587,9 +587,10 @@ class Recommender:
 
     def user_row(self, user_id: str | None) -> dict[str, object] | None:
         """The user's row of the snapshot's user table (None for an unknown or anonymous user)."""
-        if user_id is None or user_id not in self._user_rows.index:
+        row = self.model._user_row.get(user_id) if user_id is not None else None
+        if row is None:
             return None
-        return self._user_rows.loc[user_id].to_dict()
+        return {c: values[row] for c, values in self._user_cols.items()}
 
     def profile_history(
         self, user_id: str | None = None, history_item_ids: Sequence[str] | None = None
