@@ -594,30 +594,27 @@ class Recommender:
 
     def profile_history(
         self, user_id: str | None = None, history_item_ids: Sequence[str] | None = None
-    ) -> pd.DataFrame:
+    ) -> dict[str, np.ndarray]:
         """The stored history plus the request's items (stamped ``now``), each with its catalog text columns.
 
-        The rows and values of ``history.merge(items, on="item_id", how="left")``, read by position.
+        The rows and values of ``history.merge(items, on="item_id", how="left")`` as column arrays, read by
+        position (a frame per request costs more than the profile built from it).
         """
         rows = self._history_rows.get(user_id, np.zeros(0, dtype=np.int64)) if user_id is not None else []
         rows = np.asarray(rows, dtype=np.int64)
         extra = [i for i in (history_item_ids or []) if i in self.model.item_index][-self.max_history_items :]
         h = self._hist
         items = np.concatenate([h["item"][rows], [self.model.item_index[i] for i in extra]]).astype(np.int64)
-        if not len(items):
-            return pd.DataFrame(
-                columns=["item_id", "event_ts", "dwell_seconds", "rating", *_PROFILE_ITEM_COLUMNS]
-            )
         n = len(extra)
-        frame = {
+        out = {
             "item_id": np.concatenate([h["item_id"][rows], np.asarray(extra, dtype=object)]),
             "event_ts": np.concatenate([h["event_ts"][rows], np.full(n, self.model.now.to_datetime64())]),
             "dwell_seconds": np.concatenate([h["dwell_seconds"][rows], np.zeros(n)]),
             "rating": np.concatenate([h["rating"][rows], np.full(n, np.nan)]),
         }
         for c in _PROFILE_ITEM_COLUMNS[1:]:
-            frame[c] = self._item_cols[c][items]
-        return pd.DataFrame(frame)
+            out[c] = self._item_cols[c][items]
+        return out
 
     def explain(
         self,
