@@ -56,6 +56,8 @@ def _with_default(values: np.ndarray, default: float) -> np.ndarray:
     return np.append(values, np.asarray(default, dtype=values.dtype))
 
 
+SERVING_MAX_USERS = 64  # rank_candidates calls up to this many users are serving's micro-batches
+SERVING_SCORE_BATCH = 512  # pairs per ranker pass there
 QUERY_DELAY_HOURS = 1.0 / 3600  # histories are read strictly before the query time: query 1 s after "now"
 ANONYMOUS = "__anonymous__"
 
@@ -285,7 +287,11 @@ class FullStackModel:
         )
         ctx = self.ctx if store is self.store else replace(self.ctx, store=store)
         inputs = self._pair_inputs(user_ids, cands.items, ctx, (user_vecs, windows))
-        logits = self.ranker.score(inputs)
+        # serving's micro-batches: pairs grouped by history length in chunks of SERVING_SCORE_BATCH, so short
+        # histories are not padded to the longest one of the batch (16 users of the 100k world: 21-24 ms against
+        # 42 ms in one pass); larger calls (evaluation) keep the ranker's default batching
+        small = len(user_ids) <= SERVING_MAX_USERS
+        logits = self.ranker.score(inputs, SERVING_SCORE_BATCH) if small else self.ranker.score(inputs)
         out, start = [], 0
         for row in range(len(user_ids)):
             n = len(cands.items[row])

@@ -16,7 +16,7 @@ from models.evaluation import full_stack
 from models.history import HistoryStore
 from models.interests import build_interest_profile, event_weights
 from models.ranking import TWO_TOWER_FEATURE, build_pair_inputs, mmr_rerank
-from models.recommender import ANONYMOUS, FullStackModel, Recommender
+from models.recommender import ANONYMOUS, SERVING_SCORE_BATCH, FullStackModel, Recommender
 from models.two_tower import ColdStart, cold_start_user_vectors, user_vectors_at
 from tests.models.conftest import TinyStack
 
@@ -53,7 +53,7 @@ def _frame_path(model: FullStackModel, users: list[str]):
     inputs = build_pair_inputs(
         model._pairs(users, cands.items), model.ctx, model.ranker, (codes, vecs, windows)
     )
-    return cands, inputs, model.ranker.score(inputs)
+    return cands, inputs, model.ranker.score(inputs, SERVING_SCORE_BATCH)  # the batching rank_candidates uses
 
 
 def test_request_features_and_logits_equal_the_frame_path(served: Recommender) -> None:
@@ -180,3 +180,17 @@ def test_event_weights_equal_the_pandas_formula(served: Recommender) -> None:
     rating = h["rating"].astype(float).to_numpy()
     expected = 0.5 ** (age / 7.0) * dwell * np.where(np.isnan(rating), 1.0, rating / 3.0)
     np.testing.assert_array_equal(event_weights(h, now), expected)
+
+
+def test_batched_requests_get_the_single_request_top_k(served: Recommender) -> None:
+    # serving batches concurrent requests; batch shapes move float sums in the last bits, never the answer
+    model = served.model
+    users = _users(model)
+    together = model.rank_candidates(users)
+    for user, ranked in zip(users, together, strict=True):
+        alone = model.rank_candidates([user])[0]
+        np.testing.assert_array_equal(ranked.items, alone.items)
+        np.testing.assert_allclose(ranked.ranker_logit, alone.ranker_logit, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(
+            model.finalize(ranked, 10)[0], model.finalize(alone, 10)[0], err_msg=user
+        )
