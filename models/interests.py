@@ -92,10 +92,16 @@ def event_weights(
     history: History, now: pd.Timestamp | None = None, half_life_days: float = 7.0
 ) -> np.ndarray:
     """Weight per history event: recency half-life decay x (1 + log dwell / 4) x (rating / 3 when rated)."""
-    ts = pd.to_datetime(history["event_ts"])
-    now = pd.Timestamp(now) if now is not None else ts.max()
-    # numpy after the timestamp arithmetic: pandas' clip / fillna cost more than the rest of a profile
-    age_days = np.clip(((now - ts) / pd.Timedelta(days=1)).to_numpy(dtype=float), 0, None)
+    raw = history["event_ts"]
+    if isinstance(raw, np.ndarray) and raw.dtype.kind == "M":
+        # datetime64 columns (serving's per-request arrays): numpy's timedelta / 1 day is the same float as
+        # pandas' and costs microseconds instead of a fifth of a millisecond
+        now64 = pd.Timestamp(now).to_datetime64() if now is not None else raw.max()
+        age_days = np.clip((now64 - raw) / np.timedelta64(1, "D"), 0, None)
+    else:
+        ts = pd.to_datetime(raw)
+        now = pd.Timestamp(now) if now is not None else ts.max()
+        age_days = np.clip(((now - ts) / pd.Timedelta(days=1)).to_numpy(dtype=float), 0, None)
     recency = 0.5 ** (age_days / half_life_days)
     n = len(age_days)
     dwell_s = np.asarray(history["dwell_seconds"], dtype=float) if "dwell_seconds" in history else np.zeros(n)

@@ -244,7 +244,8 @@ class Ranker:
     @torch.inference_mode()
     def score(self, pairs: PairInputs, batch_size: int = 4096) -> np.ndarray:
         """Relevance logits without the position tower (inference)."""
-        self.model.eval()
+        if self.model.training:  # eval() walks every submodule: a per-request cost when already in eval mode
+            self.model.eval()
         out = np.zeros(len(pairs), dtype=np.float32)
         for rows in length_batches(pairs.windows.lengths, batch_size):
             out[rows] = self._logits(pairs.take(rows), False).cpu().numpy()

@@ -180,6 +180,9 @@ def test_event_weights_equal_the_pandas_formula(served: Recommender) -> None:
     rating = h["rating"].astype(float).to_numpy()
     expected = 0.5 ** (age / 7.0) * dwell * np.where(np.isnan(rating), 1.0, rating / 3.0)
     np.testing.assert_array_equal(event_weights(h, now), expected)
+    columns = {c: h[c].to_numpy() for c in ("event_ts", "dwell_seconds", "rating")}  # serving's arrays
+    assert columns["event_ts"].dtype.kind == "M"
+    np.testing.assert_array_equal(event_weights(columns, now), expected)
 
 
 def test_batched_requests_get_the_single_request_top_k(served: Recommender) -> None:
