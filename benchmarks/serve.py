@@ -477,6 +477,14 @@ def main() -> None:
         env, manifest = ensure_world(args.items, args.world_users, args.world_days)
         os.environ.update(env)  # this process reads the world's registry too
         figures += manifest["ann"]
+        for row in manifest["ann"]:  # measured when the world was built (its faiss index is the one served)
+            print(
+                f"ann_search items={row['items']} lists={row['n_lists']} probe={row['n_probe']:<4} "
+                f"recall@10 vs exact {row['recall@10_vs_exact']:.4f}  ann p50 {row['ann_p50_ms']:.2f} ms  "
+                f"exact p50 {row['exact_p50_ms']:.2f} ms"
+                + ("  (served)" if row.get("served_default") else ""),
+                flush=True,
+            )
         scenarios = (False,)  # no generator in the benchmark world
         label = f"{args.items // 1000}k" if args.items % 1000 == 0 else str(args.items)
         args.json = args.json or ROOT / "reports" / "benchmarks" / f"serve_{label}.json"
@@ -506,7 +514,11 @@ def main() -> None:
             # a few calls first, so one-off costs (first torch call, lazy imports) are not in the figures
             run_scenario(url, next_users(8), min(8, n), 1, with_content, args.k)
             for concurrency in concurrency_levels:
+                load_before = os.getloadavg()[0]
                 f = run_scenario(url, next_users(n), n, concurrency, with_content, args.k)
+                # the machine may be shared: the 1-minute load average before and after the row
+                f["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+                f["torch_threads"] = os.environ.get("RECGEN_TORCH_THREADS")
                 f["items"] = int(health.get("counts", {}).get("items", 0)) or args.items
                 f["search"] = "ann (faiss)" if f["items"] > threshold else "exact"
                 f["model_versions"] = health["model_versions"]
@@ -514,7 +526,7 @@ def main() -> None:
                 print(
                     f"{f['scenario']:<18} c={concurrency:<3} n={n:<5} items={f['items']} {f['search']} errors={f['errors']:<4} "
                     f"{f['throughput_rps']:8.1f} req/s  p50 {f['p50_ms']:8.1f} ms  p95 {f['p95_ms']:8.1f} ms  "
-                    f"p99 {f['p99_ms']:8.1f} ms"
+                    f"p99 {f['p99_ms']:8.1f} ms  load {f['load_avg_1m'][0]:.1f}->{f['load_avg_1m'][1]:.1f}"
                     + (f"  copy from cache {f['content_cached_share']:.0%}" if with_content else ""),
                     flush=True,
                 )

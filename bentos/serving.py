@@ -39,6 +39,7 @@ from models.recommender import FullStackModel, Recommender, ScoredItem, load_ful
 from models.registry import ModelRegistry
 from models.retrieval import load_if_same_catalog
 from models.settings import Settings
+from models.torch_utils import limit_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,12 @@ class ServingModels:
 
     @classmethod
     def load(cls, settings: Settings) -> ServingModels:
-        """The registry's champion recommender, the generator and the cache, on ``settings.resolved_device``."""
+        """The registry's champion recommender, the generator and the cache, on ``settings.resolved_device``.
+
+        Sets torch's intra-op threads to ``settings.torch_threads`` (``RECGEN_TORCH_THREADS``) first: a request's
+        tensors are small, and on a shared CPU a thread pool wider than the cores it gets waits on them.
+        """
+        limit_cpu_threads(settings.torch_threads)
         registry = ModelRegistry.from_settings(settings)
         artifact = registry.load_champion(RECOMMENDER_NAME)
         model = load_full_stack(artifact.path, settings.resolved_device)
@@ -205,14 +211,14 @@ class ServingModels:
         style = job.style or profile.preferred_style
         out = []
         for item, score, source in zip(items, scores, sources, strict=True):
-            row = model.items.iloc[int(item)]
+            row = self.recommender.item_row(int(item))
             out.append(
                 ScoredItem(
                     item_id=str(row["item_id"]),
                     score=float(score),
                     title=str(row["title"]),
                     category=str(row["category"]),
-                    reason=self.recommender.explain(profile, row.to_dict(), style=style, source=source),
+                    reason=self.recommender.explain(profile, row, style=style, source=source),
                 )
             )
         return out

@@ -74,25 +74,39 @@ def compute_idf(items: pd.DataFrame) -> dict[str, float]:
     return {term: math.log((1 + n) / (1 + count)) + 1.0 for term, count in df.items()}
 
 
+History = (
+    pd.DataFrame | Mapping[str, Any]
+)  # a frame, or its columns as arrays (what serving builds per request)
+
+
+def history_length(history: History | None) -> int:
+    """Rows of a history given as a frame or as a mapping of equal-length columns."""
+    if history is None:
+        return 0
+    if isinstance(history, pd.DataFrame):
+        return len(history)
+    return len(history["category"]) if "category" in history else len(next(iter(history.values()), ()))
+
+
 def event_weights(
-    history: pd.DataFrame, now: pd.Timestamp | None = None, half_life_days: float = 7.0
+    history: History, now: pd.Timestamp | None = None, half_life_days: float = 7.0
 ) -> np.ndarray:
     """Weight per history event: recency half-life decay x (1 + log dwell / 4) x (rating / 3 when rated)."""
-    ts = pd.to_datetime(history["event_ts"])
-    now = pd.Timestamp(now) if now is not None else ts.max()
-    age_days = ((now - ts) / pd.Timedelta(days=1)).clip(lower=0).to_numpy(dtype=float)
+    raw = history["event_ts"]
+    if isinstance(raw, np.ndarray) and raw.dtype.kind == "M":
+        # datetime64 columns (serving's per-request arrays): numpy's timedelta / 1 day is the same float as
+        # pandas' and costs microseconds instead of a fifth of a millisecond
+        now64 = pd.Timestamp(now).to_datetime64() if now is not None else raw.max()
+        age_days = np.clip((now64 - raw) / np.timedelta64(1, "D"), 0, None)
+    else:
+        ts = pd.to_datetime(raw)
+        now = pd.Timestamp(now) if now is not None else ts.max()
+        age_days = np.clip(((now - ts) / pd.Timedelta(days=1)).to_numpy(dtype=float), 0, None)
     recency = 0.5 ** (age_days / half_life_days)
-    dwell = (
-        1.0
-        + np.log1p(
-            history.get("dwell_seconds", pd.Series(0.0, index=history.index))
-            .fillna(0)
-            .clip(lower=0)
-            .to_numpy(float)
-        )
-        / 4.0
-    )
-    rating = history.get("rating", pd.Series(np.nan, index=history.index)).astype(float).to_numpy()
+    n = len(age_days)
+    dwell_s = np.asarray(history["dwell_seconds"], dtype=float) if "dwell_seconds" in history else np.zeros(n)
+    dwell = 1.0 + np.log1p(np.clip(np.where(np.isnan(dwell_s), 0.0, dwell_s), 0, None)) / 4.0
+    rating = np.asarray(history["rating"], dtype=float) if "rating" in history else np.full(n, np.nan)
     rating_factor = np.where(np.isnan(rating), 1.0, rating / 3.0)
     return recency * dwell * rating_factor
 
@@ -105,7 +119,7 @@ def _top_normalized(weights: Mapping[str, float], top_k: int) -> list[tuple[str,
 
 def build_interest_profile(
     user_id: str,
-    history_items_df: pd.DataFrame,
+    history_items_df: History | None,
     user_row: Mapping[str, Any] | pd.Series | None,
     top_k: int = 5,
     *,
@@ -117,13 +131,13 @@ def build_interest_profile(
     """Category/tag weights and keywords from a history joined with item features; declared interests when empty.
 
     ``history_items_df`` has one row per engagement: item_id, event_ts, dwell_seconds, rating, title, body,
-    category, tags. Weights decay with recency and grow with dwell and rating; keywords are weighted term
+    category, tags (a frame, or a mapping of those columns as arrays). Weights decay with recency and grow with dwell and rating; keywords are weighted term
     frequencies times the catalog IDF (``compute_idf``), so words every item uses do not dominate.
     """
     row = dict(user_row) if user_row is not None else {}
     style = row.get("preferred_style")
     style = str(style) if style is not None and not pd.isna(style) else "concise"
-    if history_items_df is None or history_items_df.empty:
+    if history_length(history_items_df) == 0:
         declared = split_list(row.get("declared_interests"))
         share = round(1.0 / len(declared), 4) if declared else 0.0
         return InterestProfile(
@@ -163,7 +177,7 @@ def build_interest_profile(
         top_tags=_top_normalized(tags, top_k),
         keywords=_top_normalized(terms, n_keywords or top_k),
         preferred_style=style,
-        n_events=len(history_items_df),
+        n_events=history_length(history_items_df),
         cold_start=False,
     )
 

@@ -244,7 +244,8 @@ class Ranker:
     @torch.inference_mode()
     def score(self, pairs: PairInputs, batch_size: int = 4096) -> np.ndarray:
         """Relevance logits without the position tower (inference)."""
-        self.model.eval()
+        if self.model.training:  # eval() walks every submodule: a per-request cost when already in eval mode
+            self.model.eval()
         out = np.zeros(len(pairs), dtype=np.float32)
         for rows in length_batches(pairs.windows.lengths, batch_size):
             out[rows] = self._logits(pairs.take(rows), False).cpu().numpy()
@@ -331,11 +332,52 @@ def build_pair_inputs(
     pair's time). The history window and user vector are taken strictly before ``hours`` (``state`` passes them
     in when the caller has them already).
     """
-    hours = pairs["hours"].to_numpy(np.float64)
-    codes, u_vec, u_windows = state if state is not None else user_state(pairs, ctx)
+    user_rows = ctx.users.set_index("user_id")
+    groups = pairs["user_id"].map(user_rows["user_group"]) if len(user_rows) else pairs["user_id"]
+    regions = pairs["user_id"].map(user_rows["region"]) if len(user_rows) else pairs["user_id"]
+    return pair_inputs_from_arrays(
+        ctx,
+        pairs["item_idx"].to_numpy(np.int64),
+        pairs["hours"].to_numpy(np.float64),
+        state if state is not None else user_state(pairs, ctx),
+        user_counts=(pairs["user_prior_impressions"], pairs["user_prior_clicks"]),
+        item_counts=(pairs["item_prior_impressions"], pairs["item_prior_clicks"]),
+        user_group=ranker.slot("user_group", groups),
+        region=ranker.slot("region", regions),
+        position=pairs["position"].fillna(0).to_numpy(np.int64) if "position" in pairs else None,
+        label=pairs["label"].to_numpy(np.float32) if "label" in pairs else None,
+        dwell=pairs["dwell_seconds"].fillna(0).to_numpy(np.float64) if "dwell_seconds" in pairs else None,
+    )
+
+
+def _zero_nan(x: pd.Series | np.ndarray) -> np.ndarray:
+    """float64 values with NaN as 0 (what ``Series.fillna(0)`` gives)."""
+    values = np.asarray(x, dtype=np.float64)
+    return np.where(np.isnan(values), 0.0, values)
+
+
+def pair_inputs_from_arrays(
+    ctx: PairContext,
+    cand: np.ndarray,
+    hours: np.ndarray,
+    state: UserState,
+    user_counts: tuple[np.ndarray | pd.Series, np.ndarray | pd.Series],
+    item_counts: tuple[np.ndarray | pd.Series, np.ndarray | pd.Series],
+    user_group: np.ndarray,
+    region: np.ndarray,
+    position: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+    dwell: np.ndarray | None = None,
+) -> PairInputs:
+    """Ranker inputs from per-pair arrays: catalog positions, hours, the users' state, counts and vocabulary slots.
+
+    ``state`` is (pair -> user row, user vectors, history windows) per distinct user row; ``user_counts`` /
+    ``item_counts`` are (impressions, clicks) per pair as of the pair's time (NaN counts as 0); ``user_group`` /
+    ``region`` are the ranker's vocabulary slots per pair. :func:`build_pair_inputs` is the DataFrame front end.
+    """
+    codes, u_vec, u_windows = state
     windows = u_windows.take(codes)
     user_vec = u_vec[torch.as_tensor(codes, device=u_vec.device)]
-    cand = pairs["item_idx"].to_numpy(np.int64)
     two_tower = (
         ctx.space.pair_logits(user_vec, torch.as_tensor(cand, device=user_vec.device)).float().cpu().numpy()
     )
@@ -345,17 +387,17 @@ def build_pair_inputs(
     ) & windows.mask
     last_hours = np.where(hist_len > 0, windows.hours[:, -1], np.nan)
     since_last = np.where(hist_len > 0, hours - last_hours, 24.0 * 365)
-    u_imp, u_clk = pairs["user_prior_impressions"].fillna(0), pairs["user_prior_clicks"].fillna(0)
-    i_imp, i_clk = pairs["item_prior_impressions"].fillna(0), pairs["item_prior_clicks"].fillna(0)
+    u_imp, u_clk = _zero_nan(user_counts[0]), _zero_nan(user_counts[1])
+    i_imp, i_clk = _zero_nan(item_counts[0]), _zero_nan(item_counts[1])
     age = hours - ctx.published_hours[cand]
     dense = np.stack(
         [
             _log1p(u_imp),
             _log1p(u_clk),
-            ((u_clk + 1.0) / (u_imp + 10.0)).to_numpy(),  # smoothed towards 10%: a new user is not 0% or 100%
+            (u_clk + 1.0) / (u_imp + 10.0),  # smoothed towards 10%: a new user is not 0% or 100%
             _log1p(i_imp),
             _log1p(i_clk),
-            ((i_clk + 1.0) / (i_imp + 10.0)).to_numpy(),
+            (i_clk + 1.0) / (i_imp + 10.0),
             _log1p(np.nan_to_num(age, nan=24.0 * 365)),
             np.log1p(hist_len),
             _log1p(since_last),
@@ -364,27 +406,17 @@ def build_pair_inputs(
         ],
         axis=1,
     ).astype(np.float32)
-    user_rows = ctx.users.set_index("user_id")
-    groups = pairs["user_id"].map(user_rows["user_group"]) if len(user_rows) else pairs["user_id"]
-    regions = pairs["user_id"].map(user_rows["region"]) if len(user_rows) else pairs["user_id"]
-    dwell = (
-        pairs["dwell_seconds"].fillna(0).to_numpy(np.float64)
-        if "dwell_seconds" in pairs
-        else np.zeros(len(pairs))
-    )
-    label = (
-        pairs["label"].to_numpy(np.float32) if "label" in pairs else np.zeros(len(pairs), dtype=np.float32)
-    )
+    n = len(cand)
+    dwell = np.zeros(n) if dwell is None else dwell
+    label = np.zeros(n, dtype=np.float32) if label is None else label
     return PairInputs(
         candidate=cand,
         windows=windows,
         user_vec=user_vec,
         dense=dense,
-        user_group=ranker.slot("user_group", groups),
-        region=ranker.slot("region", regions),
-        position=pairs["position"].fillna(0).to_numpy(np.int64)
-        if "position" in pairs
-        else np.zeros(len(pairs), dtype=np.int64),
+        user_group=np.asarray(user_group, dtype=np.int64),
+        region=np.asarray(region, dtype=np.int64),
+        position=np.zeros(n, dtype=np.int64) if position is None else position,
         label=label,
         weight=np.where(label > 0, 1.0 + np.log1p(np.clip(dwell, 0, None)) / 4.0, 1.0).astype(np.float32),
     )

@@ -31,13 +31,14 @@ from models.baselines import (
     PopularityRecommender,
 )
 from models.candidates import CandidateSource, FreshPopularity, generate_candidates, window_relevant
-from models.history import HistoryStore, to_hours
+from models.history import HistoryStore, HistoryWindows, to_hours
 from models.interests import InterestProfile, build_interest_profile, compute_idf
 from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
 from models.monitoring.rerank import catalog_shares, rerank_list
 from models.ranking import (
     TWO_TOWER_FEATURE,
     PairContext,
+    PairInputs,
     Ranker,
     StackedRanker,
     StackExamples,
@@ -45,6 +46,7 @@ from models.ranking import (
     build_stack_examples,
     concat_examples,
     mmr_rerank,
+    pair_inputs_from_arrays,
     point_in_time_item_features,
     train_stacked_ranker,
 )  # fmt: skip
@@ -53,6 +55,17 @@ from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
 from models.settings import ProfileSettings, RetrievalSettings, Settings
 from models.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
 
+
+def _with_default(values: np.ndarray, default: float) -> np.ndarray:
+    """``values`` with NaN as ``default`` and one more ``default`` at the end (the row -1 of unknown keys)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        values = np.where(np.isnan(values), default, values)
+    return np.append(values, np.asarray(default, dtype=values.dtype))
+
+
+SERVING_MAX_USERS = 64  # rank_candidates calls up to this many users are serving's micro-batches
+SERVING_SCORE_BATCH = 512  # pairs per ranker pass there
 QUERY_DELAY_HOURS = 1.0 / 3600  # histories are read strictly before the query time: query 1 s after "now"
 ANONYMOUS = "__anonymous__"
 
@@ -200,6 +213,19 @@ class FullStackModel:
         norms = np.linalg.norm(self.item_text, axis=1, keepdims=True)
         self.text_vecs = self.item_text / np.clip(norms, 1e-12, None)  # unit vectors for MMR
         self._user_counts = self.users.set_index("user_id")[["snapshot_impressions", "snapshot_clicks"]]
+        # per-row arrays for the serving path (rank_candidates): a request looks its user up by position
+        # instead of joining pandas frames; unknown users (row -1) read the zero slot / zero counts at the end
+        self._user_row = {str(u): i for i, u in enumerate(self.users["user_id"])}
+        self._user_arrays = {
+            "impressions": _with_default(self.users["snapshot_impressions"].to_numpy(np.float64), 0.0),
+            "clicks": _with_default(self.users["snapshot_clicks"].to_numpy(np.float64), 0.0),
+            "user_group": _with_default(self.ranker.slot("user_group", self.users["user_group"]), 0),
+            "region": _with_default(self.ranker.slot("region", self.users["region"]), 0),
+        }
+        self._item_counts = (
+            self.items["snapshot_impressions"].to_numpy(np.float64),
+            self.items["snapshot_clicks"].to_numpy(np.float64),
+        )
 
     def exclusions(
         self, user_ids: Sequence[str], store: HistoryStore | None = None, exclude_seen: bool = True
@@ -233,6 +259,27 @@ class FullStackModel:
             }
         )
 
+    def _pair_inputs(
+        self,
+        user_ids: Sequence[str],
+        items_per_user: list[np.ndarray],
+        ctx: PairContext,
+        state: tuple[torch.Tensor, HistoryWindows],
+    ) -> PairInputs:
+        """Ranker inputs of each user's candidates at the query time, from per-row arrays (what ``_pairs`` +
+        :func:`build_pair_inputs` compute with frames; ``test_recommender_fast_path`` checks they agree)."""
+        lengths = [len(c) for c in items_per_user]
+        codes = np.repeat(np.arange(len(user_ids)), lengths)
+        cand = np.concatenate(items_per_user) if items_per_user else np.zeros(0, dtype=np.int64)
+        rows = np.asarray([self._user_row.get(str(u), -1) for u in user_ids], dtype=np.int64)[codes]
+        arrays = self._user_arrays
+        return pair_inputs_from_arrays(
+            ctx, cand, np.full(len(cand), self.query_hours), (codes, *state),
+            user_counts=(arrays["impressions"][rows], arrays["clicks"][rows]),
+            item_counts=(self._item_counts[0][cand], self._item_counts[1][cand]),
+            user_group=arrays["user_group"][rows], region=arrays["region"][rows],
+        )  # fmt: skip
+
     def rank_candidates(
         self,
         user_ids: Sequence[str],
@@ -253,10 +300,12 @@ class FullStackModel:
             self.retrieval.n_fresh,
         )
         ctx = self.ctx if store is self.store else replace(self.ctx, store=store)
-        codes = np.repeat(np.arange(len(user_ids)), [len(c) for c in cands.items])
-        pairs = self._pairs(user_ids, cands.items)
-        inputs = build_pair_inputs(pairs, ctx, self.ranker, state=(codes, user_vecs, windows))
-        logits = self.ranker.score(inputs)
+        inputs = self._pair_inputs(user_ids, cands.items, ctx, (user_vecs, windows))
+        # serving's micro-batches: pairs grouped by history length in chunks of SERVING_SCORE_BATCH, so short
+        # histories are not padded to the longest one of the batch (16 users of the 100k world: 21-24 ms against
+        # 42 ms in one pass); larger calls (evaluation) keep the ranker's default batching
+        small = len(user_ids) <= SERVING_MAX_USERS
+        logits = self.ranker.score(inputs, SERVING_SCORE_BATCH) if small else self.ranker.score(inputs)
         out, start = [], 0
         for row in range(len(user_ids)):
             n = len(cands.items[row])
@@ -377,6 +426,8 @@ class ScoredItem:
     reason: str
 
 
+_PROFILE_ITEM_COLUMNS = ("item_id", "title", "body", "category", "tags")  # what profiles and reasons read
+
 _REASON_TEMPLATES = {
     "concise": {"interest": "Matches your interest in {what}.", "popular": "Popular now.", "fresh": "Just published.", "default": "Picked for you."},
     "casual": {"interest": "You're into {what}, so this one's for you!", "popular": "Everyone's reading this right now.", "fresh": "Hot off the press.", "default": "We think you'll like this."},
@@ -437,8 +488,24 @@ class Recommender:
         self.fairness = fairness
         self.idf = compute_idf(model.items)
         self._items = model.items.set_index("item_id", drop=False)
-        self._user_rows = model.users.set_index("user_id", drop=False)
+        self._user_cols = {c: model.users[c].to_numpy(dtype=object) for c in model.users.columns}
         self._history_rows = model.histories.groupby("user_id").indices
+        # per-row arrays, so a request's profile and answer read rows by position instead of joining the
+        # catalog (a pandas merge with every item per request); the last slot of each item column is the
+        # missing value a left join gives for an item outside the catalog
+        hist = model.histories
+        self._hist = {
+            "item": np.asarray([model.item_index.get(i, -1) for i in hist["item_id"]], dtype=np.int64),
+            "item_id": hist["item_id"].to_numpy(dtype=object),
+            "event_ts": pd.to_datetime(hist["event_ts"]).to_numpy(),
+            "dwell_seconds": hist["dwell_seconds"].to_numpy(np.float64)
+            if "dwell_seconds" in hist
+            else np.zeros(len(hist)),
+            "rating": hist["rating"].to_numpy(np.float64) if "rating" in hist else np.full(len(hist), np.nan),
+        }
+        self._item_cols = {
+            c: np.append(model.items[c].to_numpy(dtype=object), np.nan) for c in _PROFILE_ITEM_COLUMNS
+        }
 
     @classmethod
     def load(cls, settings: Settings) -> Recommender:
@@ -472,6 +539,10 @@ class Recommender:
     def item(self, item_id: str) -> dict[str, object]:
         """The catalog row of an item."""
         return self._items.loc[item_id].to_dict()
+
+    def item_row(self, position: int) -> dict[str, object]:
+        """What an answer and its reason read of the catalog row at ``position`` (id, title, body, category, tags)."""
+        return {c: self._item_cols[c][position] for c in _PROFILE_ITEM_COLUMNS}
 
     def _request_store(
         self, user_id: str | None, history_item_ids: Sequence[str] | None
@@ -513,14 +584,14 @@ class Recommender:
         style = style or profile.preferred_style
         out = []
         for item, score, source in zip(items, scores, sources, strict=True):
-            row = self.model.items.iloc[int(item)]
+            row = self.item_row(int(item))
             out.append(
                 ScoredItem(
                     item_id=str(row["item_id"]),
                     score=float(score),
                     title=str(row["title"]),
                     category=str(row["category"]),
-                    reason=self.explain(profile, row.to_dict(), style=style, source=source),
+                    reason=self.explain(profile, row, style=style, source=source),
                 )
             )
         return out
@@ -529,39 +600,42 @@ class Recommender:
         self, user_id: str | None = None, history_item_ids: Sequence[str] | None = None
     ) -> InterestProfile:
         """The readable interest profile from the stored history plus any recent items."""
-        rows = []
-        if user_id is not None and user_id in self._history_rows:
-            rows.append(self.model.histories.iloc[self._history_rows[user_id]])
-        extra = [i for i in (history_item_ids or []) if i in self.model.item_index][-self.max_history_items :]
-        if extra:
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "user_id": user_id or ANONYMOUS,
-                        "item_id": extra,
-                        "event_ts": self.model.now,
-                        "dwell_seconds": 0.0,
-                        "rating": np.nan,
-                    }
-                )
-            )
-        history = (
-            pd.concat(rows, ignore_index=True)
-            if rows
-            else pd.DataFrame(columns=["item_id", "event_ts", "dwell_seconds", "rating"])
-        )
-        joined = history.merge(
-            self.model.items[["item_id", "title", "body", "category", "tags"]], on="item_id", how="left"
-        )
-        user_row = (
-            self._user_rows.loc[user_id].to_dict()
-            if user_id is not None and user_id in self._user_rows.index
-            else None
-        )
         return build_interest_profile(
-            user_id or ANONYMOUS, joined, user_row, top_k=5, idf=self.idf, now=self.model.now,
+            user_id or ANONYMOUS, self.profile_history(user_id, history_item_ids), self.user_row(user_id),
+            top_k=5, idf=self.idf, now=self.model.now,
             n_keywords=(self.model.encoder.cfg if self.model.encoder is not None else ProfileSettings()).top_keywords,
         )  # fmt: skip
+
+    def user_row(self, user_id: str | None) -> dict[str, object] | None:
+        """The user's row of the snapshot's user table (None for an unknown or anonymous user)."""
+        row = self.model._user_row.get(user_id) if user_id is not None else None
+        if row is None:
+            return None
+        return {c: values[row] for c, values in self._user_cols.items()}
+
+    def profile_history(
+        self, user_id: str | None = None, history_item_ids: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The stored history plus the request's items (stamped ``now``), each with its catalog text columns.
+
+        The rows and values of ``history.merge(items, on="item_id", how="left")`` as column arrays, read by
+        position (a frame per request costs more than the profile built from it).
+        """
+        rows = self._history_rows.get(user_id, np.zeros(0, dtype=np.int64)) if user_id is not None else []
+        rows = np.asarray(rows, dtype=np.int64)
+        extra = [i for i in (history_item_ids or []) if i in self.model.item_index][-self.max_history_items :]
+        h = self._hist
+        items = np.concatenate([h["item"][rows], [self.model.item_index[i] for i in extra]]).astype(np.int64)
+        n = len(extra)
+        out = {
+            "item_id": np.concatenate([h["item_id"][rows], np.asarray(extra, dtype=object)]),
+            "event_ts": np.concatenate([h["event_ts"][rows], np.full(n, self.model.now.to_datetime64())]),
+            "dwell_seconds": np.concatenate([h["dwell_seconds"][rows], np.zeros(n)]),
+            "rating": np.concatenate([h["rating"][rows], np.full(n, np.nan)]),
+        }
+        for c in _PROFILE_ITEM_COLUMNS[1:]:
+            out[c] = self._item_cols[c][items]
+        return out
 
     def explain(
         self,
@@ -702,6 +776,7 @@ class StackedFullStack:
         self.item_index = view.item_index
         self.users = view.users.reset_index(drop=True)
         self.user_index = set(self.users["user_id"])
+        self._user_row = {str(u): i for i, u in enumerate(self.users["user_id"])}
         self.histories = view.histories
         self.now = view.now
         self.store = HistoryStore.from_frame(view.histories, view.item_index)

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -217,12 +217,14 @@ class TwoTowerRetriever:
     def _user_forward(
         self, windows: HistoryWindows, now_hours: np.ndarray, item_vecs: torch.Tensor
     ) -> torch.Tensor:
-        padded = torch.cat([item_vecs, torch.zeros(1, item_vecs.shape[1], device=item_vecs.device)])
-        items = torch.as_tensor(np.where(windows.mask, windows.items, len(item_vecs)), device=self.device)
+        # gather the window's rows, zeros on padding (not a padded copy of the whole catalog per call)
+        items = torch.as_tensor(np.where(windows.mask, windows.items, 0), device=self.device)
+        mask = torch.as_tensor(windows.mask, device=self.device)
+        hist = item_vecs[items].masked_fill(~mask.unsqueeze(-1), 0.0)
         age = now_hours[:, None] - windows.hours
         with autocast(self.device):
             u = self.model.users(
-                padded[items],
+                hist,
                 torch.as_tensor(history_signals(windows), device=self.device),
                 torch.as_tensor(recency_buckets(age), device=self.device),
                 torch.as_tensor(windows.mask, device=self.device),
@@ -277,14 +279,24 @@ def cold_start_user_vectors(
     categories: np.ndarray,
     popularity: np.ndarray,
     interest_weight: float,
+    cache: dict[str, Any] | None = None,
 ) -> torch.Tensor:
-    """Vectors for users without history: mean of declared-category centroids blended with the popular centroid."""
-    weights = torch.as_tensor(popularity + 1.0, dtype=torch.float32, device=item_vecs.device)
-    popular = F.normalize((weights[:, None] * item_vecs).sum(0), dim=-1)
-    centroids: dict[str, torch.Tensor] = {}
+    """Vectors for users without history: mean of declared-category centroids blended with the popular centroid.
+
+    ``cache`` (a dict kept by the caller for one catalog) keeps the popular centroid, the category set and the
+    category centroids between calls, so a serving request does not reduce the whole catalog again.
+    """
+    cache = {} if cache is None else cache
+    if "popular" not in cache:
+        weights = torch.as_tensor(popularity + 1.0, dtype=torch.float32, device=item_vecs.device)
+        cache["popular"] = F.normalize((weights[:, None] * item_vecs).sum(0), dim=-1)
+        cache["categories"] = set(categories.tolist())
+        cache["centroids"] = {}
+    popular = cache["popular"]
+    centroids: dict[str, torch.Tensor] = cache["centroids"]
     out = []
     for cats in declared:
-        known = [c for c in cats if c in set(categories.tolist()) or c in centroids]
+        known = [c for c in cats if c in cache["categories"] or c in centroids]
         if not known:
             out.append(popular)
             continue
@@ -337,6 +349,7 @@ class ColdStart:
     categories: np.ndarray
     popularity: np.ndarray
     interest_weight: float
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_users(
@@ -349,13 +362,21 @@ class ColdStart:
         return cls(declared, categories, popularity, interest_weight)
 
     def vectors(self, user_ids: list[str], item_vecs: torch.Tensor) -> torch.Tensor:
-        """Cold-start vectors of ``user_ids`` (users without declared interests get the popular centroid)."""
+        """Cold-start vectors of ``user_ids`` (users without declared interests get the popular centroid).
+
+        The catalog-wide centroids are computed once per ``item_vecs`` tensor and kept (serving calls this per
+        request on a fixed catalog).
+        """
+        if self._cache.get("item_vecs") is not item_vecs:
+            self._cache.clear()
+            self._cache["item_vecs"] = item_vecs
         return cold_start_user_vectors(
             [self.declared.get(u, []) for u in user_ids],
             item_vecs,
             self.categories,
             self.popularity,
             self.interest_weight,
+            cache=self._cache,
         )
 
 
