@@ -153,6 +153,11 @@ class ProfileSettings(BaseModel):
         description="share of item ids hidden in training, so text alone stays a good item vector",
     )
     weight_decay: float = Field(1e-4, ge=0)
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="stop after this many epochs without a valid NDCG@10 gain (None: run all epochs)",
+    )
 
 
 class RetrievalSettings(BaseModel):
