@@ -2,10 +2,16 @@
 
 Two towers share one space. The item tower adds a projection of the frozen text embedding, a learned id
 embedding (slot 0 = an item the model never saw, so new items fall back to text + category) and a category
-embedding. The user tower turns the last ``max_history`` engaged items (item vector + dwell/rating signals +
-recency bucket + position) into one vector with a one-layer transformer encoder and attention pooling. Training
-is next-item prediction with a sampled softmax over in-batch targets plus uniformly drawn catalog items (mixed
-negatives: in-batch negatives alone are all popular items, which leaves the long tail unranked).
+embedding. The user tower turns the last ``max_history`` engaged items (item vector + dwell/rating signals) into
+one vector with a one-layer causal transformer encoder whose attention is biased by how many events and how many
+hours apart two events are, then pools them by attention towards the query time. Because no event's encoding
+depends on when it is read, training is one causal pass per window with a next-item loss at every position (as
+SASRec does) instead of one encoder pass per prefix; the pass equals encoding each prefix alone
+(``tests/models/test_two_tower.py``). The loss is an exact softmax over the catalog up to
+``profile.full_softmax_max_items``, beyond that a sampled softmax over the step's targets plus uniformly drawn
+catalog items (mixed negatives: in-batch negatives alone are all popular items, which leaves the long tail
+unranked) with the log-Q correction (each candidate's logit minus the log of its expected count in the sample).
+``models.two_tower_ddp`` runs the same training under ``torchrun`` (DistributedDataParallel).
 
 Users without history get :func:`cold_start_user_vectors`: the mean of the centroids of their declared
 categories, blended with the popularity-weighted catalog centroid.
