@@ -132,9 +132,9 @@ class ProfileSettings(BaseModel):
     max_history: int = Field(50, ge=1)
     hidden_dim: int = Field(64, ge=8)
     n_heads: int = Field(4, ge=1)
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(15, ge=1)
     batch_size: int = Field(
-        32, ge=1, description="history windows per step (each scores a next-item target at every position)"
+        64, ge=1, description="history windows per step (each scores a next-item target at every position)"
     )
     learning_rate: float = 3e-3
     top_keywords: int = Field(8, ge=1)
@@ -161,7 +161,7 @@ class ProfileSettings(BaseModel):
     )
     weight_decay: float = Field(1e-4, ge=0)
     patience: int | None = Field(
-        None,
+        4,
         ge=1,
         description="stop after this many epochs without a valid NDCG@10 gain (None: run all epochs)",
     )
