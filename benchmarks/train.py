@@ -338,7 +338,12 @@ def main() -> None:
     )
     started = time.perf_counter()
     if "ml-100k" in args.datasets:
-        run_ml100k(args)
+        from accuracy import DATASETS
+
+        if Path(DATASETS["ml-100k"]["dataset_path"]).exists():
+            run_ml100k(args)
+        else:
+            print("\nml-100k skipped: data/datasets/ml-100k is missing (`make data-ml100k` gets it)")
     if "random" in args.datasets:
         run_random(args)
     print(

@@ -78,11 +78,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--other", type=Path, required=True, help="the other checkout's root (e.g. main)")
+    parser.add_argument("--other", type=Path, default=None, help="the other checkout's root (e.g. main)")
     parser.add_argument("--home", type=Path, default=ROOT / "data" / "bench-accuracy" / "ml-100k")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--other-batch-size", type=int, default=256, help="profile.batch_size of the other")
     args = parser.parse_args()
+    if args.other is None:  # `make bench` runs every script without arguments
+        print("train_paired.py: nothing to compare (pass --other DIR, a checkout to compare with)")
+        return
     import train as bench
 
     from models import ranking as this_ranking
