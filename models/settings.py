@@ -160,6 +160,7 @@ class ProfileSettings(BaseModel):
         description="share of item ids hidden in training, so text alone stays a good item vector",
     )
     weight_decay: float = Field(1e-4, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the user tower's encoder layer")
     patience: int | None = Field(
         4,
         ge=1,

@@ -202,7 +202,7 @@ class TwoTowerModel(nn.Module):
     def __init__(self, n_items: int, n_categories: int, text_dim: int, cfg: ProfileSettings) -> None:
         super().__init__()
         self.items = ItemTower(n_items, n_categories, text_dim, cfg.hidden_dim, cfg.id_dropout)
-        self.users = UserTower(cfg.hidden_dim, cfg.n_heads, cfg.max_history)
+        self.users = UserTower(cfg.hidden_dim, cfg.n_heads, cfg.max_history, cfg.dropout)
         self.item_bias = nn.Linear(cfg.hidden_dim, 1)
         nn.init.zeros_(self.item_bias.weight)
         nn.init.zeros_(self.item_bias.bias)
@@ -497,6 +497,7 @@ class SequenceBatch:
     cand_pos: torch.Tensor  # (n_candidates,) rows into the needed items
     labels: torch.Tensor  # (n_scored,) index into the candidates
     log_q: torch.Tensor  # (n_candidates,) sampled softmax's log expected count; zeros for the exact softmax
+    loss_scale: float = 1.0  # DDP: world_size x this rank's share of the global batch's targets
 
 
 def sequence_batch(
@@ -577,7 +578,7 @@ class NextItemLoss(nn.Module):
         )[batch.scored]
         space = ItemSpace(vecs[batch.cand_pos], bias[batch.cand_pos], 1.0)
         logits = space.logits(F.normalize(u.float(), dim=-1) / self.model.temperature()) - batch.log_q
-        return F.cross_entropy(logits.float(), batch.labels)
+        return F.cross_entropy(logits.float(), batch.labels) * batch.loss_scale
 
 
 def evaluate_retrieval(
@@ -647,13 +648,18 @@ def train_profile_model(
         losses = []
         steps = 0
         for rows in length_batches(windows.lengths, cfg.batch_size, batch_rng):
+            share = 1.0
             if world_size > 1:
                 # one global batch per step, as in one process: rank r takes its rows r, r + w, ... (every rank
                 # sees the same batch order and skips the same too-small batches, so all ranks step together)
                 if len(rows) < world_size:
                     continue
+                scored = windows.ends - windows.loss_from + 1
+                share = world_size * scored[rows[rank::world_size]].sum() / scored[rows].sum()
                 rows = rows[rank::world_size]
             batch = sequence_batch(store, windows, rows, catalog, sampling)
+            # DDP averages the ranks' gradients: scaled so, the step's gradient is the global batch's mean loss's
+            batch.loss_scale = float(share)
             steps += 1
             with autocast(device):
                 loss = step(batch)

@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from models.recdata import RecData
 from models.two_tower import TwoTowerRetriever, evaluate_retrieval, train_profile_model
 from tests.models.conftest import make_synthetic_marts, tiny_settings
 
-PROFILE = {"epochs": 4, "hidden_dim": 32, "n_heads": 2, "batch_size": 16, "max_history": 20}
+# no dropout (neither in the encoder nor of item ids): then a step's gradient over two ranks' halves of a batch
+# is the one-process gradient of the whole batch, up to float rounding, and the two runs can be compared closely
+PROFILE = {
+    "epochs": 4, "hidden_dim": 32, "n_heads": 2, "batch_size": 16, "max_history": 20, "dropout": 0.0,
+    "id_dropout": 0.0,
+}  # fmt: skip
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path: Path) -> None:
@@ -55,7 +61,10 @@ def test_torchrun_two_processes_match_one_process(tmp_path: Path) -> None:
     assert len(pd.read_csv(out / "epochs.csv")) == PROFILE["epochs"]
     a = evaluate_retrieval(single, data, "valid")
     b = evaluate_retrieval(ddp, data, "valid")
-    # same data, same global batches: the two-process model is as good as the one-process one
-    assert b["recall@20"] > 0.4 and a["recall@20"] > 0.4
-    assert b["ndcg@10"] == pytest.approx(a["ndcg@10"], abs=0.08)
-    assert b["recall@20"] == pytest.approx(a["recall@20"], abs=0.08)
+    # same data, same global batches, no dropout: the two-process model is the one-process model up to rounding
+    assert b["recall@20"] > 0.4
+    assert b["ndcg@10"] == pytest.approx(a["ndcg@10"], abs=0.01)
+    assert b["recall@20"] == pytest.approx(a["recall@20"], abs=0.01)
+    one = single.catalog_space(data.items, data.item_text)
+    two = ddp.catalog_space(data.items, data.item_text)
+    assert torch.allclose(one.vecs, two.vecs, atol=1e-3)
