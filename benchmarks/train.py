@@ -1,27 +1,37 @@
-"""ML throughput at growing catalog sizes: ranker training samples/s and evaluation users/s, CPU and GPU.
+"""Training speed of the two-tower retriever and the pair ranker, on MovieLens 100k and on random catalogs.
 
-For each catalog size a random warehouse with the marts' exact columns is built in memory (engagements drawn
-with a Zipf-like popularity, random 384-d text embeddings): the figures are costs, not quality, so no learning
-signal is needed. Per device it then prints
+Two kinds of data:
 
-- ranker training samples/s (one epoch of ``models.ranking.train_ranker``: DIN attention, cross features, AdamW
-  over an id embedding that grows with the catalog),
-- two-tower retrieval users/s (exact top-K by one matrix product; IVF above ``ann_threshold_items``),
-- full-stack users/s (retrieval + popular/fresh union + ranker over ~130 candidates + MMR).
+- ``ml-100k``: the real warehouse ``benchmarks/accuracy.py`` builds (RecBole's ml-100k atomic files, share split
+  0.1 / 0.1, MiniLM item embeddings), reused from ``data/bench-accuracy/ml-100k`` when it is there. Per seed the
+  two-tower model trains with the default settings (best epoch on valid) and its plain retrieval NDCG@10 on
+  valid and test is printed beside its speed, so a faster model that is worse shows.
+- ``--items N ...``: a random warehouse with the marts' exact columns per catalog size (engagements drawn with a
+  Zipf-like popularity, random 384-d text embeddings): the figures are costs, not quality. The two-tower model
+  and the ranker train one epoch each; above ``profile.full_softmax_max_items`` the two-tower uses its sampled
+  softmax.
+
+Columns: two-tower next-item targets per second of the training loop (``examples_per_s`` of the epoch log) and
+the wall seconds of ``train_profile_model`` (every epoch with its valid evaluation); the ranker's data loading
+seconds (``pair_context``, ``samples_to_pairs``, ``with_unexposed_negatives`` and ``build_pair_inputs`` for
+train and valid: what ``train_ranker`` does before its first step), its training-loop samples/s and the wall
+seconds of one-epoch ``train_ranker``; two-tower and full-stack evaluation users/s on the random catalogs.
 
 Usage::
 
-    .venv/bin/python benchmarks/train.py                       # catalogs of 1k, 20k and 250k items
-    .venv/bin/python benchmarks/train.py --items 1000 5000 --users 500
-    RECGEN_TORCH_THREADS=1 .venv/bin/python benchmarks/train.py   # on a machine shared with other jobs
+    RECGEN_TORCH_THREADS=1 .venv/bin/python benchmarks/train.py                 # ml-100k, 20k / 100k / 250k items
+    .venv/bin/python benchmarks/train.py --datasets ml-100k --seeds 42 43 44    # quality and speed over seeds
+    .venv/bin/python benchmarks/train.py --datasets random --items 1000 5000 --users 500
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,12 +39,23 @@ import torch
 from tqdm import tqdm
 
 from models.evaluation import full_stack
-from models.ranking import train_ranker
+from models.ranking import (
+    Ranker,
+    _new_model,
+    build_pair_inputs,
+    pair_context,
+    samples_to_pairs,
+    train_ranker,
+    with_unexposed_negatives,
+)
 from models.recdata import MART_COLUMNS, RecData
 from models.recommender import TwoTowerRecommender
 from models.settings import Settings, get_settings
 from models.torch_utils import limit_cpu_threads
-from models.two_tower import TwoTowerModel, TwoTowerRetriever
+from models.two_tower import TwoTowerRetriever, evaluate_retrieval, train_profile_model
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))  # accuracy.py's warehouse builder
 
 START = pd.Timestamp("2026-10-01")
 
@@ -115,21 +136,76 @@ def random_marts(
     return frames, pd.DataFrame({"item_id": item_ids, "embedding": list(text)})
 
 
-def bench(settings: Settings, data: RecData, n_eval_users: int) -> dict[str, float]:
-    """Ranker samples/s (one epoch) and evaluation users/s on ``settings.device``."""
+def ranker_data_seconds(data: RecData, settings: Settings, encoder: TwoTowerRetriever) -> float:
+    """Seconds of the ranker's data loading: what ``train_ranker`` builds before its first step."""
+    started = time.perf_counter()
+    popularity = data.as_of(data.split_start("valid")).item_popularity()
+    ctx = pair_context(data, encoder, settings.profile.cold_start_interest_weight, popularity)
+    pairs = samples_to_pairs(data.samples, data.item_index)
+    extra = settings.split.negatives_per_positive
+    for split, seed in (("train", 2), ("valid", 3)):
+        part, _ = with_unexposed_negatives(
+            pairs[pairs["split"] == split].reset_index(drop=True),
+            data, extra, settings.seed + seed, data.split_end(split),
+        )  # fmt: skip
+        vocab = {
+            "item": data.items["item_id"].tolist(),
+            "category": sorted(data.items["category"].dropna().unique().tolist()),
+            "creator_group": sorted(data.items["creator_group"].dropna().unique().tolist()),
+            "user_group": sorted(data.users["user_group"].dropna().astype(str).unique().tolist()),
+            "region": sorted(data.users["region"].dropna().astype(str).unique().tolist()),
+        }
+        ranker = Ranker(_new_model(vocab, encoder.dim, settings.ranker), vocab, settings.ranker, encoder.dim)
+        build_pair_inputs(part, ctx, ranker)
+    return time.perf_counter() - started
+
+
+def two_tower_row(data: RecData, settings: Settings) -> tuple[dict[str, float], TwoTowerRetriever]:
+    """Train the two-tower model once: loop examples/s, wall seconds, valid and test NDCG@10 of its best epoch."""
+    started = time.perf_counter()
+    encoder, log = train_profile_model(data, settings)
+    wall = time.perf_counter() - started
+    valid = evaluate_retrieval(encoder, data, "valid")
+    test = evaluate_retrieval(encoder, data, "test")
+    row = {
+        "examples_per_s": float(log["examples_per_s"].mean()),
+        "two_tower_wall_s": wall,
+        "epochs": float(len(log)),
+        "best_epoch": float(log["epoch"].iloc[int(np.nanargmax(log["valid_ndcg@10"].to_numpy()))])
+        if log["valid_ndcg@10"].notna().any()
+        else float("nan"),
+        "valid_ndcg@10": valid["ndcg@10"],
+        "test_ndcg@10": test["ndcg@10"],
+        "valid_users": float(valid["n_users"]),
+        "test_users": float(test["n_users"]),
+    }
+    return row, encoder
+
+
+def ranker_row(
+    data: RecData, settings: Settings, encoder: TwoTowerRetriever
+) -> tuple[dict[str, float], Ranker]:
+    """The ranker's data-loading seconds, then one epoch of ``train_ranker``: loop samples/s and wall seconds."""
+    prep = ranker_data_seconds(data, settings, encoder)
+    one_epoch = settings.model_copy(update={"ranker": settings.ranker.model_copy(update={"epochs": 1})})
+    started = time.perf_counter()
+    ranker, log = train_ranker(data, one_epoch, encoder)
+    return {
+        "ranker_data_s": prep,
+        "ranker_samples_per_s": float(log["samples_per_s"].iloc[0]),
+        "ranker_wall_s": time.perf_counter() - started,
+        "n_train_samples": float((data.samples["split"] == "train").sum()),
+    }, ranker
+
+
+def eval_users_per_s(
+    settings: Settings, data: RecData, encoder: TwoTowerRetriever, ranker: Ranker, n_eval_users: int
+) -> dict[str, float]:
+    """Two-tower and full-stack recommendation users/s over test users (after a warm-up call)."""
     device = settings.resolved_device
-    model = TwoTowerModel(
-        data.n_items, data.items["category"].nunique(), data.item_text.shape[1], settings.profile
-    )
-    categories = sorted(data.items["category"].unique().tolist())
-    encoder = TwoTowerRetriever(model, data.items["item_id"].tolist(), categories, settings.profile, device)
-    ranker, log = train_ranker(data, settings, encoder)
     view = data.as_of(data.split_start("test"))
     users = sorted(data.relevant("test"))[:n_eval_users] or data.users["user_id"].tolist()[:n_eval_users]
-    out = {
-        "ranker_samples_per_s": float(log["samples_per_s"].iloc[0]),
-        "n_train_samples": float((data.samples["split"] == "train").sum()),
-    }
+    out: dict[str, float] = {}
     for name, model_ in (
         ("two_tower", TwoTowerRecommender(encoder)),
         ("full_stack", full_stack(settings, encoder, ranker, 1.0)),
@@ -147,31 +223,133 @@ def bench(settings: Settings, data: RecData, n_eval_users: int) -> dict[str, flo
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def load_ml100k(home: Path, rebuild: bool) -> RecData:
+    """The ml-100k warehouse of ``benchmarks/accuracy.py`` (built there when missing) as a :class:`RecData`."""
+    from accuracy import DATASETS, build_warehouse
+
+    from models import evaluation
+    from models.data import warehouse
+
+    path = Path(DATASETS["ml-100k"]["dataset_path"])
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run `make data-ml100k` first")
+    os.environ.update(
+        {
+            "RECGEN_HOME": str(home),
+            "RECGEN_DUCKDB_PATH": str(home / "recgen.duckdb"),
+            "RECGEN_REPORTS_DIR": str(home / "reports"),
+            "RECGEN_DATASET": "recbole",
+            "RECGEN_DATASET_PATH": str(path),
+        }
     )
-    parser.add_argument("--items", type=int, nargs="+", default=[1_000, 20_000, 250_000])
-    parser.add_argument("--users", type=int, default=2_000)
-    parser.add_argument("--eval-users", type=int, default=300)
-    args = parser.parse_args()
-    limit_cpu_threads(get_settings().torch_threads)  # RECGEN_TORCH_THREADS=1 on a shared CPU
+    build_warehouse("ml-100k", home, rebuild)
+    with warehouse.connect(get_settings().database) as con:
+        frames = evaluation.read_marts(con)
+        embeddings = evaluation.read_item_embeddings(con)
+    return evaluation.build_data(frames, embeddings)
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean +/- std`` (sample std over seeds; 0 for one seed)."""
+    arr = np.asarray(values, dtype=float)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return f"{arr.mean():.4f} +/- {std:.4f}"
+
+
+def run_ml100k(args: argparse.Namespace) -> None:
+    """Two-tower per seed (speed and NDCG@10), then the ranker's data loading and one epoch."""
+    data = load_ml100k(args.home, args.rebuild)
+    print(f"\nml-100k: {data.n_items} items, {len(data.histories)} history events, seeds {args.seeds}")
+    print(
+        f"{'seed':>5} {'two-tower ex/s':>15} {'wall s':>7} {'epochs':>6} {'best':>5} "
+        f"{'valid ndcg@10':>14} {'test ndcg@10':>13}"
+    )
+    rows, encoder = [], None
+    for seed in args.seeds:
+        settings = get_settings(device="cpu", seed=seed)
+        row, enc = two_tower_row(data, settings)
+        encoder = encoder or enc
+        rows.append(row)
+        print(
+            f"{seed:>5} {row['examples_per_s']:>15.0f} {row['two_tower_wall_s']:>7.1f} {int(row['epochs']):>6} "
+            f"{row['best_epoch']:>5.0f} {row['valid_ndcg@10']:>14.4f} {row['test_ndcg@10']:>13.4f}",
+            flush=True,
+        )
+    print(
+        f" mean {np.mean([r['examples_per_s'] for r in rows]):>15.0f} "
+        f"{np.mean([r['two_tower_wall_s'] for r in rows]):>7.1f}   valid NDCG@10 "
+        f"{mean_std([r['valid_ndcg@10'] for r in rows])}, test NDCG@10 {mean_std([r['test_ndcg@10'] for r in rows])} "
+        f"({int(rows[0]['valid_users'])} / {int(rows[0]['test_users'])} users)"
+    )
+    if args.skip_ranker:
+        return
+    r, _ = ranker_row(data, get_settings(device="cpu", seed=args.seeds[0]), encoder)
+    print(
+        f"ranker: data loading {r['ranker_data_s']:.1f}s, {r['ranker_samples_per_s']:.0f} samples/s, "
+        f"one epoch wall {r['ranker_wall_s']:.1f}s ({int(r['n_train_samples'])} train samples)",
+        flush=True,
+    )
+
+
+def run_random(args: argparse.Namespace) -> None:
+    """Per catalog size and device: two-tower and ranker training speed, evaluation users/s."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices: {', '.join(devices)}")
-    header = f"{'device':>6} {'items':>8} {'ann':>4} {'train samples':>13} {'ranker samples/s':>17} {'two-tower users/s':>18} {'full-stack users/s':>19}"
-    print(header)
+    print(f"\nrandom catalogs, {args.users} users, devices: {', '.join(devices)}")
+    print(
+        f"{'device':>6} {'items':>8} {'ann':>4} {'two-tower ex/s':>15} {'tt wall s':>9} {'train samples':>13} "
+        f"{'ranker data s':>13} {'ranker samples/s':>17} {'ranker wall s':>13} {'two-tower users/s':>18} "
+        f"{'full-stack users/s':>19}"
+    )
     # a bar over the catalog sizes on stderr (elapsed, time left); rows go out through tqdm.write above it
     for n_items in tqdm(args.items, desc="catalog sizes", unit="size"):
         frames, embeddings = random_marts(args.users, n_items)
         data = RecData.from_frames(frames, embeddings)
         for device in devices:
-            settings = get_settings(device=device, ranker={"epochs": 1})
-            r = bench(settings, data, args.eval_users)
+            settings = get_settings(device=device, profile={"epochs": 1}, ranker={"epochs": 1})
+            t, encoder = two_tower_row(data, settings)
+            r, ranker = ranker_row(data, settings, encoder)
+            e = eval_users_per_s(settings, data, encoder, ranker, args.eval_users)
             tqdm.write(
-                f"{device:>6} {n_items:>8} {'yes' if r['ann'] else 'no':>4} {int(r['n_train_samples']):>13} "
-                f"{r['ranker_samples_per_s']:>17.0f} {r['two_tower_users_per_s']:>18.1f} {r['full_stack_users_per_s']:>19.1f}"
+                f"{device:>6} {n_items:>8} {'yes' if e['ann'] else 'no':>4} {t['examples_per_s']:>15.0f} "
+                f"{t['two_tower_wall_s']:>9.1f} {int(r['n_train_samples']):>13} {r['ranker_data_s']:>13.1f} "
+                f"{r['ranker_samples_per_s']:>17.0f} {r['ranker_wall_s']:>13.1f} "
+                f"{e['two_tower_users_per_s']:>18.1f} {e['full_stack_users_per_s']:>19.1f}"
             )
             sys.stdout.flush()  # tqdm.write does not flush: rows show as they come under make bench
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k", "random"], choices=["ml-100k", "random"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="ml-100k two-tower seeds")
+    parser.add_argument("--home", type=Path, default=ROOT / "data" / "bench-accuracy" / "ml-100k")
+    parser.add_argument("--rebuild", action="store_true", help="build the ml-100k warehouse again")
+    parser.add_argument("--skip-ranker", action="store_true", help="ml-100k: only the two-tower seeds")
+    parser.add_argument("--items", type=int, nargs="+", default=[20_000, 100_000, 250_000])
+    parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument("--eval-users", type=int, default=300)
+    args = parser.parse_args()
+    limit_cpu_threads(get_settings().torch_threads)  # RECGEN_TORCH_THREADS=1 on a shared CPU
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    started = time.perf_counter()
+    if "ml-100k" in args.datasets:
+        from accuracy import DATASETS
+
+        if Path(DATASETS["ml-100k"]["dataset_path"]).exists():
+            run_ml100k(args)
+        else:
+            print("\nml-100k skipped: data/datasets/ml-100k is missing (`make data-ml100k` gets it)")
+    if "random" in args.datasets:
+        run_random(args)
+    print(
+        f"\nwall {time.perf_counter() - started:.0f}s, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
 
 if __name__ == "__main__":

@@ -313,12 +313,13 @@ UserState = tuple[np.ndarray, torch.Tensor, HistoryWindows]  # (pair -> row code
 
 def user_state(pairs: pd.DataFrame, ctx: PairContext) -> UserState:
     """User vectors and history windows of the distinct (user, time) rows of ``pairs`` (one request = one row)."""
-    key = pd.MultiIndex.from_arrays(
-        [pairs["user_id"].to_numpy(dtype=object), pairs["hours"].to_numpy(np.float64)]
-    )
-    codes, uniques = pd.factorize(key)
-    u_users = np.asarray(uniques.get_level_values(0), dtype=object)
-    u_hours = np.asarray(uniques.get_level_values(1), dtype=np.float64)
+    # factorize users and times apart, then their pair code: the distinct rows in order of first appearance,
+    # as factorizing the (user, time) tuples would give, without building a tuple per pair
+    user_codes, users = pd.factorize(pairs["user_id"].to_numpy(dtype=object))
+    hour_codes, hours = pd.factorize(pairs["hours"].to_numpy(np.float64))
+    codes, uniques = pd.factorize(user_codes.astype(np.int64) * max(len(hours), 1) + hour_codes)
+    u_users = np.asarray(users, dtype=object)[uniques // max(len(hours), 1)]
+    u_hours = np.asarray(hours, dtype=np.float64)[uniques % max(len(hours), 1)]
     vecs, windows = user_vectors_at(ctx.encoder, ctx.store, u_users, u_hours, ctx.space.vecs, ctx.cold_start)
     return codes, vecs, windows
 
@@ -382,8 +383,9 @@ def pair_inputs_from_arrays(
         ctx.space.pair_logits(user_vec, torch.as_tensor(cand, device=user_vec.device)).float().cpu().numpy()
     )
     hist_len = windows.mask.sum(1)
+    cat_codes = pd.factorize(ctx.categories)[0]  # integer codes: the same equalities as the strings, in C
     same_cat = (
-        ctx.categories[np.where(windows.mask, windows.items, 0)] == ctx.categories[cand][:, None]
+        cat_codes[np.where(windows.mask, windows.items, 0)] == cat_codes[cand][:, None]
     ) & windows.mask
     last_hours = np.where(hist_len > 0, windows.hours[:, -1], np.nan)
     since_last = np.where(hist_len > 0, hours - last_hours, 24.0 * 365)
@@ -422,10 +424,18 @@ def pair_inputs_from_arrays(
     )
 
 
+def catalog_positions(item_ids: pd.Series | np.ndarray, item_index: Mapping[str, int]) -> np.ndarray:
+    """Catalog positions of ``item_ids`` (-1 where unknown), by one hash join instead of a loop."""
+    lookup = pd.Series(np.fromiter(item_index.values(), dtype=np.int64, count=len(item_index)),
+                       index=pd.Index(list(item_index.keys()), dtype=object))  # fmt: skip
+    found = lookup.index.get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
+    return np.where(found >= 0, lookup.to_numpy()[found], -1).astype(np.int64)
+
+
 def samples_to_pairs(samples: pd.DataFrame, item_index: Mapping[str, int]) -> pd.DataFrame:
     """``marts.training_samples`` rows as pair rows (catalog position, hours); rows of unknown items dropped."""
     pairs = samples.assign(
-        item_idx=np.asarray([item_index.get(i, -1) for i in samples["item_id"]], dtype=np.int64),
+        item_idx=catalog_positions(samples["item_id"], item_index),
         hours=to_hours(samples["event_ts"]) if len(samples) else np.zeros(0),
     )
     return pairs[pairs["item_idx"] >= 0].reset_index(drop=True)
@@ -448,16 +458,26 @@ def pair_context(
 
 
 def grouped_ndcg(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k over groups (requests) that contain at least one positive, ranking each group by score."""
-    frame = pd.DataFrame({"g": groups, "y": labels, "s": scores})
-    values = []
-    for _, part in frame.groupby("g", sort=False):
-        if part["y"].sum() <= 0:
-            continue
-        ranked = metrics.rank_by_score(list(range(len(part))), part["s"].to_numpy())
-        relevant = set(np.flatnonzero(part["y"].to_numpy() > 0).tolist())
-        values.append(metrics.ndcg_at_k(ranked, relevant, k))
-    return metrics.mean_defined(values)
+    """Mean NDCG@k over groups (requests) that contain at least one positive, ranking each group by score.
+
+    The same figure as ``metrics.ndcg_at_k`` per group (descending score, ties in row order, binary gains,
+    log2 discounts) computed for all groups at once: one sort by (group, -score, row).
+    """
+    codes, _ = pd.factorize(np.asarray(groups, dtype=object))
+    if not len(codes):
+        return float("nan")
+    y = np.asarray(labels, dtype=np.float64)
+    order = np.lexsort((np.arange(len(codes)), -np.asarray(scores, dtype=np.float64), codes))
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    hit = (y[order] > 0) & (rank < k)
+    n_groups = int(codes.max()) + 1
+    dcg = np.bincount(sorted_codes[hit], weights=1.0 / np.log2(rank[hit] + 2.0), minlength=n_groups)
+    n_relevant = np.bincount(codes, weights=(y > 0).astype(np.float64), minlength=n_groups).astype(np.int64)
+    ideal = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))][np.minimum(n_relevant, k)]
+    scored = np.bincount(codes, weights=y, minlength=n_groups) > 0
+    return metrics.mean_defined((dcg[scored] / ideal[scored]).tolist())
 
 
 def ranking_groups(pairs: pd.DataFrame) -> np.ndarray:
@@ -469,12 +489,12 @@ def ranking_groups(pairs: pd.DataFrame) -> np.ndarray:
     """
     request = pairs["request_id"].astype(str)
     single = request.map(request.value_counts()) == 1
-    user_day = (
-        "user|"
-        + pairs["user_id"].astype(str)
-        + "|"
-        + pd.to_datetime(pairs["event_ts"]).dt.strftime("%Y-%m-%d")
-    )
+    ts = pd.to_datetime(pairs["event_ts"])
+    if ts.dt.tz is None and not ts.isna().any():
+        days = pd.Series(np.datetime_as_string(ts.to_numpy().astype("datetime64[D]")), index=pairs.index)
+    else:
+        days = ts.dt.strftime("%Y-%m-%d")
+    user_day = "user|" + pairs["user_id"].astype(str) + "|" + days
     return request.where(~single, user_day).to_numpy()
 
 
@@ -490,7 +510,7 @@ def prior_item_counts(
     interactions: pd.DataFrame, item_index: Mapping[str, int], items: np.ndarray, days: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Impressions and clicks of catalog ``items`` on the whole days before ``days`` (as training_samples has)."""
-    idx = np.asarray([item_index.get(i, -1) for i in interactions["item_id"]], dtype=np.int64)
+    idx = catalog_positions(interactions["item_id"], item_index)
     daily = (
         pd.DataFrame(
             {
@@ -533,23 +553,42 @@ def unexposed_negatives(
     if per_positive <= 0 or not len(rows):
         return pairs.iloc[:0].copy(), np.zeros(0, dtype=np.int64)
     before = data.interactions[data.interactions["event_ts"] < cutoff]
-    shown = (
-        pd.Series(data.item_idx(before["item_id"])).groupby(before["user_id"].to_numpy()).agg(set).to_dict()
-    )
     published = np.nan_to_num(to_hours(data.items["published_at"]), nan=-np.inf)
     rng = np.random.default_rng(seed)
-    users = pairs["user_id"].to_numpy(dtype=object)
-    hours = pairs["hours"].to_numpy(np.float64)
-    picked_rows, picked_items = [], []
-    for r in rows:
-        draw = rng.integers(0, data.n_items, size=4 * per_positive)
-        seen = shown.get(users[r], set())
-        keep = [int(i) for i in dict.fromkeys(draw.tolist()) if i not in seen and published[i] <= hours[r]]
-        keep = keep[:per_positive]
-        picked_rows.extend([r] * len(keep))
-        picked_items.extend(keep)
-    source = np.asarray(picked_rows, dtype=np.int64)
-    items = np.asarray(picked_items, dtype=np.int64)
+    n_items = data.n_items
+    # every positive draws 4 x per_positive items (one (rows, draws) array: the same stream as a draw per row);
+    # it keeps, in draw order, each item's first draw that the user had no impression of and that was out by
+    # the positive's time, up to per_positive of them
+    draws = rng.integers(0, n_items, size=(len(rows), 4 * per_positive))
+    user_codes, _ = pd.factorize(
+        np.concatenate(
+            [before["user_id"].to_numpy(dtype=object), pairs["user_id"].to_numpy(dtype=object)[rows]]
+        )
+    )
+    shown_items = catalog_positions(before["item_id"], data.item_index)
+    known = shown_items >= 0
+    shown = np.unique(user_codes[: len(before)][known].astype(np.int64) * n_items + shown_items[known])
+    keys = user_codes[len(before) :].astype(np.int64)[:, None] * n_items + draws
+    at = np.searchsorted(shown, keys)
+    seen = (
+        (at < len(shown)) & (shown[np.minimum(at, max(len(shown) - 1, 0))] == keys)
+        if len(shown)
+        else keys < 0
+    )
+    by_value = np.argsort(draws, axis=1, kind="stable")
+    sorted_draws = np.take_along_axis(draws, by_value, axis=1)
+    repeat = np.zeros_like(draws, dtype=bool)
+    np.put_along_axis(
+        repeat,
+        by_value,
+        np.c_[np.zeros(len(rows), dtype=bool), sorted_draws[:, 1:] == sorted_draws[:, :-1]],
+        axis=1,
+    )
+    keep = ~repeat & ~seen & (published[draws] <= pairs["hours"].to_numpy(np.float64)[rows][:, None])
+    keep &= np.cumsum(keep, axis=1) <= per_positive
+    hit_row, hit_col = np.nonzero(keep)  # row-major: positives in order, draws in order within each
+    source = rows[hit_row].astype(np.int64)
+    items = draws[hit_row, hit_col].astype(np.int64)
     negatives = pairs.iloc[source].reset_index(drop=True).copy()
     negatives["item_idx"] = items
     negatives["item_id"] = data.items["item_id"].to_numpy()[items]

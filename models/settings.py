@@ -132,19 +132,26 @@ class ProfileSettings(BaseModel):
     max_history: int = Field(50, ge=1)
     hidden_dim: int = Field(64, ge=8)
     n_heads: int = Field(4, ge=1)
-    epochs: int = Field(8, ge=1)
-    batch_size: int = Field(256, ge=1)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(
+        64, ge=1, description="history windows per step (each scores a next-item target at every position)"
+    )
     learning_rate: float = 3e-3
     top_keywords: int = Field(8, ge=1)
     random_negatives: int = Field(
-        256, ge=0, description="uniformly drawn catalog items added to the in-batch negatives of every step"
+        256,
+        ge=0,
+        description="sampled softmax: uniformly drawn catalog items added to the step's targets as negatives",
     )
     cold_start_interest_weight: float = Field(
         0.7, ge=0, le=1, description="cold start: weight of declared interests vs the popular-items centroid"
     )
     interest_half_life_days: float = Field(7.0, gt=0, description="recency half-life of interest weights")
     full_softmax_max_items: int = Field(
-        20_000, ge=0, description="catalogs up to this size train with an exact softmax, larger ones sampled"
+        20_000,
+        ge=0,
+        description="catalogs up to this size train with an exact softmax, larger ones with a sampled "
+        "softmax (the step's targets + random_negatives uniform draws, log-Q corrected)",
     )
     id_dropout: float = Field(
         0.1,
@@ -153,6 +160,12 @@ class ProfileSettings(BaseModel):
         description="share of item ids hidden in training, so text alone stays a good item vector",
     )
     weight_decay: float = Field(1e-4, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the user tower's encoder layer")
+    patience: int | None = Field(
+        4,
+        ge=1,
+        description="stop after this many epochs without a valid NDCG@10 gain (None: run all epochs)",
+    )
 
 
 class RetrievalSettings(BaseModel):

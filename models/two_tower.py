@@ -2,10 +2,16 @@
 
 Two towers share one space. The item tower adds a projection of the frozen text embedding, a learned id
 embedding (slot 0 = an item the model never saw, so new items fall back to text + category) and a category
-embedding. The user tower turns the last ``max_history`` engaged items (item vector + dwell/rating signals +
-recency bucket + position) into one vector with a one-layer transformer encoder and attention pooling. Training
-is next-item prediction with a sampled softmax over in-batch targets plus uniformly drawn catalog items (mixed
-negatives: in-batch negatives alone are all popular items, which leaves the long tail unranked).
+embedding. The user tower turns the last ``max_history`` engaged items (item vector + dwell/rating signals) into
+one vector with a one-layer causal transformer encoder whose attention is biased by how many events and how many
+hours apart two events are, then pools them by attention towards the query time. Because no event's encoding
+depends on when it is read, training is one causal pass per window with a next-item loss at every position (as
+SASRec does) instead of one encoder pass per prefix; the pass equals encoding each prefix alone
+(``tests/models/test_two_tower.py``). The loss is an exact softmax over the catalog up to
+``profile.full_softmax_max_items``, beyond that a sampled softmax over the step's targets plus uniformly drawn
+catalog items (mixed negatives: in-batch negatives alone are all popular items, which leaves the long tail
+unranked) with the log-Q correction (each candidate's logit minus the log of its expected count in the sample).
+``models.two_tower_ddp`` runs the same training under ``torchrun`` (DistributedDataParallel).
 
 Users without history get :func:`cold_start_user_vectors`: the mean of the centroids of their declared
 categories, blended with the popularity-weighted catalog centroid.
@@ -78,46 +84,111 @@ class ItemTower(nn.Module):
         return self.text_proj(text) + self.id_emb(id_idx) + self.cat_emb(cat_idx)
 
 
+class BiasedEncoderLayer(nn.Module):
+    """A pre-norm transformer encoder layer whose attention takes an additive per-head bias (batch, heads, L, L).
+
+    Written out over ``F.scaled_dot_product_attention`` because ``nn.TransformerEncoderLayer``'s inference fast
+    path returns NaN for a per-head float mask (torch 2.13, checked here), and the bias is what carries order
+    and time gaps in this model.
+    """
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(
+            nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = (
+            self.qkv(self.norm1(x))
+            .view(batch, length, 3, self.n_heads, dim // self.n_heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        x = x + self.dropout(self.proj(a.transpose(1, 2).reshape(batch, length, dim)))
+        return x + self.dropout(self.ff(self.norm2(x)))
+
+
+def recency_bucket_tensor(age_hours: torch.Tensor) -> torch.Tensor:
+    """:func:`recency_buckets` on a tensor."""
+    return torch.floor(torch.log2(1.0 + age_hours.clamp(min=0))).clamp(0, N_RECENCY_BUCKETS - 1).long()
+
+
 class UserTower(nn.Module):
-    """History window (item vectors + signals + recency + position) -> one user vector."""
+    """History window -> one user vector per query: causal attention, so one pass serves every prefix.
+
+    Each event's token is its item vector plus its engagement signals. A one-layer causal transformer encoder
+    reads them; event ``j`` attends to events ``k <= j`` with a learned per-head bias of their distance
+    ``j - k`` and of the hours between them, so no token depends on when it is read. A query (a column ``q``
+    and a time: the next event's time in training, "now" at inference) pools the events up to ``q`` by
+    attention with biases for how many events back and how many hours before the query time each one is, and
+    adds the mean item vector and the latest event (with its age). Training asks a query at every column of a
+    sequence (next-item targets at every position, as SASRec does); inference asks one, at the last column.
+    """
 
     def __init__(self, dim: int, n_heads: int, max_history: int, dropout: float = 0.1) -> None:
         super().__init__()
+        self.n_heads = n_heads
+        self.max_history = max_history
         self.signal_proj = nn.Linear(3, dim)
-        self.recency_emb = nn.Embedding(N_RECENCY_BUCKETS, dim)
-        self.position_emb = nn.Embedding(max_history, dim)
-        layer = nn.TransformerEncoderLayer(
-            d_model=dim,
-            nhead=n_heads,
-            dim_feedforward=2 * dim,
-            dropout=dropout,
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
+        self.distance_bias = nn.Embedding(max_history, n_heads)
+        self.gap_bias = nn.Embedding(N_RECENCY_BUCKETS, n_heads)
+        self.encoder = BiasedEncoderLayer(dim, n_heads, dropout)
         self.pool_query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.pool_back = nn.Embedding(max_history, 1)
+        self.pool_age = nn.Embedding(N_RECENCY_BUCKETS, 1)
+        self.last_age = nn.Embedding(N_RECENCY_BUCKETS, dim)
+        for emb in (self.distance_bias, self.gap_bias, self.pool_back, self.pool_age):
+            nn.init.zeros_(emb.weight)
         self.out = nn.Linear(2 * dim, dim)
 
     def forward(
-        self, item_vecs: torch.Tensor, signals: torch.Tensor, recency: torch.Tensor, mask: torch.Tensor
+        self,
+        item_vecs: torch.Tensor,
+        signals: torch.Tensor,
+        hours: torch.Tensor,
+        mask: torch.Tensor,
+        query_cols: torch.Tensor,
+        query_hours: torch.Tensor,
     ) -> torch.Tensor:
-        length = item_vecs.shape[1]
-        # position 0 = most recent event, counted from the right, so trimming leading padding changes nothing
-        positions = torch.arange(length - 1, -1, -1, device=item_vecs.device)
-        x = (
-            item_vecs
-            + self.signal_proj(signals)
-            + self.recency_emb(recency)
-            + self.position_emb(positions)[None]
+        """User vectors (batch, Q, dim) of left-padded windows (batch, L) at ``query_cols`` (Q,), ``query_hours``
+        (batch, Q); ``hours`` and ``query_hours`` in one (row-relative) hour scale."""
+        batch, length = mask.shape
+        cols = torch.arange(length, device=mask.device)
+        dist = cols[:, None] - cols[None, :]  # (query j, key k)
+        # padding keys are never read; a padding row reads itself only (its output is never used)
+        allowed = (dist >= 0)[None] & (mask[:, None, :] | (dist == 0)[None])
+        gap = recency_bucket_tensor(hours[:, :, None] - hours[:, None, :])
+        bias = self.distance_bias(dist.clamp(0, self.max_history - 1))[None] + self.gap_bias(gap)
+        x = item_vecs + self.signal_proj(signals)
+        bias = bias.permute(0, 3, 1, 2).to(x.dtype).masked_fill(~allowed[:, None], float("-inf"))
+        h = self.encoder(x, bias)
+        back = query_cols[:, None] - cols[None, :]  # (Q, L): events back from the query column
+        readable = (back >= 0)[None] & mask[:, None, :]
+        age = recency_bucket_tensor(query_hours[:, :, None] - hours[:, None, :])
+        scores = (
+            (h @ self.pool_query)[:, None, :] / math.sqrt(h.shape[-1])
+            + self.pool_back(back.clamp(0, self.max_history - 1))[None, :, :, 0]
+            + self.pool_age(age)[..., 0]
         )
-        h = self.encoder(x, src_key_padding_mask=~mask)
-        scores = (h @ self.pool_query) / math.sqrt(h.shape[-1])
-        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
-        pooled = (weights.unsqueeze(-1) * h).sum(1)
+        scores = scores.masked_fill(~(readable | (back == 0)[None]), float("-inf"))
+        pooled = torch.softmax(scores.float(), dim=-1).to(h.dtype) @ h
         # the mean of the history's item vectors is a content-based user vector from the first step on; the
         # encoder learns what to add to it (order, recency, engagement)
-        mean_items = (item_vecs * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return mean_items + self.out(torch.cat([pooled, h[:, -1]], dim=-1))  # column L-1 is the most recent
+        counts = readable.sum(-1, keepdim=True).clamp(min=1)
+        mean_items = (readable.to(item_vecs.dtype) @ item_vecs) / counts
+        last = h[:, query_cols] + self.last_age(recency_bucket_tensor(query_hours - hours[:, query_cols]))
+        return mean_items + self.out(torch.cat([pooled, last], dim=-1))
 
 
 class TwoTowerModel(nn.Module):
@@ -131,7 +202,7 @@ class TwoTowerModel(nn.Module):
     def __init__(self, n_items: int, n_categories: int, text_dim: int, cfg: ProfileSettings) -> None:
         super().__init__()
         self.items = ItemTower(n_items, n_categories, text_dim, cfg.hidden_dim, cfg.id_dropout)
-        self.users = UserTower(cfg.hidden_dim, cfg.n_heads, cfg.max_history)
+        self.users = UserTower(cfg.hidden_dim, cfg.n_heads, cfg.max_history, cfg.dropout)
         self.item_bias = nn.Linear(cfg.hidden_dim, 1)
         nn.init.zeros_(self.item_bias.weight)
         nn.init.zeros_(self.item_bias.bias)
@@ -221,14 +292,18 @@ class TwoTowerRetriever:
         items = torch.as_tensor(np.where(windows.mask, windows.items, 0), device=self.device)
         mask = torch.as_tensor(windows.mask, device=self.device)
         hist = item_vecs[items].masked_fill(~mask.unsqueeze(-1), 0.0)
-        age = now_hours[:, None] - windows.hours
+        # hours relative to the query time, so float32 keeps minutes (hours since 1970 would not)
+        rel = np.where(windows.mask, windows.hours - now_hours[:, None], 0.0).astype(np.float32)
+        length = windows.items.shape[1]
         with autocast(self.device):
             u = self.model.users(
                 hist,
                 torch.as_tensor(history_signals(windows), device=self.device),
-                torch.as_tensor(recency_buckets(age), device=self.device),
+                torch.as_tensor(rel, device=self.device),
                 torch.as_tensor(windows.mask, device=self.device),
-            )
+                torch.tensor([length - 1], device=self.device),
+                torch.zeros(len(rel), 1, device=self.device),
+            )[:, 0]
         return F.normalize(u.float(), dim=-1)
 
     @torch.inference_mode()
@@ -380,16 +455,151 @@ class ColdStart:
         )
 
 
-def _next_item_examples(store: HistoryStore) -> tuple[np.ndarray, np.ndarray]:
-    """(user start offset, target offset) for every event that has at least one earlier event of its user."""
-    starts, targets = [], []
-    for start, end in store.offsets.values():
-        if end - start >= 2:
-            targets.append(np.arange(start + 1, end))
-            starts.append(np.full(end - start - 1, start))
-    if not targets:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(starts), np.concatenate(targets)
+@dataclass
+class SequenceWindows:
+    """Training windows over the history store: inputs ``[max(start, end - L), end)``, targets one event later.
+
+    A window's loss covers its targets at offsets ``>= loss_from``: a user with more than ``L + 1`` events gets
+    windows ending every ``L // 2`` events back from their last one, and each window after the earliest scores
+    only its newest ``L // 2`` targets, so every target is scored once with at least ``L // 2`` events before it
+    (or all its user's earlier events).
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    loss_from: np.ndarray
+    width: int
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.ends - np.maximum(self.starts, self.ends - self.width)
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.ends - np.maximum(self.loss_from - 1, self.starts)).sum())
+
+
+def sequence_windows(store: HistoryStore, max_history: int) -> SequenceWindows:
+    """The training windows of every user with at least two events (vectorized over users)."""
+    bounds = np.asarray(list(store.offsets.values()), dtype=np.int64).reshape(-1, 2)
+    bounds = bounds[bounds[:, 1] - bounds[:, 0] >= 2]
+    if not len(bounds):
+        empty = np.zeros(0, dtype=np.int64)
+        return SequenceWindows(empty, empty, empty, max_history)
+    stride = max(max_history // 2, 1)
+    first, stop = bounds[:, 0], bounds[:, 1]
+    last_end = stop - 1  # the input window of the user's last target ends before it
+    extra = np.maximum(np.ceil((last_end - first - max_history) / stride), 0).astype(np.int64)
+    per_user = extra + 1
+    user = np.repeat(np.arange(len(bounds)), per_user)
+    k = np.arange(len(user)) - np.repeat(np.cumsum(per_user) - per_user, per_user)  # 0 = the newest window
+    ends = last_end[user] - k * stride
+    earliest = k == extra[user]
+    loss_from = np.where(earliest, first[user] + 1, ends - stride + 1)
+    return SequenceWindows(first[user], ends, loss_from, max_history)
+
+
+@dataclass
+class SequenceBatch:
+    """The tensors of one training step: windows, per-column query times, targets and which columns score."""
+
+    text: torch.Tensor  # (n_needed, text_dim): the item tower's inputs for the items this step needs
+    id_idx: torch.Tensor
+    cat_idx: torch.Tensor
+    hist_pos: torch.Tensor  # (B, L) row into the needed items; n_needed = padding
+    signals: torch.Tensor
+    hours: torch.Tensor
+    mask: torch.Tensor
+    query_hours: torch.Tensor  # (B, L)
+    scored: torch.Tensor  # (B, L) bool: a target scored at this column
+    cand_pos: torch.Tensor  # (n_candidates,) rows into the needed items
+    labels: torch.Tensor  # (n_scored,) index into the candidates
+    log_q: torch.Tensor  # (n_candidates,) sampled softmax's log expected count; zeros for the exact softmax
+    loss_scale: float = 1.0  # DDP: world_size x this rank's share of the global batch's targets
+
+
+def sequence_batch(
+    store: HistoryStore,
+    windows: SequenceWindows,
+    rows: np.ndarray,
+    catalog: CatalogFeatures,
+    sampling: tuple[np.ndarray, int, torch.Generator] | None,
+) -> SequenceBatch:
+    """Tensors of ``windows[rows]``; ``sampling`` = (target share per item, uniform draws, generator) or None
+    for an exact softmax over the catalog."""
+    starts, ends, loss_from = windows.starts[rows], windows.ends[rows], windows.loss_from[rows]
+    width = max(int(windows.lengths[rows].max()), 1)
+    hist = store.windows(starts, ends, width)
+    cols = ends[:, None] - width + np.arange(width)[None, :]
+    target_at = np.where(hist.mask, cols + 1, 0)
+    scored = hist.mask & (target_at >= loss_from[:, None])
+    ref = store.hours[ends][:, None]  # the newest target's time: hours relative to it keep float32 precise
+    targets = store.items[target_at[scored]]
+    n_items = len(catalog.id_idx)
+    if sampling is None:
+        cand = np.arange(n_items)
+        labels = targets
+        log_q = np.zeros(n_items, dtype=np.float32)
+    else:
+        share, n_random, generator = sampling
+        drawn = torch.randint(0, n_items, (n_random,), generator=generator).numpy()
+        cand, inverse = np.unique(np.concatenate([targets, drawn]), return_inverse=True)
+        labels = inverse[: len(targets)]
+        # log-Q correction: the expected number of times the step's candidate set holds each item (the
+        # targets follow their empirical share, the uniform draws 1/n each)
+        log_q = np.log(len(targets) * share[cand] + n_random / n_items).astype(np.float32)
+    needed, inverse = np.unique(np.concatenate([hist.items[hist.mask], cand]), return_inverse=True)
+    n_hist = int(hist.mask.sum())
+    hist_pos = np.full(hist.items.shape, len(needed))
+    hist_pos[hist.mask] = inverse[:n_hist]
+    device = catalog.id_idx.device
+    needed_t = torch.as_tensor(needed, device=device)
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, device=device)
+
+    return SequenceBatch(
+        text=catalog.text[needed_t],
+        id_idx=catalog.id_idx[needed_t],
+        cat_idx=catalog.cat_idx[needed_t],
+        hist_pos=tensor(hist_pos),
+        signals=tensor(history_signals(hist)),
+        hours=tensor(np.where(hist.mask, hist.hours - ref, 0.0).astype(np.float32)),
+        mask=tensor(hist.mask),
+        query_hours=tensor((store.hours[target_at] - ref[:, 0:1]).astype(np.float32)),
+        scored=tensor(scored),
+        cand_pos=tensor(inverse[n_hist:]),
+        labels=tensor(np.asarray(labels, dtype=np.int64)),
+        log_q=tensor(log_q),
+    )
+
+
+class NextItemLoss(nn.Module):
+    """Softmax cross-entropy of next-item prediction at every scored column of a batch (wraps the model, so
+    DistributedDataParallel can wrap the whole step)."""
+
+    def __init__(self, model: TwoTowerModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        vecs, bias = self.model.encode_items(batch.text, batch.id_idx, batch.cat_idx)
+        padded = torch.cat([vecs, torch.zeros(1, vecs.shape[1], device=vecs.device, dtype=vecs.dtype)])
+        length = batch.mask.shape[1]
+        u = self.model.users(
+            padded[batch.hist_pos],
+            batch.signals,
+            batch.hours,
+            batch.mask,
+            torch.arange(length, device=batch.mask.device),
+            batch.query_hours,
+        )[batch.scored]
+        space = ItemSpace(vecs[batch.cand_pos], bias[batch.cand_pos], 1.0)
+        logits = space.logits(F.normalize(u.float(), dim=-1) / self.model.temperature()) - batch.log_q
+        return F.cross_entropy(logits.float(), batch.labels) * batch.loss_scale
 
 
 def evaluate_retrieval(
@@ -416,8 +626,16 @@ def evaluate_retrieval(
     return {f"ndcg@{k}": ndcg, "recall@20": recall, "n_users": len(users)}
 
 
-def train_profile_model(data: RecData, settings: Settings) -> tuple[TwoTowerRetriever, pd.DataFrame]:
-    """Train the two towers on train-split histories; keep the epoch with the best valid NDCG@10."""
+def train_profile_model(
+    data: RecData, settings: Settings, rank: int = 0, world_size: int = 1
+) -> tuple[TwoTowerRetriever, pd.DataFrame]:
+    """Train the two towers on train-split histories; keep the epoch with the best valid NDCG@10.
+
+    One causal pass per window scores a next-item target at every position. With ``world_size > 1`` (under
+    ``torch.distributed``, see ``models.two_tower_ddp``) the loss is wrapped in DistributedDataParallel and each
+    rank takes every ``world_size``-th window of each batch of the same seeded order, so a step sees the same
+    global batch as in one process; the ranks stay identical and keep the same best epoch.
+    """
     cfg = settings.profile
     device = settings.resolved_device
     generator = seed_everything(settings.seed)
@@ -428,63 +646,44 @@ def train_profile_model(data: RecData, settings: Settings) -> tuple[TwoTowerRetr
     model = TwoTowerModel(len(item_vocab), len(category_vocab), data.item_text.shape[1], cfg).to(device)
     encoder = TwoTowerRetriever(model, item_vocab, category_vocab, cfg, device)
     catalog = encoder.catalog_features(data.items, data.item_text)
-    starts, targets = _next_item_examples(store)
+    windows = sequence_windows(store, cfg.max_history)
+    step: nn.Module = NextItemLoss(model)
+    if world_size > 1:
+        step = nn.parallel.DistributedDataParallel(step)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(device)
     n_items = data.n_items
+    # an exact softmax over the catalog while that is cheap; sampled (in-batch targets + uniform draws, with
+    # log-Q correction) beyond
+    sampling = None
+    if n_items > cfg.full_softmax_max_items:
+        target_counts = np.bincount(store.items[_scored_targets(windows)], minlength=n_items)
+        sampling = (target_counts / max(target_counts.sum(), 1), cfg.random_negatives, generator)
     history_rows: list[dict[str, Any]] = []
-    best_state, best_ndcg = None, -1.0
-    lengths = np.minimum(targets - starts, cfg.max_history)
-    # an exact softmax over the catalog while that is cheap; sampled (in-batch + uniform) negatives beyond
-    full_softmax = n_items <= cfg.full_softmax_max_items
+    best_state, best_ndcg, since_best = None, -math.inf, 0
     batch_rng = np.random.default_rng(settings.seed)
     progress = EpochProgress("two-tower retriever", total=cfg.epochs, log=log).__enter__()
     for epoch in range(cfg.epochs):
         model.train()
         t0 = time.perf_counter()
         losses = []
-        for rows in length_batches(lengths, cfg.batch_size, batch_rng):
-            windows = store.windows(starts[rows], targets[rows], cfg.max_history).trimmed()
-            target_items = store.items[targets[rows]]
-            if full_softmax:
-                cand_items = np.arange(n_items)
-            else:
-                random_items = torch.randint(0, n_items, (cfg.random_negatives,), generator=generator).numpy()
-                cand_items = np.concatenate([target_items, random_items])
-            # run the item tower once over the distinct items the batch needs
-            n_hist = int(windows.mask.sum())
-            needed, inverse = np.unique(
-                np.concatenate([windows.items[windows.mask], cand_items]), return_inverse=True
-            )
-            needed_t = torch.as_tensor(needed, device=device)
+        steps = 0
+        for rows in length_batches(windows.lengths, cfg.batch_size, batch_rng):
+            share = 1.0
+            if world_size > 1:
+                # one global batch per step, as in one process: rank r takes its rows r, r + w, ... (every rank
+                # sees the same batch order and skips the same too-small batches, so all ranks step together)
+                if len(rows) < world_size:
+                    continue
+                scored = windows.ends - windows.loss_from + 1
+                share = world_size * scored[rows[rank::world_size]].sum() / scored[rows].sum()
+                rows = rows[rank::world_size]
+            batch = sequence_batch(store, windows, rows, catalog, sampling)
+            # DDP averages the ranks' gradients: scaled so, the step's gradient is the global batch's mean loss's
+            batch.loss_scale = float(share)
+            steps += 1
             with autocast(device):
-                vecs, bias = model.encode_items(
-                    catalog.text[needed_t], catalog.id_idx[needed_t], catalog.cat_idx[needed_t]
-                )
-                hist_pos = np.full(windows.items.shape, len(needed))
-                hist_pos[windows.mask] = inverse[:n_hist]
-                padded = torch.cat([vecs, torch.zeros(1, vecs.shape[1], device=device, dtype=vecs.dtype)])
-                age = store.hours[targets[rows]][:, None] - windows.hours
-                u = model.users(
-                    padded[torch.as_tensor(hist_pos, device=device)],
-                    torch.as_tensor(history_signals(windows), device=device),
-                    torch.as_tensor(recency_buckets(age), device=device),
-                    torch.as_tensor(windows.mask, device=device),
-                )
-                cand_pos = torch.as_tensor(inverse[n_hist:], device=device)
-                space = ItemSpace(vecs[cand_pos], bias[cand_pos], 1.0)
-                logits = space.logits(F.normalize(u.float(), dim=-1) / model.temperature())
-                if full_softmax:
-                    labels = torch.as_tensor(target_items, device=device)
-                else:
-                    # another row's target (or a random draw) equal to this row's target is not a negative
-                    cand_t = torch.as_tensor(cand_items, device=device)
-                    same = cand_t[None, :] == torch.as_tensor(target_items, device=device)[:, None]
-                    diag = torch.zeros_like(same)
-                    diag[:, : len(rows)] = torch.eye(len(rows), dtype=torch.bool, device=device)
-                    logits = logits.masked_fill(same & ~diag, float("-inf"))
-                    labels = torch.arange(len(rows), device=device)
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = step(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -498,7 +697,8 @@ def train_profile_model(data: RecData, settings: Settings) -> tuple[TwoTowerRetr
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "valid_ndcg@10": valid["ndcg@10"],
             "valid_recall@20": valid["recall@20"],
-            "examples_per_s": len(targets) / elapsed if elapsed > 0 else float("nan"),
+            "examples_per_s": windows.n_targets / world_size / elapsed if elapsed > 0 else float("nan"),
+            "steps": steps,
         }
         history_rows.append(row)
         progress.step(
@@ -506,10 +706,23 @@ def train_profile_model(data: RecData, settings: Settings) -> tuple[TwoTowerRetr
         )
         score = valid["ndcg@10"] if not math.isnan(valid["ndcg@10"]) else -row["train_loss"]
         if best_state is None or score > best_ndcg:
-            best_ndcg = score
+            best_ndcg, since_best = score, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+            if cfg.patience is not None and since_best >= cfg.patience:
+                progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
+                break
     progress.finish()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return encoder, pd.DataFrame(history_rows)
+
+
+def _scored_targets(windows: SequenceWindows) -> np.ndarray:
+    """Store offsets of every target the windows score (each once)."""
+    lo = np.maximum(windows.loss_from, windows.starts + 1)
+    counts = windows.ends - lo + 1
+    base = np.repeat(lo, counts)
+    return base + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.history import HistoryStore, HistoryWindows, to_hours
 from models.interests import build_interest_profile, build_interest_profiles, compute_idf
@@ -15,11 +16,15 @@ from models.recdata import RecData, split_list
 from models.two_tower import (
     ColdStart,
     TwoTowerRetriever,
+    _scored_targets,
     evaluate_retrieval,
     recency_buckets,
+    sequence_batch,
+    sequence_windows,
+    train_profile_model,
     user_vectors_at,
 )
-from tests.models.conftest import TOPICS, TinyStack
+from tests.models.conftest import TOPICS, TinyStack, tiny_settings
 
 
 def _declared(data: RecData) -> dict[str, list[str]]:
@@ -176,3 +181,75 @@ def test_idf_downweights_common_words(rec_data: RecData) -> None:
     assert not {"about", "more", "news"} & set(idf)
     rare = min(idf, key=lambda t: -idf[t])
     assert idf[rare] > idf["sports"]
+
+
+def test_sequence_windows_score_every_target_once_with_context() -> None:
+    # users with 1, 2, 5 and 23 events; windows of 6 inputs: the 23-event user needs several
+    lengths = {"a": 1, "b": 2, "c": 5, "d": 23}
+    store = HistoryStore.from_sequences({u: list(range(n)) for u, n in lengths.items()}, hours=0.0)
+    windows = sequence_windows(store, 6)
+    scored = _scored_targets(windows)
+    expected = np.concatenate([np.arange(s + 1, e) for s, e in store.offsets.values()])
+    assert sorted(scored.tolist()) == expected.tolist()  # every event after a user's first, once
+    assert windows.n_targets == len(expected)
+    assert (windows.lengths <= 6).all()
+    # each scored target sees at least 6 // 2 earlier events, or all of its user's earlier events
+    for start, end, first in zip(windows.starts, windows.ends, windows.loss_from, strict=True):
+        window_start = max(start, end - 6)
+        assert first - window_start >= min(3, first - start)
+
+
+def test_one_causal_pass_equals_encoding_each_prefix(tiny_stack: TinyStack) -> None:
+    data, encoder = tiny_stack.data, tiny_stack.encoder
+    store = HistoryStore.from_frame(data.as_of(data.split_start("valid")).histories, data.item_index)
+    windows = sequence_windows(store, encoder.cfg.max_history)
+    # users whose whole history fits one window (their training pass covers every prefix)
+    rows = np.flatnonzero(windows.loss_from == windows.starts + 1)[:4]
+    catalog = encoder.catalog_features(data.items, data.item_text)
+    batch = sequence_batch(store, windows, rows, catalog, None)
+    model = encoder.model.eval()
+    with torch.no_grad():
+        vecs, _ = model.encode_items(batch.text, batch.id_idx, batch.cat_idx)
+        padded = torch.cat([vecs, torch.zeros(1, vecs.shape[1])])
+        length = batch.mask.shape[1]
+        causal = model.users(
+            padded[batch.hist_pos], batch.signals, batch.hours, batch.mask,
+            torch.arange(length), batch.query_hours,
+        )  # fmt: skip
+    space = encoder.catalog_space(data.items, data.item_text)
+    checked = 0
+    for b, r in enumerate(rows):
+        start, end = windows.starts[r], windows.ends[r]
+        for target in range(start + 1, end + 1):
+            # the prefix before ``target``, encoded on its own as at inference, read at the target's time
+            prefix = store.windows(np.array([start]), np.array([target]), encoder.cfg.max_history)
+            alone = encoder.user_vectors(prefix, store.hours[[target]], space.vecs)[0]
+            col = length - 1 - (end - target)
+            assert torch.allclose(F.normalize(causal[b, col], dim=-1), alone, atol=1e-4)
+            checked += 1
+    assert checked >= 8
+
+
+def test_sampled_softmax_with_log_q_trains_too(rec_data: RecData) -> None:
+    # full_softmax_max_items=0: every step scores the batch's targets and uniform draws, log-Q corrected
+    settings = tiny_settings(
+        profile={"epochs": 4, "hidden_dim": 32, "n_heads": 2, "batch_size": 16, "max_history": 20,
+                 "full_softmax_max_items": 0, "random_negatives": 16},
+    )  # fmt: skip
+    encoder, log = train_profile_model(rec_data, settings)
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    assert evaluate_retrieval(encoder, rec_data, "valid")["recall@20"] > 0.4
+    # the correction is log of each candidate's expected count: targets by their share, draws 1/n each
+    store = HistoryStore.from_frame(
+        rec_data.as_of(rec_data.split_start("valid")).histories, rec_data.item_index
+    )
+    windows = sequence_windows(store, 20)
+    share = np.bincount(store.items[_scored_targets(windows)], minlength=rec_data.n_items)
+    share = share / share.sum()
+    catalog = encoder.catalog_features(rec_data.items, rec_data.item_text)
+    batch = sequence_batch(
+        store, windows, np.arange(4), catalog, (share, 16, torch.Generator().manual_seed(0))
+    )
+    n_scored = int(batch.scored.sum())
+    cand = batch.id_idx[batch.cand_pos].numpy() - 1  # vocabulary slot - 1 = catalog position here
+    assert np.allclose(batch.log_q.numpy(), np.log(n_scored * share[cand] + 16 / rec_data.n_items), atol=1e-5)
