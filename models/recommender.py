@@ -73,6 +73,9 @@ class TwoTowerRecommender(BaseRecommender):
         self.cold_interest_weight = cold_interest_weight
 
     def _fit(self, view: RecData) -> None:
+        pass  # the weights are the encoder's (trained by train_profile_model); the rest is per-view state
+
+    def _observe(self, view: RecData) -> None:
         self.space = self.encoder.catalog_space(view.items, view.item_text)
         self.store = HistoryStore.from_frame(view.histories, view.item_index)
         categories = view.items["category"].fillna("").to_numpy(dtype=object)
@@ -586,9 +589,10 @@ class StackedFullStack:
     """Candidates from every source (unioned) -> :class:`StackedRanker` over point-in-time features -> MMR.
 
     ``make_sources(view)`` returns the candidate sources fitted on ``view`` (two-tower, EASE, item-kNN,
-    popularity, fresh); :meth:`fit` calls it, so refitting the stack on a later view refits every source and
-    recomputes every feature as of that view's end, while the ranker's weights stay those learned by
-    :func:`fit_stacked_ranker`.
+    popularity, fresh); :meth:`fit` calls it. The evaluation protocol (``models.evaluation``, no refit) fits the
+    stack on the train view and :meth:`observe`s the test view: every source keeps its learned weights and reads
+    the later histories and counts, every feature is recomputed as of that view's end, and the ranker's weights
+    stay those learned by :func:`fit_stacked_ranker`.
     """
 
     name = "full_stack"
@@ -604,8 +608,19 @@ class StackedFullStack:
 
     def fit(self, view: RecData) -> StackedFullStack:
         """Fit every source on ``view``; features are computed as of ``view.now``."""
-        self.view = view
         self.sources = self.make_sources(view)
+        self._read_view(view)
+        return self
+
+    def observe(self, view: RecData) -> StackedFullStack:
+        """Move to a later view without learning: every source ``observe``s it, features as of ``view.now``."""
+        for source in self.sources.values():
+            source.observe(view)
+        self._read_view(view)
+        return self
+
+    def _read_view(self, view: RecData) -> None:
+        self.view = view
         self.item_ids = view.items["item_id"].to_numpy()
         self.item_index = view.item_index
         self.text_vecs = view.item_text / np.clip(
@@ -614,7 +629,6 @@ class StackedFullStack:
         self.ranker.set_catalog(view.item_text)
         self._seen = view.seen_idx()
         self._unpublished = view.unpublished()
-        return self
 
     def examples(self, user_ids: Sequence[str], exclude_seen: bool = True) -> StackExamples:
         """Candidates and features of ``user_ids`` as of the view's end."""
@@ -690,8 +704,8 @@ def fit_stacked_ranker(
     """Time-based stacking: features as of each window's start, labels from the window; epochs and MMR on held-out users.
 
     The last window is the valid split: the ranker is trained on the earlier windows and the epoch count and MMR
-    weight are chosen on valid, then it is refitted on every window's lists (valid included) with that epoch
-    count. With a single window a share of its users is held out instead.
+    weight are chosen on valid; it is not refitted with valid's labels (no refit, as for every model). With a
+    single window a share of its users is held out instead.
     """
     cfg = settings.ranker
     seed = settings.seed if seed is None else seed
@@ -733,9 +747,4 @@ def fit_stacked_ranker(
         rows.append({"mmr_lambda": lam, "holdout_ndcg@10": metrics.mean_defined(values)})
     mmr_table = pd.DataFrame(rows)
     best = mmr_table.sort_values(["holdout_ndcg@10", "mmr_lambda"], ascending=[False, False]).iloc[0]
-    if cfg.stack_refit and len(parts) >= 2:
-        full = concat_examples(parts)
-        ranker, _ = train_stacked_ranker(
-            full, None, None, sources, data.item_text, cfg, device, seed, epochs=epochs
-        )
     return StackFit(ranker, float(best["mmr_lambda"]), epochs, log_frame, mmr_table, recall)

@@ -199,9 +199,6 @@ class RankerSettings(BaseModel):
         lt=1,
         description="stacked ranker with one window: share of its users held out to pick epochs and MMR",
     )
-    stack_refit: bool = Field(
-        False, description="stacked ranker: refit on every window (valid included) with the chosen epochs"
-    )
     mmr_lambda_grid: tuple[float, ...] = Field(
         (1.0, 0.95, 0.9, 0.8), description="MMR weights tried on valid (1 = no diversity term)"
     )
