@@ -33,7 +33,7 @@ from models.baselines import EASERecommender, ItemKNNRecommender, PopularityReco
 from models.candidates import FreshPopularity
 from models.evaluation import read_item_embeddings, read_marts
 from models.recdata import RecData
-from models.recommender import StackedFullStack, TwoTowerRecommender, fit_stacked_ranker
+from models.recommender import StackedFullStack, TwoTowerRecommender, fit_stacked_ranker, stacking_lists
 from models.retrieval import mask_seen
 from models.settings import Settings
 
@@ -176,6 +176,7 @@ def main() -> None:
 
     n_per_source = dict(zip(["ease", "itemknn", "popularity", "fresh"], args.candidates, strict=True))
     stack_runs = []
+    lists = None
     for seed in args.seeds:
         t = time.perf_counter()
         encoder = None
@@ -204,7 +205,10 @@ def main() -> None:
 
         if args.recent_days:
             n_per_source["ease_recent"] = args.candidates[0]
-        fit = fit_stacked_ranker(data, make_sources, n_per_source, settings, seed=seed)
+        if lists is None or encoder is not None:  # the lists do not depend on the seed (the two-tower does)
+            lists = stacking_lists(data, make_sources, n_per_source, settings)
+            print(f"stacking lists: {len(lists.windows)} windows in {time.perf_counter() - t:.1f}s")
+        fit = fit_stacked_ranker(data, make_sources, n_per_source, settings, seed=seed, lists=lists)
         stack = StackedFullStack(make_sources, n_per_source, fit.ranker, fit.mmr_lambda).fit(train_view)
         stack.observe(test_view)
         fit_s = time.perf_counter() - t
