@@ -695,18 +695,18 @@ class StackFit:
 
 
 def stacking_windows(
-    data: RecData, n_windows: int, stride_share: float = 1.0, min_history_days: float = 7.0
+    data: RecData, n_windows: int, stride_share: float = 1.0
 ) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """Label windows of the valid split's length (oldest first): up to ``n_windows - 1`` ending at or before the
     valid start, ``stride_share`` x valid's length apart, then valid itself.
 
     A training window never reaches into valid (valid's labels only choose epochs and MMR). Windows starting
-    less than ``min_history_days`` after the first event are dropped (their features would describe nothing).
+    less than one window length after the first event are dropped (their features would describe nothing).
     """
     start, end = data.split_start("valid"), data.split_end("valid")
     length, stride = end - start, (end - start) * stride_share
     first = data.histories["event_ts"].min() if len(data.histories) else start
-    earliest = first + pd.Timedelta(days=min_history_days)
+    earliest = first + length
     windows = []
     for i in range(max(n_windows - 1, 0)):
         w_start = start - length - i * stride
