@@ -30,7 +30,9 @@ from models.retrieval import mask_seen
 
 
 class CandidateSource(Protocol):
-    """What a source offers: scores over the whole catalog of the view it was fitted on."""
+    """What a source offers: scores over the whole catalog as of the view it last fitted or observed."""
+
+    def observe(self, view: RecData) -> object: ...
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor: ...
 
@@ -185,6 +187,10 @@ class FreshPopularity:
 
     def fit(self, view: RecData) -> FreshPopularity:
         """Count the view's engagements, each weighted by 0.5 ** (age / half-life) at ``view.now``."""
+        return self.observe(view)
+
+    def observe(self, view: RecData) -> FreshPopularity:
+        """The decayed counts as of a (later) view: nothing is learned, so observing is fitting."""
         counts = np.zeros(view.n_items, dtype=np.float64)
         h = view.histories
         if len(h):
@@ -194,10 +200,6 @@ class FreshPopularity:
             )
         self.scores = torch.as_tensor(counts, dtype=torch.float32)
         return self
-
-    def observe(self, view: RecData) -> FreshPopularity:
-        """Counts as of a later view (nothing is learned: the same as :meth:`fit`)."""
-        return self.fit(view)
 
     def for_store(self, store: object, user_ids: Sequence[str]) -> FreshPopularity:
         """The same list for every user, whatever their history."""

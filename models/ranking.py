@@ -753,7 +753,10 @@ ITEM_FEATURES = [
     "log_days_since_published",
 ]  # fmt: skip
 USER_FEATURES = ["log_history_length", "log_days_since_last_event", "log_engaged_7d_user"]
-CROSS_FEATURES = ["text_cos_recent", "text_cos_history", "text_max_cos_last5", "category_share"]
+CROSS_FEATURES = [
+    "text_cos_recent", "text_cos_history", "text_max_cos_last5", "category_share", "log_group_share_28d",
+]  # fmt: skip
+GROUP_COLUMN = "user_group"  # the user attribute whose members' recent engagements form log_group_share_28d
 STACK_HISTORY = 50  # history items the ranker's attention reads
 
 
@@ -829,6 +832,43 @@ def point_in_time_item_features(view: RecData) -> np.ndarray:
     ).astype(np.float32)  # fmt: skip
 
 
+@dataclass
+class GroupShare:
+    """Log share of each item among the last days' engagements of each user group (the last row: everyone's)."""
+
+    table: np.ndarray  # (groups + 1, items)
+    lookup: dict[object, int]  # group value -> row
+
+    def rows(self, view: RecData, users: Sequence[str]) -> np.ndarray:
+        """Each user's row of :attr:`table` (the last one for users without the attribute)."""
+        has = GROUP_COLUMN in view.users.columns
+        groups = view.users.set_index("user_id")[GROUP_COLUMN] if has else pd.Series(dtype=object)
+        user_groups = pd.Series(list(users), dtype=object).map(groups)
+        fallback = len(self.table) - 1
+        return np.asarray([self.lookup.get(g, fallback) for g in user_groups], dtype=np.int64)
+
+
+def group_share(view: RecData, days: float = 28.0) -> GroupShare:
+    """The :class:`GroupShare` of ``view`` as of its end.
+
+    The groups are the users' ``GROUP_COLUMN`` attribute (the age band on MovieLens). Cold-start users have no
+    history, but their group's taste is known.
+    """
+    h = view.histories
+    recent = h[(view.now - h["event_ts"]) < pd.Timedelta(days=days)]
+    idx = view.item_idx(recent["item_id"])
+    has = GROUP_COLUMN in view.users.columns
+    groups = view.users.set_index("user_id")[GROUP_COLUMN] if has else pd.Series(dtype=object)
+    codes, uniques = pd.factorize(recent["user_id"].map(groups))  # -1 where the group is unknown
+    n_groups = len(uniques)
+    counts = np.zeros((n_groups + 1, view.n_items))
+    ok = (codes >= 0) & (idx >= 0)
+    np.add.at(counts, (codes[ok], idx[ok]), 1.0)
+    np.add.at(counts[n_groups], idx[idx >= 0], 1.0)
+    table = np.log((counts + 0.1) / (counts.sum(1, keepdims=True) + 1.0)).astype(np.float32)
+    return GroupShare(table, {g: k for k, g in enumerate(uniques)})
+
+
 def _list_zscore(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(U, C, F) values standardized over each row's real candidates (0 on padding)."""
     m = mask[..., None].astype(np.float32)
@@ -840,12 +880,13 @@ def _list_zscore(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def build_stack_examples(
     view: RecData, cands: CandidateSet, labels: Mapping[str, set[int]] | None = None,
-    item_features: np.ndarray | None = None,
+    item_features: np.ndarray | None = None, shares: GroupShare | None = None,
 ) -> StackExamples:  # fmt: skip
     """Features of ``cands`` as of ``view.now`` (and labels from ``labels``, the next window's relevant items).
 
-    User features read only the listed users' rows of ``view``; ``item_features`` (``point_in_time_item_features``
-    of the whole view) lets a caller pass a view of just those users' rows (serving).
+    User features read only the listed users' rows of ``view``; ``item_features`` (``point_in_time_item_features``)
+    and ``shares`` (``group_share``) of the whole view let a caller pass a view of just those users' rows
+    (serving).
     """
     users = cands.user_ids
     n_users, width = cands.items.shape
@@ -886,6 +927,8 @@ def build_stack_examples(
     rows = np.repeat(np.arange(n_users), STACK_HISTORY)[hist_mask.ravel()]
     np.add.at(cat_counts, (rows, codes[hist[hist_mask]]), 1.0)
     cat_share = np.take_along_axis(cat_counts, codes[cand], axis=1) / np.maximum(hist_len, 1)[:, None]
+    shares = group_share(view, 28.0) if shares is None else shares
+    group_shares = shares.table[shares.rows(view, users)[:, None], cand]
     per_source = np.stack(
         [cands.scores, np.log(cands.ranks.clip(min=1).astype(np.float32)), cands.proposed.astype(np.float32)],
         axis=-1,
@@ -895,7 +938,7 @@ def build_stack_examples(
             per_source,
             item_feats[cand],
             np.broadcast_to(user_feats[:, None, :], (n_users, width, user_feats.shape[1])),
-            np.stack([cos_recent, cos_all, last5, cat_share], axis=-1),
+            np.stack([cos_recent, cos_all, last5, cat_share, group_shares], axis=-1),
         ],
         axis=-1,
     ).astype(np.float32)
@@ -1129,3 +1172,93 @@ def concat_examples(parts: Sequence[StackExamples]) -> StackExamples:
         np.concatenate([p.history for p in parts]),
         np.concatenate([pad(p.labels, 0.0) for p in parts]),
     )
+
+
+class GBDTStackedRanker:
+    """LightGBM lambdarank over the same stacking lists (a comparison point to :class:`StackedRanker`).
+
+    Reads :attr:`StackExamples.dense` only (no attention over the history: the text similarities are among the
+    dense features). Selected by ``ranker.stack_model = "lightgbm"``; ``lightgbm`` is imported only then.
+    """
+
+    def __init__(self, booster: Any, sources: list[str], cfg: RankerSettings, iterations: int) -> None:
+        self.booster = booster
+        self.sources = sources
+        self.cfg = cfg
+        self.iterations = iterations
+
+    @property
+    def feature_names(self) -> list[str]:
+        return stack_feature_names(self.sources)
+
+    def set_catalog(self, item_text: np.ndarray) -> None:
+        """Nothing to index: the trees read the dense features only."""
+
+    def score(self, examples: StackExamples, batch_size: int = 0) -> np.ndarray:
+        """(users, width) relevance scores, -inf on padding."""
+        out = np.full(examples.items.shape, -np.inf, dtype=np.float32)
+        if examples.mask.any():
+            out[examples.mask] = self.booster.predict(
+                examples.dense[examples.mask], num_iteration=self.iterations
+            )
+        return out
+
+    def save(self, path: Path) -> None:
+        """Write the booster (text model file) and the schema into ``path``."""
+        path.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(path / "ranker_gbdt.txt"), num_iteration=self.iterations)
+        (path / "ranker_config.json").write_text(
+            json.dumps(
+                {
+                    "model": "lightgbm",
+                    "settings": self.cfg.model_dump(),
+                    "sources": self.sources,
+                    "features": self.feature_names,
+                    "iterations": self.iterations,
+                }
+            )
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> GBDTStackedRanker:
+        """Load what :meth:`save` wrote."""
+        import lightgbm
+
+        config = json.loads((path / "ranker_config.json").read_text())
+        booster = lightgbm.Booster(model_file=str(path / "ranker_gbdt.txt"))
+        return cls(booster, config["sources"], RankerSettings(**config["settings"]), config["iterations"])
+
+
+def train_gbdt_ranker(
+    train: StackExamples,
+    valid: StackExamples,
+    valid_relevant: Mapping[str, set[int]],
+    sources: list[str],
+    cfg: RankerSettings,
+    seed: int,
+) -> tuple[GBDTStackedRanker, pd.DataFrame]:
+    """Fit LightGBM lambdarank on the training lists; the iteration count of best valid NDCG@10 is kept."""
+    import lightgbm
+
+    keep = train.labels.sum(1) > 0  # lists without a positive carry no ranking signal
+    x, y = train.dense[keep][train.mask[keep]], train.labels[keep][train.mask[keep]]
+    params = {
+        "objective": "lambdarank", "learning_rate": cfg.stack_gbdt_learning_rate,
+        "num_leaves": cfg.stack_gbdt_leaves, "min_data_in_leaf": cfg.stack_gbdt_min_leaf,
+        "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambdarank_truncation_level": 20,
+        "verbose": -1, "seed": seed, "num_threads": 1,
+    }  # fmt: skip
+    data = lightgbm.Dataset(x, y, group=train.mask[keep].sum(1))
+    t0 = time.perf_counter()
+    booster = lightgbm.train(params, data, num_boost_round=cfg.stack_gbdt_rounds)
+    rows = []
+    step = 10
+    with EpochProgress("gbdt ranker", total=cfg.stack_gbdt_rounds // step, log=log) as progress:
+        for it in range(step, cfg.stack_gbdt_rounds + 1, step):
+            ranker = GBDTStackedRanker(booster, sources, cfg, it)
+            score = stacked_ndcg(ranker, valid, valid_relevant)  # type: ignore[arg-type]
+            rows.append({"epoch": it, "valid_ndcg@10": score, "seconds": time.perf_counter() - t0})
+            progress.step(valid_ndcg10=score)
+    frame = pd.DataFrame(rows)
+    best = int(frame.loc[frame["valid_ndcg@10"].idxmax(), "epoch"])
+    return GBDTStackedRanker(booster, sources, cfg, best), frame

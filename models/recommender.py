@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +39,7 @@ from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
 from models.monitoring.rerank import catalog_shares, rerank_list
 from models.ranking import (
     TWO_TOWER_FEATURE,
+    GBDTStackedRanker,
     PairContext,
     PairInputs,
     Ranker,
@@ -45,15 +48,19 @@ from models.ranking import (
     build_pair_inputs,
     build_stack_examples,
     concat_examples,
+    group_share,
     mmr_rerank,
     pair_inputs_from_arrays,
     point_in_time_item_features,
+    train_gbdt_ranker,
     train_stacked_ranker,
 )  # fmt: skip
 from models.recdata import MART_COLUMNS, RecData, exclusion_lists, split_list
 from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
 from models.settings import ProfileSettings, RetrievalSettings, Settings
 from models.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
+
+log = logging.getLogger(__name__)
 
 
 def _with_default(values: np.ndarray, default: float) -> np.ndarray:
@@ -94,6 +101,9 @@ class TwoTowerRecommender(BaseRecommender):
         self.cold_interest_weight = cold_interest_weight
 
     def _fit(self, view: RecData) -> None:
+        pass  # the weights are the encoder's (trained by train_profile_model); the rest is per-view state
+
+    def _observe(self, view: RecData) -> None:
         self.space = self.encoder.catalog_space(view.items, view.item_text)
         self.store = HistoryStore.from_frame(view.histories, view.item_index)
         categories = view.items["category"].fillna("").to_numpy(dtype=object)
@@ -747,8 +757,8 @@ class StackedFullStack:
     name = "full_stack"
 
     def __init__(
-        self, make_sources: SourceFactory, n_per_source: Mapping[str, int], ranker: StackedRanker,
-        mmr_lambda: float = 1.0, encoder: TwoTowerRetriever | None = None,
+        self, make_sources: SourceFactory, n_per_source: Mapping[str, int],
+        ranker: StackedRanker | GBDTStackedRanker, mmr_lambda: float = 1.0, encoder: TwoTowerRetriever | None = None,
     ) -> None:  # fmt: skip
         self.make_sources = make_sources
         self.n_per_source = dict(n_per_source)
@@ -788,6 +798,7 @@ class StackedFullStack:
         self._seen = view.seen_idx()
         self._unpublished = view.unpublished()
         self._item_features = point_in_time_item_features(view)
+        self._shares = group_share(view)
         self._history_rows = view.histories.groupby("user_id", sort=False).indices
         self._interaction_rows = view.interactions.groupby("user_id", sort=False).indices
 
@@ -796,7 +807,7 @@ class StackedFullStack:
         """Candidates and features of ``user_ids`` as of the view's end."""
         excl = exclusion_lists(self._seen if exclude_seen else {}, self._unpublished, list(user_ids))
         cands = generate_candidates(self.sources, self.n_per_source, list(user_ids), excl)
-        return build_stack_examples(self.view, cands, item_features=self._item_features)
+        return build_stack_examples(self.view, cands, item_features=self._item_features, shares=self._shares)
 
     def ranked_positions(
         self, user_ids: Sequence[str], k: int, mmr_lambda: float | None = None, exclude_seen: bool = True,
@@ -908,7 +919,7 @@ class StackedFullStack:
         )
         cands = generate_candidates(sources, self.n_per_source, user_ids, exclusions)
         ex = build_stack_examples(
-            self._request_view(user_ids, store), cands, item_features=self._item_features
+            self._request_view(user_ids, store), cands, item_features=self._item_features, shares=self._shares
         )
         scores = self.ranker.score(ex)
         # "fresh" here is recency-weighted popularity (popular lately), not "just published"
@@ -986,7 +997,12 @@ class StackedFullStack:
         spec = dict(config["sources"])
         encoder = TwoTowerRetriever.load(path / "profile", device) if spec.pop("two_tower") else None
         sources = StackSources(**spec, encoder=encoder)
-        ranker = StackedRanker.load(path / "ranker", view.item_text, device)
+        ranker_kind = json.loads((path / "ranker" / "ranker_config.json").read_text()).get("model")
+        ranker = (
+            GBDTStackedRanker.load(path / "ranker")
+            if ranker_kind == "lightgbm"
+            else StackedRanker.load(path / "ranker", view.item_text, device)
+        )
         return cls(sources, config["n_per_source"], ranker, config["mmr_lambda"], encoder).fit(view)
 
 
@@ -1001,7 +1017,7 @@ def load_full_stack(path: Path, device: str = "cpu") -> FullStackModel | Stacked
 class StackFit:
     """What :func:`fit_stacked_ranker` learned and how it chose it."""
 
-    ranker: StackedRanker
+    ranker: StackedRanker | GBDTStackedRanker
     mmr_lambda: float
     epochs: int
     log: pd.DataFrame
@@ -1009,52 +1025,94 @@ class StackFit:
     candidate_recall: float
 
 
-def stacking_windows(data: RecData, n_windows: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
-    """Label windows of the valid split's length, the last one being valid itself (oldest first)."""
+def stacking_windows(
+    data: RecData, n_windows: int, stride_share: float = 1.0
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Label windows of the valid split's length (oldest first): up to ``n_windows - 1`` ending at or before the
+    valid start, ``stride_share`` x valid's length apart, then valid itself.
+
+    A training window never reaches into valid (valid's labels only choose epochs and MMR). Windows starting
+    less than one window length after the first event are dropped (their features would describe nothing).
+    """
     start, end = data.split_start("valid"), data.split_end("valid")
-    length = end - start
-    windows = [(start - i * length, end - i * length) for i in range(n_windows)]
+    length, stride = end - start, (end - start) * stride_share
     first = data.histories["event_ts"].min() if len(data.histories) else start
-    return [w for w in reversed(windows) if w[0] > first]
+    earliest = first + length
+    windows = []
+    for i in range(max(n_windows - 1, 0)):
+        w_start = start - length - i * stride
+        if w_start <= earliest:
+            break
+        windows.append((w_start, w_start + length))
+    return [*reversed(windows), (start, end)]
+
+
+@dataclass
+class StackingLists:
+    """The candidate lists of every stacking window, built once and shared by every seed's ranker fit."""
+
+    train: list[StackExamples]  # one per training window, oldest first
+    valid: StackExamples  # the valid window's lists (features as of the valid start)
+    valid_labels: dict[str, set[int]]
+    candidate_recall: float  # share of valid's relevant items among the candidates (the ranker's ceiling)
+    windows: list[tuple[pd.Timestamp, pd.Timestamp]]
+
+
+def stacking_lists(
+    data: RecData, make_sources: SourceFactory, n_per_source: Mapping[str, int], settings: Settings
+) -> StackingLists:
+    """Per window: sources fitted on the view as of its start, candidates and features as of it, its labels."""
+    cfg = settings.ranker
+    windows = stacking_windows(data, cfg.stack_windows, cfg.stack_window_stride)
+    parts: list[StackExamples] = []
+    labels: dict[str, set[int]] = {}
+    recall = float("nan")
+    t0 = time.perf_counter()
+    for n, (start, end) in enumerate(windows, 1):
+        view = data.as_of(start)
+        labels = window_relevant(data, start, end)
+        users = sorted(labels)
+        cands = generate_candidates(make_sources(view), n_per_source, users, view.exclusions(users))
+        parts.append(build_stack_examples(view, cands, labels))
+        recall = cands.recall(labels)
+        log.info(
+            "stacking window %d/%d from %s: %d lists, candidate recall %.3f (%.0fs)",
+            n, len(windows), start, len(users), recall, time.perf_counter() - t0,
+        )  # fmt: skip
+    return StackingLists(parts[:-1], parts[-1], labels, recall, windows)
 
 
 def fit_stacked_ranker(
     data: RecData, make_sources: SourceFactory, n_per_source: Mapping[str, int], settings: Settings,
-    seed: int | None = None,
+    seed: int | None = None, lists: StackingLists | None = None,
 ) -> StackFit:  # fmt: skip
-    """Time-based stacking: features as of each window's start, labels from the window; epochs and MMR on held-out users.
+    """Time-based stacking: features as of each window's start, labels from the window; epochs and MMR on valid.
 
-    The last window is the valid split: the ranker is trained on the earlier windows and the epoch count and MMR
-    weight are chosen on valid, then it is refitted on every window's lists (valid included) with that epoch
-    count. With a single window a share of its users is held out instead.
+    The ranker is trained on the windows before valid (:func:`stacking_windows`) and its epoch count and MMR
+    weight are chosen on the valid window; it is not refitted with valid's labels (no refit, as for every model).
+    With no window before valid, a share of valid's users is held out instead. ``lists`` (from
+    :func:`stacking_lists`) reuses the candidate lists across seeds: they do not depend on the seed.
     """
     cfg = settings.ranker
     seed = settings.seed if seed is None else seed
     device = settings.resolved_device
-    parts: list[StackExamples] = []
-    for start, end in stacking_windows(data, cfg.stack_windows):
-        view = data.as_of(start)
-        labels = window_relevant(data, start, end)
-        users = sorted(labels)
-        stack = StackedFullStack(make_sources, n_per_source, None, 1.0)  # type: ignore[arg-type]
-        stack.view, stack.sources = view, make_sources(view)
-        stack._seen, stack._unpublished = view.seen_idx(), view.unpublished()
-        cands = generate_candidates(stack.sources, n_per_source, users, view.exclusions(users))
-        parts.append(build_stack_examples(view, cands, labels))
-        last_cands, last_labels = cands, labels
-    recall = last_cands.recall(last_labels)
-    last = parts[-1]
-    if len(parts) >= 2:
-        # choose on the last window (valid) after training on the earlier ones only: users of one window share
-        # its future, so a split by user inside a window would reward memorizing that window's hot items
-        train, holdout = concat_examples(parts[:-1]), last
+    lists = lists or stacking_lists(data, make_sources, n_per_source, settings)
+    last_labels = lists.valid_labels
+    if lists.train:
+        # choose on valid after training on the earlier windows only: users of one window share its future, so
+        # a split by user inside a window would reward memorizing that window's hot items
+        train, holdout = concat_examples(lists.train), lists.valid
     else:
+        last = lists.valid
         held = np.random.default_rng(seed).random(len(last)) < cfg.stack_holdout_share
         train, holdout = last.take(np.flatnonzero(~held)), last.take(np.flatnonzero(held))
     sources = list(n_per_source)
-    ranker, log_frame = train_stacked_ranker(
-        train, holdout, last_labels, sources, data.item_text, cfg, device, seed
-    )
+    if cfg.stack_model == "lightgbm":
+        ranker, log_frame = train_gbdt_ranker(train, holdout, last_labels, sources, cfg, seed)
+    else:
+        ranker, log_frame = train_stacked_ranker(
+            train, holdout, last_labels, sources, data.item_text, cfg, device, seed
+        )
     epochs = int(log_frame.loc[log_frame["valid_ndcg@10"].idxmax(), "epoch"])
     text_vecs = data.item_text / np.clip(np.linalg.norm(data.item_text, axis=1, keepdims=True), 1e-12, None)
     scores = ranker.score(holdout)
@@ -1068,9 +1126,4 @@ def fit_stacked_ranker(
         rows.append({"mmr_lambda": lam, "holdout_ndcg@10": metrics.mean_defined(values)})
     mmr_table = pd.DataFrame(rows)
     best = mmr_table.sort_values(["holdout_ndcg@10", "mmr_lambda"], ascending=[False, False]).iloc[0]
-    if cfg.stack_refit and len(parts) >= 2:
-        full = concat_examples(parts)
-        ranker, _ = train_stacked_ranker(
-            full, None, None, sources, data.item_text, cfg, device, seed, epochs=epochs
-        )
-    return StackFit(ranker, float(best["mmr_lambda"]), epochs, log_frame, mmr_table, recall)
+    return StackFit(ranker, float(best["mmr_lambda"]), epochs, log_frame, mmr_table, lists.candidate_recall)

@@ -220,16 +220,31 @@ class RankerSettings(BaseModel):
     stack_epochs: int = Field(12, ge=1, description="stacked ranker: most epochs (the best on valid is kept)")
     stack_learning_rate: float = Field(5e-4, gt=0, description="stacked ranker: AdamW learning rate")
     stack_windows: int = Field(
-        4, ge=1, description="stacked ranker: label windows of valid's length, the last ending at valid's end"
+        4,
+        ge=1,
+        description="stacked ranker: label windows of valid's length, the last being valid (the others end at or "
+        "before valid's start and train the ranker; windows too close to the first event are dropped)",
     )
+    stack_window_stride: float = Field(
+        1.0,
+        gt=0,
+        description="stacked ranker: distance between consecutive training windows' starts as a share of valid's "
+        "length (below 1 the windows overlap: more lists from the same history)",
+    )
+    stack_model: Literal["torch", "lightgbm"] = Field(
+        "torch",
+        description="stacked ranker: the listwise torch ranker (GPU path, AMP on CUDA) or LightGBM lambdarank over "
+        "the same lists (a comparison point; needs the lightgbm package)",
+    )
+    stack_gbdt_rounds: int = Field(300, ge=10, description="lightgbm stack ranker: most boosting rounds")
+    stack_gbdt_learning_rate: float = Field(0.05, gt=0, description="lightgbm stack ranker: shrinkage")
+    stack_gbdt_leaves: int = Field(15, ge=2, description="lightgbm stack ranker: leaves per tree")
+    stack_gbdt_min_leaf: int = Field(50, ge=1, description="lightgbm stack ranker: least rows per leaf")
     stack_holdout_share: float = Field(
         0.2,
         gt=0,
         lt=1,
         description="stacked ranker with one window: share of its users held out to pick epochs and MMR",
-    )
-    stack_refit: bool = Field(
-        False, description="stacked ranker: refit on every window (valid included) with the chosen epochs"
     )
     mmr_lambda_grid: tuple[float, ...] = Field(
         (1.0, 0.95, 0.9, 0.8), description="MMR weights tried on valid (1 = no diversity term)"

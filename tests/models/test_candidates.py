@@ -10,7 +10,7 @@ from models import metrics
 from models.baselines import ItemKNNRecommender, PopularityRecommender
 from models.candidates import FreshPopularity, generate_candidates
 from models.recdata import RecData
-from models.recommender import StackedFullStack, fit_stacked_ranker
+from models.recommender import StackedFullStack, fit_stacked_ranker, stacking_windows
 from models.retrieval import mask_seen
 from tests.models.conftest import tiny_settings
 
@@ -47,8 +47,9 @@ def test_candidates_are_the_deduplicated_union_of_every_sources_top_n(rec_data: 
 
 
 @pytest.mark.xfail(
-    reason="not met yet: on this tiny world the stacked ranker beats item-kNN on the valid window it is tuned on "
-    "but only ties or trails it on the held-out test window (issue 10, ranking work)",
+    reason="not met reliably yet: on this tiny world (one 2-day training window before valid) the stacked ranker "
+    "beats item-kNN on the held-out test window for some seeds (0.341, 0.346) and trails it for others (0.292 vs "
+    "0.315); issue 10, ranking work",
     strict=False,
 )
 def test_stacked_ranker_beats_its_best_candidate_source_on_the_held_out_window(rec_data: RecData) -> None:
@@ -62,14 +63,17 @@ def test_stacked_ranker_beats_its_best_candidate_source_on_the_held_out_window(r
         }
     )
     fit = fit_stacked_ranker(rec_data, _sources, N_PER_SOURCE, settings, seed=0)
+    # the evaluation protocol (no refit): everything learned on the train view, observed at the test cutoff
+    train_view = rec_data.as_of(rec_data.split_start("valid"))
     view = rec_data.as_of(rec_data.split_start("test"))
     relevant = rec_data.relevant("test")
     users = sorted(relevant)
-    stack = StackedFullStack(_sources, N_PER_SOURCE, fit.ranker, fit.mmr_lambda).fit(view)
+    stack = StackedFullStack(_sources, N_PER_SOURCE, fit.ranker, fit.mmr_lambda).fit(train_view).observe(view)
     ranked = stack.ranked_positions(users, 10)
     stacked = np.mean([metrics.ndcg_at_k(ranked[u].tolist(), relevant[u], 10) for u in users])
     per_source = {}
-    for name, source in _sources(view).items():
+    for name, source in _sources(train_view).items():
+        source.observe(view)
         scores = mask_seen(source.score_all(users).float().clone(), view.exclusions(users))
         top = torch.topk(scores, 10, dim=1).indices.numpy()
         per_source[name] = np.mean(
@@ -77,3 +81,16 @@ def test_stacked_ranker_beats_its_best_candidate_source_on_the_held_out_window(r
         )
     best = max(per_source.values())
     assert stacked > best, (stacked, per_source)
+
+
+def test_stacking_windows_end_before_valid_and_step_by_the_stride(rec_data: RecData) -> None:
+    start, end = rec_data.split_start("valid"), rec_data.split_end("valid")
+    length = end - start
+    windows = stacking_windows(rec_data, 10, stride_share=0.25)
+    assert windows[-1] == (start, end)  # valid last: it only chooses epochs and MMR
+    train = windows[:-1]
+    assert len(train) >= 2
+    assert all(e - s == length and e <= start for s, e in train)  # never into valid
+    assert all(b[0] - a[0] == 0.25 * length for a, b in zip(train, train[1:], strict=False))
+    first = rec_data.histories["event_ts"].min()
+    assert all(s > first + length for s, _ in train)  # every window has one window of history before it
