@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -125,6 +127,7 @@ def run_size(
     temp_directory: str = "",
     dbt_memory_limit: str = "",
     home_root: Path | None = None,
+    on_stage: Callable[[dict], None] | None = None,
 ) -> dict[str, float]:
     """Run the data layer for one size in fresh processes and a fresh DuckDB file; return its figures.
 
@@ -158,12 +161,28 @@ def run_size(
             "BENCH_REUSE": "1" if home_root is not None else "",
         }
         start = time.perf_counter()
+        report = on_stage or (lambda _: None)
         figures = run_stage(SIMULATE, env, n_users, "simulate")
+        report({**figures, "unfinished": "ingest, dbt"})
         figures.update(run_stage(INGEST, env, n_users, "ingest"))
-        figures.update(run_dbt(env, figures.pop("dbt_env"), figures.pop("dbt_vars"), n_users))
+        dbt_env, dbt_vars = figures.pop("dbt_env"), figures.pop("dbt_vars")
+        report({**figures, "unfinished": "dbt"})
+        figures.update(run_dbt(env, dbt_env, dbt_vars, n_users))
         figures["db_mb"] = Path(env["RECGEN_DUCKDB_PATH"]).stat().st_size / 2**20
         figures["total_s"] = time.perf_counter() - start
         return figures
+
+
+def write_json(path: Path | None, rows: list[dict]) -> None:
+    """Write the rows to ``path`` (nothing without one)."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=2))
+
+
+def _write_partial(path: Path | None, rows: list[dict], size: dict, partial: dict) -> None:
+    """Write the finished rows and this size's figures so far."""
+    write_json(path, [*rows, {**size, **partial}])
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -213,6 +232,8 @@ def main() -> None:
             args.temp_directory,
             args.dbt_memory_limit,
             args.home,
+            # each stage's figures are written as they come, so a run stopped in dbt keeps its ingest figures
+            functools.partial(_write_partial, args.json, list(rows), {"users": n_users, "items": n_items}),
         )
         tqdm.write(
             f"{n_users:>9} {n_items:>7} {f['events']:>11} {_num(f['simulate_s']):>10} {f['ingest_s']:>9.1f} "
@@ -222,9 +243,7 @@ def main() -> None:
         )
         sys.stdout.flush()  # tqdm.write does not flush: rows show as they come under make bench
         rows.append({"users": n_users, "items": n_items, "days": args.days, **f})
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":
