@@ -20,6 +20,7 @@ earlier step of the same batch is a duplicate "within batch".
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ from models.data.schema import (
     USERS,
     TableSchema,
 )
+from models.progress import EpochProgress
+
+log = logging.getLogger(__name__)
 
 # Load order matters: events are checked against the users and items already accepted.
 LOAD_ORDER = ("users", "items", "events")
@@ -289,6 +293,7 @@ def ingest_table(
     record = "to_json(struct_pack(" + ", ".join(f"{c} := {c}" for c in table.column_names) + "))"
     rows_in = rows_bad = rows_dup = 0
     reasons: dict[str, int] = {}
+    progress = EpochProgress(f"ingest raw.{table.name}", total=len(steps), log=log, unit="step")
     for i, step in enumerate(steps):
         source_sql = _source(con, table, step)
         con.execute(
@@ -339,6 +344,8 @@ def ingest_table(
                 reasons[reason] = reasons.get(reason, 0) + int(count)
         for temp in ("_checked", "_repeat", "_known", "_in_batch"):
             con.execute(f"drop table {temp}")
+        if len(steps) > 1:
+            progress.step(rows_in=rows_in, quarantined=rows_bad, duplicates=rows_dup)
     con.execute("drop table _batch_keys")
     rows_clean = rows_in - rows_bad - rows_dup
     con.execute(

@@ -276,3 +276,15 @@ def test_parts_are_grouped_into_steps_of_whole_parts(tmp_path):
     assert [len(step) for step in _steps(parts, 1)] == [
         1
     ] * 7  # a part larger than a step is a step of its own
+
+
+def test_stepwise_ingest_logs_one_progress_line_per_step(tmp_path, caplog):
+    files = write_dataset_parquet(_snapshot_with_defects(), tmp_path / "parts", rows_per_part=2)
+    with (
+        duckdb.connect(str(tmp_path / "w.duckdb")) as connection,
+        caplog.at_level("INFO", "models.data.ingest"),
+    ):
+        ingest_snapshot(connection, files, source="test", now=NOW, rows_per_step=4)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest raw.events step")]
+    assert [line.split(":")[0] for line in lines] == [f"ingest raw.events step {i}/4" for i in (1, 2, 3, 4)]
+    assert "rows_in=13 quarantined=2 duplicates=2" in lines[-1]
