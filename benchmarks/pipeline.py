@@ -60,7 +60,8 @@ else:
 # Ingest in its own process, so its peak RSS is its own (not the simulator's): the snapshot's parts are
 # validated and committed one at a time (models.data.ingest).
 INGEST = r"""
-import json, os, resource, time
+import json, logging, os, resource, time
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # its step lines go to stderr
 from pathlib import Path
 from models.settings import get_settings
 from models.data.ingest import ingest_snapshot
@@ -88,11 +89,12 @@ print("RESULT " + json.dumps({
 def run_stage(code: str, env: dict[str, str], n_users: int, name: str) -> dict:
     """Run one stage's code in a fresh Python process; its RESULT line as a dict (with the load averages)."""
     load_before = os.getloadavg()[0]
+    # stderr (the ingest's progress lines, tracebacks) goes straight through; stdout holds the RESULT line
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False
     )
     if out.returncode != 0:
-        raise SystemExit(f"size {n_users} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+        raise SystemExit(f"size {n_users} failed (see its stderr above):\n{out.stdout[-2000:]}")
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
     return {**json.loads(line.removeprefix("RESULT ")), f"load_{name}": [load_before, os.getloadavg()[0]]}
 
