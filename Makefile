@@ -15,7 +15,7 @@ export BENTOML_DO_NOT_TRACK := true
 export RECGEN_TORCH_THREADS ?= 1
 export RECGEN_DUCKDB_PATH ?= $(CURDIR)/data/recgen.duckdb
 
-.PHONY: data-ml100k help setup run test test-fast lint format dbt-parse materialize bento dev serve bench clean browser screenshots
+.PHONY: data-ml100k help setup run test test-fast lint format dbt-parse materialize bento dev serve bench clean browser java screenshots
 
 help:
 	@echo "make run    - set up, materialize every asset on the embedded dataset, build the bento, print outputs"
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,spark]'
 	touch $(STAMP)
 
 setup: $(STAMP) dbt-parse
@@ -81,7 +81,12 @@ data-ml100k: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: report rendering tests will fail"
 
-test: setup browser
+# Java 17 runs Spark for the dbt marts' Spark target test (tests/dbt/test_spark_target.py; Debian package,
+# needs root, as on CI).
+java:
+	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } || echo "java not installed: the Spark target test will fail"
+
+test: setup browser java
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: setup

@@ -6,24 +6,31 @@ DuckDB file, so the growth of cost with size is visible. Usage:
     .venv/bin/python benchmarks/pipeline.py                 # 10k, 100k, 1M users
     .venv/bin/python benchmarks/pipeline.py --users 10000 100000
     .venv/bin/python benchmarks/pipeline.py --users 100000 --memory-limit 4GB   # DuckDB memory_limit
-    nice -n 15 .venv/bin/python benchmarks/pipeline.py --users 1000000 --memory-limit 4GB \
-        --json reports/benchmarks/pipeline_1m.json
+    nice -n 10 .venv/bin/python benchmarks/pipeline.py --users 1000000 --memory-limit 4GB \
+        --home data/bench/pipeline --json benchmarks/results/pipeline_1m.json
 
 ``--memory-limit`` sets ``RECGEN_DUCKDB_MEMORY_LIMIT`` (settings.duckdb_memory_limit) for the ingest connection
 and for dbt's profile (``--dbt-memory-limit`` gives dbt another one); DuckDB spills past it to ``<db>.tmp`` (or
 ``--temp-directory``). Simulation, ingest and dbt each run in their own process (started from this small one),
-so "sim RSS", "ingest RSS" and "dbt RSS" are each stage's own peak resident memory. ``--json`` writes the rows.
+so "sim RSS", "ingest RSS" and "dbt RSS" are each stage's own peak resident memory. ``--json`` writes the rows,
+with the 1-minute load average before and after each stage (the machine may be shared). ``--home`` keeps each
+size's snapshot in ``HOME/<users>`` and reuses it on the next run (its simulate figures then read "reused");
+the DuckDB file is always new.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,21 +38,30 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 
 SIMULATE = r"""
-import json, resource, time
+import json, os, resource, time
+from pathlib import Path
 from models.settings import get_settings
 from models.data.sources import write_raw_snapshot
 
 s = get_settings()
 s.ensure_dirs()
-t0 = time.perf_counter(); write_raw_snapshot(s); t1 = time.perf_counter()
-print("RESULT " + json.dumps({
-    "simulate_s": t1 - t0, "peak_rss_mb_simulate": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+manifest = Path(s.raw_dir) / "manifest.json"
+wanted = json.loads(json.dumps(s.simulator.model_dump(), default=str))
+if os.environ.get("BENCH_REUSE") and manifest.exists() and json.loads(manifest.read_text())["simulator"] == wanted:
+    # --home: this size's snapshot is already there (same simulator settings); its time is not measured again
+    print("RESULT " + json.dumps({"simulate_s": None, "peak_rss_mb_simulate": None, "snapshot_reused": True}))
+else:
+    t0 = time.perf_counter(); write_raw_snapshot(s); t1 = time.perf_counter()
+    print("RESULT " + json.dumps({
+        "simulate_s": t1 - t0, "peak_rss_mb_simulate": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "snapshot_reused": False}))
 """
 
 # Ingest in its own process, so its peak RSS is its own (not the simulator's): the snapshot's parts are
 # validated and committed one at a time (models.data.ingest).
 INGEST = r"""
-import json, os, resource, time
+import json, logging, os, resource, time
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # its step lines go to stderr
 from pathlib import Path
 from models.settings import get_settings
 from models.data.ingest import ingest_snapshot
@@ -70,15 +86,17 @@ print("RESULT " + json.dumps({
 """
 
 
-def run_stage(code: str, env: dict[str, str], n_users: int) -> dict:
-    """Run one stage's code in a fresh Python process; its RESULT line as a dict."""
+def run_stage(code: str, env: dict[str, str], n_users: int, name: str) -> dict:
+    """Run one stage's code in a fresh Python process; its RESULT line as a dict (with the load averages)."""
+    load_before = os.getloadavg()[0]
+    # stderr (the ingest's progress lines, tracebacks) goes straight through; stdout holds the RESULT line
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False
     )
     if out.returncode != 0:
-        raise SystemExit(f"size {n_users} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+        raise SystemExit(f"size {n_users} failed (see its stderr above):\n{out.stdout[-2000:]}")
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+    return {**json.loads(line.removeprefix("RESULT ")), f"load_{name}": [load_before, os.getloadavg()[0]]}
 
 
 def run_dbt(env: dict[str, str], dbt_env: dict[str, str], dbt_vars: dict[str, int], n_users: int) -> dict:
@@ -89,13 +107,18 @@ def run_dbt(env: dict[str, str], dbt_env: dict[str, str], dbt_vars: dict[str, in
     """
     dbt = Path(sys.prefix) / "bin" / "dbt"
     args = ["build", "--quiet", "--vars", json.dumps(dbt_vars), "--profiles-dir", ".", "--project-dir", "."]
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     process = subprocess.Popen([str(dbt), *args], cwd=ROOT / "dbt_project", env={**env, **dbt_env})
     _, status, usage = os.wait4(process.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"size {n_users}: dbt build failed (exit {code})")
-    return {"dbt_s": time.perf_counter() - start, "peak_rss_mb_dbt": usage.ru_maxrss / 1024}
+    return {
+        "dbt_s": time.perf_counter() - start,
+        "peak_rss_mb_dbt": usage.ru_maxrss / 1024,
+        "load_dbt": [load_before, os.getloadavg()[0]],
+    }
 
 
 def run_size(
@@ -105,9 +128,25 @@ def run_size(
     memory_limit: str = "",
     temp_directory: str = "",
     dbt_memory_limit: str = "",
+    home_root: Path | None = None,
+    on_stage: Callable[[dict], None] | None = None,
 ) -> dict[str, float]:
-    """Run the data layer for one size in a fresh process and home; return its figures."""
-    with tempfile.TemporaryDirectory(prefix="recgen-bench-") as home:
+    """Run the data layer for one size in fresh processes and a fresh DuckDB file; return its figures.
+
+    With ``home_root`` the size's home is ``home_root/<users>`` and is kept: its snapshot is reused when it was
+    simulated with the same settings, and its DuckDB file is deleted first (ingest and dbt always start empty).
+    """
+    with contextlib.ExitStack() as stack:
+        if home_root is None:
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="recgen-bench-"))
+        else:
+            home = str((home_root / str(n_users)).resolve())
+            Path(home).mkdir(parents=True, exist_ok=True)
+            for leftover in Path(home).glob("recgen.duckdb*"):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
         env = {
             **os.environ,
             "RECGEN_DUCKDB_MEMORY_LIMIT": memory_limit,
@@ -121,14 +160,36 @@ def run_size(
             "DBT_TARGET_PATH": f"{home}/dbt_target",
             "DBT_LOG_PATH": f"{home}/dbt_logs",
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "BENCH_REUSE": "1" if home_root is not None else "",
         }
         start = time.perf_counter()
-        figures = run_stage(SIMULATE, env, n_users)
-        figures.update(run_stage(INGEST, env, n_users))
-        figures.update(run_dbt(env, figures.pop("dbt_env"), figures.pop("dbt_vars"), n_users))
+        report = on_stage or (lambda _: None)
+        figures = run_stage(SIMULATE, env, n_users, "simulate")
+        report({**figures, "unfinished": "ingest, dbt"})
+        figures.update(run_stage(INGEST, env, n_users, "ingest"))
+        dbt_env, dbt_vars = figures.pop("dbt_env"), figures.pop("dbt_vars")
+        report({**figures, "unfinished": "dbt"})
+        figures.update(run_dbt(env, dbt_env, dbt_vars, n_users))
         figures["db_mb"] = Path(env["RECGEN_DUCKDB_PATH"]).stat().st_size / 2**20
         figures["total_s"] = time.perf_counter() - start
         return figures
+
+
+def write_json(path: Path | None, rows: list[dict]) -> None:
+    """Write the rows to ``path`` (nothing without one)."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=2))
+
+
+def _write_partial(path: Path | None, rows: list[dict], size: dict, partial: dict) -> None:
+    """Write the finished rows and this size's figures so far."""
+    write_json(path, [*rows, {**size, **partial}])
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    """A figure for the table; 'reused' where the snapshot was not simulated in this run."""
+    return "reused" if value is None else f"{value:.{digits}f}"
 
 
 def main() -> None:
@@ -143,6 +204,12 @@ def main() -> None:
     parser.add_argument("--temp-directory", default="", help="where DuckDB spills (default: <db>.tmp)")
     parser.add_argument(
         "--dbt-memory-limit", default="", help="another memory_limit for dbt only (default: --memory-limit)"
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="keep each size's home in HOME/<users> and reuse its snapshot (default: a temporary folder)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write every size's figures here")
     args = parser.parse_args()
@@ -160,19 +227,25 @@ def main() -> None:
     for n_users in tqdm(args.users, desc="sizes", unit="size"):
         n_items = max(500, n_users // 10)
         f = run_size(
-            n_users, n_items, args.days, args.memory_limit, args.temp_directory, args.dbt_memory_limit
+            n_users,
+            n_items,
+            args.days,
+            args.memory_limit,
+            args.temp_directory,
+            args.dbt_memory_limit,
+            args.home,
+            # each stage's figures are written as they come, so a run stopped in dbt keeps its ingest figures
+            functools.partial(_write_partial, args.json, list(rows), {"users": n_users, "items": n_items}),
         )
         tqdm.write(
-            f"{n_users:>9} {n_items:>7} {f['events']:>11} {f['simulate_s']:>10.1f} {f['ingest_s']:>9.1f} "
-            f"{f['dbt_s']:>8.1f} {f['total_s']:>8.1f} {f['peak_rss_mb_simulate']:>10.0f} "
+            f"{n_users:>9} {n_items:>7} {f['events']:>11} {_num(f['simulate_s']):>10} {f['ingest_s']:>9.1f} "
+            f"{f['dbt_s']:>8.1f} {f['total_s']:>8.1f} {_num(f['peak_rss_mb_simulate'], 0):>10} "
             f"{f['peak_rss_mb_ingest']:>13.0f} "
             f"{f['peak_rss_mb_dbt']:>10.0f} {f['db_mb']:>7.0f}"
         )
         sys.stdout.flush()  # tqdm.write does not flush: rows show as they come under make bench
         rows.append({"users": n_users, "items": n_items, "days": args.days, **f})
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

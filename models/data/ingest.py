@@ -10,16 +10,17 @@ Nothing is lost: ``rows_in == rows_clean + rows_quarantined + rows_duplicate`` f
 ledger ``raw.ingest_batches`` records the four counts.
 
 The checks run as SQL inside DuckDB, so a 50M-event Parquet snapshot is validated without loading it into
-Python, and a snapshot is validated and committed one Parquet part at a time, so the validation's memory is that
-of one part (a loader's ``sources.ROWS_PER_PART`` rows, or the simulator's 20k-user chunk) rather than of the
-snapshot. The result is the same
-as validating the whole snapshot at once: rows are numbered across parts, the first copy of a key wins, and a
-key met in an earlier part of the same batch is a duplicate "within batch".
+Python. A snapshot is validated and committed in steps of whole Parquet parts of at most ``ROWS_PER_STEP`` rows,
+so the validation's memory is that of one step rather than of the snapshot, and each step's key checks are hash
+joins built on the step's rows (the stored table is scanned, never hashed). The result is the same as validating
+the whole snapshot at once: rows are numbered across parts, the first copy of a key wins, and a key met in an
+earlier step of the same batch is a duplicate "within batch".
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from models.data.schema import (
     BATCHES_DDL,
@@ -39,12 +41,18 @@ from models.data.schema import (
     USERS,
     TableSchema,
 )
+from models.progress import EpochProgress
+
+log = logging.getLogger(__name__)
 
 # Load order matters: events are checked against the users and items already accepted.
 LOAD_ORDER = ("users", "items", "events")
 RATING_RANGE = (1.0, 5.0)
 # Tables whose key identifies one occurrence (a retried write carries the same key): repeats are skipped.
 IDEMPOTENT_TABLES = frozenset({"events"})
+# Parquet parts are validated and committed in steps of about this many rows (whole parts): few enough steps
+# that the scans of the stored table stay cheap, small enough that a step fits DuckDB's memory limit.
+ROWS_PER_STEP = 4_000_000
 
 
 @dataclass
@@ -90,6 +98,17 @@ def _sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _blank(ref: str) -> str:
+    """SQL: ``ref`` is null, empty or only what ``trim`` removes (as ``trim(ref) = ''``, a few times faster).
+
+    ``trim`` never removes an ASCII letter or digit, so it only runs on values that start with another character.
+    """
+    alnum = (
+        f"ascii({ref}) between 48 and 57 or ascii({ref}) between 65 and 90 or ascii({ref}) between 97 and 122"
+    )
+    return f"({ref} is null or {ref} = '' or (not ({alnum}) and trim({ref}) = ''))"
+
+
 def _rules(table: TableSchema, now: datetime) -> list[tuple[str, str, str]]:
     """(field, SQL condition that marks the row bad, SQL expression of the reason) in priority order.
 
@@ -99,13 +118,12 @@ def _rules(table: TableSchema, now: datetime) -> list[tuple[str, str, str]]:
     for col in table.columns:
         name = col.name
         if not col.nullable:
-            rules.append((name, f"b.{name} is null or trim(b.{name}) = ''", _sql_literal(f"missing {name}")))
+            rules.append((name, _blank(f"b.{name}"), _sql_literal(f"missing {name}")))
         if col.duckdb_type != "VARCHAR":
             rules.append(
                 (
                     name,
-                    f"b.{name} is not null and trim(b.{name}) <> '' "
-                    f"and try_cast(b.{name} as {col.duckdb_type}) is null",
+                    f"not {_blank(f'b.{name}')} and try_cast(b.{name} as {col.duckdb_type}) is null",
                     f"'{name}: cannot parse ''' || b.{name} || ''' as {col.duckdb_type}'",
                 )
             )
@@ -156,84 +174,88 @@ def _rules(table: TableSchema, now: datetime) -> list[tuple[str, str, str]]:
     return rules
 
 
-def _validate_sql(table: TableSchema, staged: str, now: datetime, batch_keys: str) -> str:
-    """SQL giving every staged row its source_row, failing field and reason (null when clean) and ``_dup``.
+def _ruled_sql(table: TableSchema, source: str, first_row: int, now: datetime) -> str:
+    """SQL giving every incoming row its ``source_row`` (from ``first_row``), its columns as text and ``_rule``.
 
-    ``_dup`` marks a repeat of a key of an idempotent table (skipped, not quarantined); ``batch_keys`` is the
-    temp table of the keys this batch committed in its earlier parts.
+    ``_rule`` is the 1-based index in :func:`_rules` of the first rule the row breaks (null when clean), so
+    the conditions are evaluated once per row; the field and reason are looked up from it afterwards.
     """
     rules = _rules(table, now)
-    key = ", ".join(table.key)
+    cols = ", ".join(f"cast({c} as VARCHAR) as {c}" for c in table.column_names)
+    rule_case = " ".join(f"when {cond} then {i}" for i, (_, cond, _) in enumerate(rules, start=1))
+    return f"""
+        select b.*, case {rule_case} end as _rule
+        from (select row_number() over () + {int(first_row) - 1} as source_row, {cols} from {source}) b
+    """
+
+
+def _checked_sql(table: TableSchema, now: datetime) -> str:
+    """SQL over ``_ruled`` and the key tables ``_repeat``/``_known``/``_in_batch``: each row's field, reason, ``_dup``.
+
+    A clean row whose key has a clean copy with a lower source_row in this step (``_repeat``), was committed by
+    an earlier step of the batch (``_in_batch``) or is already in the table (``_known``) is a repeat: skipped
+    (``_dup``) for an idempotent table, quarantined otherwise. Duplicates are judged among the rows that pass
+    every other rule, so a bad first copy does not make a good second copy a duplicate.
+    """
+    rules = _rules(table, now)
     key_label = ",".join(table.key)
-    field_case = " ".join(f"when {cond} then {_sql_literal(f)}" for f, cond, _ in rules)
-    reason_case = " ".join(f"when {cond} then {reason}" for _, cond, reason in rules)
-    in_table = " and ".join(f"t.{k} = r.{k}" for k in table.key)
-    in_batch = " and ".join(f"k.{k} = r.{k}" for k in table.key)
-    idempotent = table.name in IDEMPOTENT_TABLES
-    within = "(_copy > 1 or _in_batch)"
-    # Duplicates are judged among the rows that pass every other rule, so a bad first copy does not make a
-    # good second copy a duplicate; the lowest source_row wins, and a key already in the table loses.
-    if idempotent:
+    using = ", ".join(table.key)
+    fields = "[" + ", ".join(_sql_literal(f) for f, _, _ in rules) + "]"
+    reason_case = " ".join(f"when {i} then {reason}" for i, (_, _, reason) in enumerate(rules, start=1))
+    within = "(b._rule is null and (d.first_row is not null and b.source_row > d.first_row or ib._hit))"
+    known = "(b._rule is null and kn._hit)"
+    if table.name in IDEMPOTENT_TABLES:
         dup_field = dup_reason = "null"
-        dup = "(_reason is null and (_copy > 1 or _in_batch or _known))"
+        dup = f"coalesce({within} or {known}, false)"
     else:
-        dup_field = f"case when {within} or _known then {_sql_literal(key_label)} end"
+        dup_field = f"case when {within} or {known} then {_sql_literal(key_label)} end"
         dup_reason = (
             f"case when {within} then {_sql_literal(f'duplicate {key_label} within batch')} "
-            f"when _known then {_sql_literal(f'duplicate {key_label} already ingested')} end"
+            f"when {known} then {_sql_literal(f'duplicate {key_label} already ingested')} end"
         )
         dup = "false"
     return f"""
-        with ruled as (
-            select b.*, case {field_case} end as _field, case {reason_case} end as _reason
-            from {staged} b
-        ),
-        ranked as (
-            select r.*,
-                case when r._reason is null
-                     then row_number() over (partition by r._reason is null, {key} order by r.source_row)
-                end as _copy,
-                r._reason is null and exists (select 1 from {batch_keys} k where {in_batch}) as _in_batch,
-                r._reason is null and exists (select 1 from raw.{table.name} t where {in_table}) as _known
-            from ruled r
-        )
-        select * exclude (_field, _reason, _copy, _in_batch, _known),
-            case when _reason is not null then _field else {dup_field} end as _field,
-            case when _reason is not null then _reason else {dup_reason} end as _reason,
+        select b.* exclude (_rule),
+            case when b._rule is not null then {fields}[b._rule] else {dup_field} end as _field,
+            case when b._rule is not null then (case b._rule {reason_case} end) else {dup_reason} end
+                as _reason,
             {dup} as _dup
-        from ranked
+        from _ruled b
+        left join _repeat d using ({using})
+        left join _known kn using ({using})
+        left join _in_batch ib using ({using})
     """
 
 
-def _stage(
-    con: duckdb.DuckDBPyConnection,
-    table: TableSchema,
-    frame_or_files: pd.DataFrame | list[Path],
-    first_row: int = 1,
-) -> str:
-    """Register the incoming rows as an all-VARCHAR temp table with ``source_row`` counted from ``first_row``."""
-    staged = f"_staged_{table.name}"
-    cols = ", ".join(f"cast({c} as VARCHAR) as {c}" for c in table.column_names)
-    if isinstance(frame_or_files, pd.DataFrame):
-        frame = frame_or_files.copy()
-        missing = [c for c in table.column_names if c not in frame.columns]
-        for c in missing:
-            frame[c] = None
+def _source(con: duckdb.DuckDBPyConnection, table: TableSchema, part: pd.DataFrame | list[Path]) -> str:
+    """A relation over one step's incoming rows: the DataFrame as text (registered), or its Parquet files."""
+    if isinstance(part, pd.DataFrame):
+        frame = part.copy()
+        for c in table.column_names:
+            if c not in frame.columns:
+                frame[c] = None
         # Object columns may mix types (a loader keeps unparseable values as they were): make all text.
         text = frame[table.column_names].astype(object).where(frame[table.column_names].notna(), None)
         text = text.map(lambda v: None if v is None else str(v))
         con.register("_incoming", text)
-        source = "_incoming"
-    else:
-        files = ", ".join(_sql_literal(str(p)) for p in frame_or_files)
-        source = f"read_parquet([{files}], union_by_name = true)"
-    con.execute(
-        f"create or replace temp table {staged} as "
-        f"select row_number() over () + {int(first_row) - 1} as source_row, {cols} from {source}"
-    )
-    if isinstance(frame_or_files, pd.DataFrame):
-        con.unregister("_incoming")
-    return staged
+        return "_incoming"
+    files = ", ".join(_sql_literal(str(p)) for p in part)
+    return f"read_parquet([{files}], union_by_name = true)"
+
+
+def _steps(files: list[Path], rows_per_step: int) -> list[list[Path]]:
+    """Consecutive Parquet parts grouped into steps of at most ``rows_per_step`` rows (at least one part each)."""
+    steps: list[list[Path]] = []
+    rows = 0
+    for path in files:
+        n = pq.ParquetFile(path).metadata.num_rows
+        if steps and rows + n <= rows_per_step:
+            steps[-1].append(path)
+            rows += n
+        else:
+            steps.append([path])
+            rows = n
+    return steps
 
 
 def ingest_table(
@@ -244,38 +266,60 @@ def ingest_table(
     batch_id: str,
     source: str,
     now: datetime | None = None,
+    rows_per_step: int = ROWS_PER_STEP,
 ) -> TableReport:
     """Validate ``rows`` for ``raw.<table_name>``; insert the clean ones, quarantine the rest.
 
-    Parquet parts are validated and committed one at a time (rows numbered across them); a DataFrame is one
-    part. A repeated key of an idempotent table (``event_id``) is skipped and counted in ``rows_duplicate``.
+    Parquet parts are validated and committed in steps of at most ``rows_per_step`` rows (whole parts; rows
+    numbered across them), so memory is that of one step; a DataFrame is one step. A repeated key of an
+    idempotent table (``event_id``) is skipped and counted in ``rows_duplicate``.
     """
     table = RAW_TABLES[table_name]
     now = now or datetime.now(UTC)
     create_raw_schema(con)
-    parts: list[pd.DataFrame | list[Path]] = (
-        [rows] if isinstance(rows, pd.DataFrame) else [[path] for path in rows]
+    steps: list[pd.DataFrame | list[Path]] = (
+        [rows] if isinstance(rows, pd.DataFrame) else list(_steps(list(rows), rows_per_step))
     )
     key_cols = ", ".join(table.key)
-    batch_keys = f"_batch_keys_{table.name}"
+    r_keys = ", ".join(f"r.{k}" for k in table.key)
+    on_table = " and ".join(f"t.{k} = r.{k}" for k in table.key)
+    # Keys this batch committed in earlier steps (users, items): later steps see them as "within batch", so
+    # the result equals a whole-batch check. An idempotent table needs no list: a repeat is skipped whether
+    # it is in the table or the batch, and the table holds the earlier steps' rows.
     con.execute(
-        f"create or replace temp table {batch_keys} as select {key_cols} from raw.{table.name} limit 0"
+        f"create or replace temp table _batch_keys as select {key_cols} from raw.{table.name} limit 0"
     )
     casts = ", ".join(f"cast({c.name} as {c.duckdb_type})" for c in table.columns)
     record = "to_json(struct_pack(" + ", ".join(f"{c} := {c}" for c in table.column_names) + "))"
     rows_in = rows_bad = rows_dup = 0
     reasons: dict[str, int] = {}
-    for i, part in enumerate(parts):
-        staged = _stage(con, table, part, first_row=rows_in + 1)
+    progress = EpochProgress(f"ingest raw.{table.name}", total=len(steps), log=log, unit="step")
+    for i, step in enumerate(steps):
+        source_sql = _source(con, table, step)
         con.execute(
-            f"create or replace temp table _checked as {_validate_sql(table, staged, now, batch_keys)}"
+            f"create or replace temp table _ruled as {_ruled_sql(table, source_sql, rows_in + 1, now)}"
         )
-        con.execute(f"drop table {staged}")
-        if i + 1 < len(parts) and table.name not in IDEMPOTENT_TABLES:
-            # Later parts must see this part's keys as "within batch" (the result equals a whole-batch check);
-            # an idempotent table needs no list: a repeat is skipped whether it is in the table or the batch.
+        if isinstance(step, pd.DataFrame):
+            con.unregister("_incoming")
+        # The three key lists are small (repeats are rare) and each is one hash join built on this step's
+        # rows: the table is only scanned, never hashed, so a step costs the same at 1M or 50M stored rows.
+        con.execute(
+            f"create or replace temp table _repeat as select {key_cols}, min(source_row) as first_row "
+            f"from _ruled where _rule is null group by {key_cols} having count(*) > 1"
+        )
+        con.execute(
+            f"create or replace temp table _known as select distinct {r_keys}, true as _hit "
+            f"from _ruled r join raw.{table.name} t on {on_table} where r._rule is null"
+        )
+        con.execute(
+            f"create or replace temp table _in_batch as select distinct {r_keys}, true as _hit "
+            f"from _ruled r join _batch_keys t on {on_table} where r._rule is null"
+        )
+        con.execute(f"create or replace temp table _checked as {_checked_sql(table, now)}")
+        con.execute("drop table _ruled")
+        if i + 1 < len(steps) and table.name not in IDEMPOTENT_TABLES:
             con.execute(
-                f"insert into {batch_keys} select {key_cols} from _checked where _reason is null and not _dup"
+                f"insert into _batch_keys select {key_cols} from _checked where _reason is null and not _dup"
             )
         con.execute(
             f"insert into raw.{table.name} ({', '.join(table.column_names)}) "
@@ -291,14 +335,18 @@ def ingest_table(
             "from _checked"
         ).fetchone()
         rows_in, rows_bad, rows_dup = rows_in + part_in, rows_bad + part_bad, rows_dup + part_dup
-        for reason, count in con.execute(
-            # Group by the kind of problem, without the offending value: 'rating: outside 1..5'.
-            "select trim(regexp_replace(_reason, '(: )?(''.*''|-?[0-9][0-9.]*)$', '')), count(*) from _checked "
-            "where _reason is not null group by 1"
-        ).fetchall():
-            reasons[reason] = reasons.get(reason, 0) + int(count)
-        con.execute("drop table _checked")
-    con.execute(f"drop table {batch_keys}")
+        if part_bad:
+            for reason, count in con.execute(
+                # Group by the kind of problem, without the offending value: 'rating: outside 1..5'.
+                "select trim(regexp_replace(_reason, '(: )?(''.*''|-?[0-9][0-9.]*)$', '')), count(*) "
+                "from _checked where _reason is not null group by 1"
+            ).fetchall():
+                reasons[reason] = reasons.get(reason, 0) + int(count)
+        for temp in ("_checked", "_repeat", "_known", "_in_batch"):
+            con.execute(f"drop table {temp}")
+        if len(steps) > 1:
+            progress.step(rows_in=rows_in, quarantined=rows_bad, duplicates=rows_dup)
+    con.execute("drop table _batch_keys")
     rows_clean = rows_in - rows_bad - rows_dup
     con.execute(
         "insert into raw.ingest_batches (batch_id, source, table_name, rows_in, rows_clean, rows_quarantined, "
@@ -331,8 +379,12 @@ def ingest_snapshot(
     source: str,
     replace: bool = True,
     now: datetime | None = None,
+    rows_per_step: int = ROWS_PER_STEP,
 ) -> IngestReport:
-    """Load a raw snapshot (Parquet parts per table), replacing the raw tables when ``replace``."""
+    """Load a raw snapshot (Parquet parts per table), replacing the raw tables when ``replace``.
+
+    The parts are validated and committed in steps of at most ``rows_per_step`` rows (see :func:`ingest_table`).
+    """
     create_raw_schema(con)
     batch_id = _new_batch_id()
     if replace:
@@ -341,7 +393,15 @@ def ingest_snapshot(
         for name in reversed(LOAD_ORDER):
             con.execute(f"delete from raw.{name}")
     reports = {
-        name: ingest_table(con, name, list(files[name]), batch_id=batch_id, source=source, now=now)
+        name: ingest_table(
+            con,
+            name,
+            list(files[name]),
+            batch_id=batch_id,
+            source=source,
+            now=now,
+            rows_per_step=rows_per_step,
+        )
         for name in LOAD_ORDER
         if files.get(name)
     }

@@ -26,6 +26,10 @@ class TableSchema:
     name: str
     key: tuple[str, ...]
     columns: tuple[Column, ...]
+    # Whether DuckDB enforces ``key`` with a PRIMARY KEY. Ingest's validation keeps keys unique either way
+    # (and dbt's source tests check it); the index of a 50M-row key costs gigabytes of memory and most of
+    # the insert time, so the event stream goes without one.
+    primary_key: bool = True
 
     @property
     def column_names(self) -> list[str]:
@@ -33,9 +37,8 @@ class TableSchema:
 
     def create_sql(self, schema: str = "raw") -> str:
         cols = ", ".join(f"{c.name} {c.duckdb_type}{'' if c.nullable else ' NOT NULL'}" for c in self.columns)
-        return (
-            f"CREATE TABLE IF NOT EXISTS {schema}.{self.name} ({cols}, PRIMARY KEY ({', '.join(self.key)}))"
-        )
+        key = f", PRIMARY KEY ({', '.join(self.key)})" if self.primary_key else ""
+        return f"CREATE TABLE IF NOT EXISTS {schema}.{self.name} ({cols}{key})"
 
 
 USERS = TableSchema(
@@ -69,6 +72,7 @@ ITEMS = TableSchema(
 EVENTS = TableSchema(
     name="events",
     key=("event_id",),
+    primary_key=False,
     columns=(
         Column("event_id", "VARCHAR"),
         Column("request_id", "VARCHAR"),  # one feed request / slate; clicks share their impression's

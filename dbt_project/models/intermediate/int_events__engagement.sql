@@ -95,9 +95,9 @@ engagement as (
 )
 
 select
-    cast(request_id as varchar) as request_id,
-    cast(user_id as varchar) as user_id,
-    cast(item_id as varchar) as item_id,
+    cast(request_id as {{ dbt.type_string() }}) as request_id,
+    cast(user_id as {{ dbt.type_string() }}) as user_id,
+    cast(item_id as {{ dbt.type_string() }}) as item_id,
     cast(first_click_ts as timestamp) as first_click_ts,
     cast(dwell_seconds as double) as dwell_seconds,
     cast(rating as double) as rating

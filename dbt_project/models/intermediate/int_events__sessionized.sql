@@ -51,13 +51,13 @@ numbered as (
 )
 
 select
-    cast(event_id as varchar) as event_id,
-    cast(request_id as varchar) as request_id,
-    cast(user_id as varchar) as user_id,
-    cast(item_id as varchar) as item_id,
-    cast(event_type as varchar) as event_type,
+    cast(event_id as {{ dbt.type_string() }}) as event_id,
+    cast(request_id as {{ dbt.type_string() }}) as request_id,
+    cast(user_id as {{ dbt.type_string() }}) as user_id,
+    cast(item_id as {{ dbt.type_string() }}) as item_id,
+    cast(event_type as {{ dbt.type_string() }}) as event_type,
     cast(event_ts as timestamp) as event_ts,
-    cast(user_id || '#' || cast(session_number as varchar) as varchar) as session_id,
+    cast(user_id || '#' || cast(session_number as {{ dbt.type_string() }}) as {{ dbt.type_string() }}) as session_id,
     cast(session_number as bigint) as session_number,
     cast(is_session_start as integer) as is_session_start
 

@@ -143,9 +143,9 @@ split_assigned as (
 )
 
 select
-    cast(request_id as varchar) as request_id,
-    cast(user_id as varchar) as user_id,
-    cast(item_id as varchar) as item_id,
+    cast(request_id as {{ dbt.type_string() }}) as request_id,
+    cast(user_id as {{ dbt.type_string() }}) as user_id,
+    cast(item_id as {{ dbt.type_string() }}) as item_id,
     cast(event_ts as timestamp) as event_ts,
     cast(event_date as date) as event_date,
     cast(position as integer) as position,
@@ -153,8 +153,8 @@ select
     cast(clicked_at as timestamp) as clicked_at,
     cast(dwell_seconds as double) as dwell_seconds,
     cast(rating as double) as rating,
-    cast(session_id as varchar) as session_id,
-    cast(split as varchar) as split
+    cast(session_id as {{ dbt.type_string() }}) as session_id,
+    cast(split as {{ dbt.type_string() }}) as split
 
 from split_assigned
 where split is not null

@@ -59,7 +59,7 @@ daily as (
 )
 
 select
-    cast(item_id as varchar) as item_id,
+    cast(item_id as {{ dbt.type_string() }}) as item_id,
     cast(event_date as date) as event_date,
     cast(impressions as bigint) as impressions,
     cast(clicks as bigint) as clicks,

@@ -111,7 +111,7 @@ windows as (
 )
 
 select
-    cast(split as varchar) as split,
+    cast(split as {{ dbt.type_string() }}) as split,
     cast(split_order as integer) as split_order,
     cast(starts_at as timestamp) as starts_at,
     cast(ends_at as timestamp) as ends_at

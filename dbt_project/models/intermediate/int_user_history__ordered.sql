@@ -29,11 +29,11 @@ ordered as (
 )
 
 select
-    cast(user_id as varchar) as user_id,
-    cast(item_id as varchar) as item_id,
-    cast(request_id as varchar) as request_id,
+    cast(user_id as {{ dbt.type_string() }}) as user_id,
+    cast(item_id as {{ dbt.type_string() }}) as item_id,
+    cast(request_id as {{ dbt.type_string() }}) as request_id,
     cast(event_ts as timestamp) as event_ts,
-    cast(split as varchar) as split,
+    cast(split as {{ dbt.type_string() }}) as split,
     cast(seq as bigint) as seq,
     cast(clicked as integer) as clicked,
     cast(dwell_seconds as double) as dwell_seconds,

@@ -55,15 +55,15 @@ final as (
 )
 
 select
-    cast(item_id as varchar) as item_id,
-    cast(title as varchar) as title,
-    cast(body as varchar) as body,
-    cast(category as varchar) as category,
-    cast(tags as varchar) as tags,
-    cast(creator_id as varchar) as creator_id,
-    cast(creator_group as varchar) as creator_group,
+    cast(item_id as {{ dbt.type_string() }}) as item_id,
+    cast(title as {{ dbt.type_string() }}) as title,
+    cast(body as {{ dbt.type_string() }}) as body,
+    cast(category as {{ dbt.type_string() }}) as category,
+    cast(tags as {{ dbt.type_string() }}) as tags,
+    cast(creator_id as {{ dbt.type_string() }}) as creator_id,
+    cast(creator_group as {{ dbt.type_string() }}) as creator_group,
     cast(published_at as timestamp) as published_at,
-    cast(content_hash as varchar) as content_hash,
+    cast(content_hash as {{ dbt.type_string() }}) as content_hash,
     cast(n_impressions as bigint) as n_impressions,
     cast(n_clicks as bigint) as n_clicks,
     cast(ctr as double) as ctr,

@@ -162,15 +162,15 @@ final as (
 )
 
 select
-    cast(request_id as varchar) as request_id,
-    cast(user_id as varchar) as user_id,
-    cast(item_id as varchar) as item_id,
+    cast(request_id as {{ dbt.type_string() }}) as request_id,
+    cast(user_id as {{ dbt.type_string() }}) as user_id,
+    cast(item_id as {{ dbt.type_string() }}) as item_id,
     cast(event_ts as timestamp) as event_ts,
     cast(event_date as date) as event_date,
     cast(position as integer) as position,
     cast(label as integer) as label,
     cast(dwell_seconds as double) as dwell_seconds,
-    cast(split as varchar) as split,
+    cast(split as {{ dbt.type_string() }}) as split,
     cast(user_prior_impressions as bigint) as user_prior_impressions,
     cast(user_prior_clicks as bigint) as user_prior_clicks,
     cast(user_prior_ctr as double) as user_prior_ctr,

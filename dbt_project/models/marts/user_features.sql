@@ -96,11 +96,11 @@ final as (
 )
 
 select
-    cast(user_id as varchar) as user_id,
-    cast(user_group as varchar) as user_group,
-    cast(region as varchar) as region,
-    cast(preferred_style as varchar) as preferred_style,
-    cast(declared_interests as varchar) as declared_interests,
+    cast(user_id as {{ dbt.type_string() }}) as user_id,
+    cast(user_group as {{ dbt.type_string() }}) as user_group,
+    cast(region as {{ dbt.type_string() }}) as region,
+    cast(preferred_style as {{ dbt.type_string() }}) as preferred_style,
+    cast(declared_interests as {{ dbt.type_string() }}) as declared_interests,
     cast(n_impressions as bigint) as n_impressions,
     cast(n_clicks as bigint) as n_clicks,
     cast(ctr as double) as ctr,
@@ -108,6 +108,6 @@ select
     cast(n_ratings as bigint) as n_ratings,
     cast(avg_rating as double) as avg_rating,
     cast(last_event_ts as timestamp) as last_event_ts,
-    cast(top_category as varchar) as top_category
+    cast(top_category as {{ dbt.type_string() }}) as top_category
 
 from final

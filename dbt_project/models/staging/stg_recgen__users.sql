@@ -9,11 +9,11 @@ source as (
 renamed as (
 
     select
-        cast(user_id as varchar) as user_id,
-        cast(user_group as varchar) as user_group,
-        cast(region as varchar) as region,
-        cast(preferred_style as varchar) as preferred_style,
-        cast(declared_interests as varchar) as declared_interests,
+        cast(user_id as {{ dbt.type_string() }}) as user_id,
+        cast(user_group as {{ dbt.type_string() }}) as user_group,
+        cast(region as {{ dbt.type_string() }}) as region,
+        cast(preferred_style as {{ dbt.type_string() }}) as preferred_style,
+        cast(declared_interests as {{ dbt.type_string() }}) as declared_interests,
         cast(signup_at as timestamp) as signup_at
 
     from source

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from models.data.ingest import ingest_inbox, ingest_snapshot, ingest_table
+from models.data.ingest import ROWS_PER_STEP, _steps, ingest_inbox, ingest_snapshot, ingest_table
 from models.data.simulator import RawDataset
 from models.data.sources import write_dataset_parquet
 
@@ -243,11 +244,19 @@ def test_part_wise_ingest_gives_the_same_tables_as_one_whole_part(tmp_path):
     parts = write_dataset_parquet(dataset, tmp_path / "parts", rows_per_part=2)
     assert len(whole["events"]) == 1 and len(parts["events"]) == 7 and len(parts["users"]) == 2
     results = {}
-    for name, files in {"whole": whole, "parts": parts}.items():
+    # one part per step, three rows' worth of whole parts per step, and every part in one step
+    runs = {
+        "whole": (whole, ROWS_PER_STEP),
+        "parts": (parts, 1),
+        "steps": (parts, 3),
+        "one": (parts, ROWS_PER_STEP),
+    }
+    for name, (files, rows_per_step) in runs.items():
         with duckdb.connect(str(tmp_path / f"{name}.duckdb")) as connection:
-            report = ingest_snapshot(connection, files, source="test", now=NOW)
+            report = ingest_snapshot(connection, files, source="test", now=NOW, rows_per_step=rows_per_step)
             results[name] = (_tables(connection), {t: vars(r) for t, r in report.tables.items()})
     assert results["parts"] == results["whole"]
+    assert results["steps"] == results["whole"] and results["one"] == results["whole"]
     tables, reports = results["parts"]
     # what both must hold: first copies win; repeats within the batch are quarantined (users, items) or
     # skipped (events), across part boundaries alike
@@ -258,3 +267,24 @@ def test_part_wise_ingest_gives_the_same_tables_as_one_whole_part(tmp_path):
     }
     assert reports["events"]["rows_duplicate"] == 2 and reports["events"]["rows_quarantined"] == 2
     assert len(tables["events"]) == 9
+
+
+def test_parts_are_grouped_into_steps_of_whole_parts(tmp_path):
+    parts = write_dataset_parquet(_snapshot_with_defects(), tmp_path, rows_per_part=2)["events"]
+    sizes = [[pq.ParquetFile(p).metadata.num_rows for p in step] for step in _steps(parts, 5)]
+    assert sizes == [[2, 2], [2, 2], [2, 2, 1]]  # 13 events in parts of 2: at most 5 rows a step
+    assert [len(step) for step in _steps(parts, 1)] == [
+        1
+    ] * 7  # a part larger than a step is a step of its own
+
+
+def test_stepwise_ingest_logs_one_progress_line_per_step(tmp_path, caplog):
+    files = write_dataset_parquet(_snapshot_with_defects(), tmp_path / "parts", rows_per_part=2)
+    with (
+        duckdb.connect(str(tmp_path / "w.duckdb")) as connection,
+        caplog.at_level("INFO", "models.data.ingest"),
+    ):
+        ingest_snapshot(connection, files, source="test", now=NOW, rows_per_step=4)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest raw.events step")]
+    assert [line.split(":")[0] for line in lines] == [f"ingest raw.events step {i}/4" for i in (1, 2, 3, 4)]
+    assert "rows_in=13 quarantined=2 duplicates=2" in lines[-1]

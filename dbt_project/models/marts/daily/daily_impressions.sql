@@ -1,7 +1,8 @@
 {#
     The labeled impressions of each day: the day-partitioned fact table that Dagster builds one partition at
     a time (the `daily` dbt assets pass min_date / max_date, the partition's [start, end) window). A re-run of
-    a day deletes that day's rows by their key and inserts them again, so backfills are idempotent.
+    a day replaces that day's rows (daily_incremental_strategy in macros/portability.sql: delete+insert by key
+    on DuckDB, the day's partition overwritten on Spark), so backfills are idempotent.
     Without the vars (a plain `dbt build`) every day is (re)built.
     No split column: the split depends on the latest day in the data and moves as days arrive, which is why
     marts.interactions is rebuilt whole while this table only ever grows by days.
@@ -9,7 +10,8 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy=daily_incremental_strategy(),
+        partition_by=daily_partition_by(),
         unique_key=['request_id', 'item_id'],
         on_schema_change='fail',
         tags=['daily'],

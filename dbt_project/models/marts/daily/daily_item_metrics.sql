@@ -6,7 +6,8 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy=daily_incremental_strategy(),
+        partition_by=daily_partition_by(),
         unique_key=['event_date', 'item_id'],
         on_schema_change='fail',
         tags=['daily'],
