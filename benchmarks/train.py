@@ -44,6 +44,7 @@ from models.ranking import (
     _new_model,
     build_pair_inputs,
     pair_context,
+    ranker_vocabulary,
     samples_to_pairs,
     train_ranker,
     with_unexposed_negatives,
@@ -148,13 +149,7 @@ def ranker_data_seconds(data: RecData, settings: Settings, encoder: TwoTowerRetr
             pairs[pairs["split"] == split].reset_index(drop=True),
             data, extra, settings.seed + seed, data.split_end(split),
         )  # fmt: skip
-        vocab = {
-            "item": data.items["item_id"].tolist(),
-            "category": sorted(data.items["category"].dropna().unique().tolist()),
-            "creator_group": sorted(data.items["creator_group"].dropna().unique().tolist()),
-            "user_group": sorted(data.users["user_group"].dropna().astype(str).unique().tolist()),
-            "region": sorted(data.users["region"].dropna().astype(str).unique().tolist()),
-        }
+        vocab = ranker_vocabulary(data)
         ranker = Ranker(_new_model(vocab, encoder.dim, settings.ranker), vocab, settings.ranker, encoder.dim)
         build_pair_inputs(part, ctx, ranker)
     return time.perf_counter() - started

@@ -614,6 +614,17 @@ def with_unexposed_negatives(
     return pd.concat([pairs, negatives], ignore_index=True), np.concatenate([groups, groups[source]])
 
 
+def ranker_vocabulary(data: RecData) -> dict[str, list[str]]:
+    """The pair ranker's categorical vocabularies (items, categories, creator and user groups, regions)."""
+    return {
+        "item": data.items["item_id"].tolist(),
+        "category": sorted(data.items["category"].dropna().unique().tolist()),
+        "creator_group": sorted(data.items["creator_group"].dropna().unique().tolist()),
+        "user_group": sorted(data.users["user_group"].dropna().astype(str).unique().tolist()),
+        "region": sorted(data.users["region"].dropna().astype(str).unique().tolist()),
+    }
+
+
 def train_ranker(
     data: RecData, settings: Settings, encoder: TwoTowerRetriever
 ) -> tuple[Ranker, pd.DataFrame]:
@@ -621,13 +632,7 @@ def train_ranker(
     cfg = settings.ranker
     device = settings.resolved_device
     seed_everything(settings.seed + 1)
-    vocab = {
-        "item": data.items["item_id"].tolist(),
-        "category": sorted(data.items["category"].dropna().unique().tolist()),
-        "creator_group": sorted(data.items["creator_group"].dropna().unique().tolist()),
-        "user_group": sorted(data.users["user_group"].dropna().astype(str).unique().tolist()),
-        "region": sorted(data.users["region"].dropna().astype(str).unique().tolist()),
-    }
+    vocab = ranker_vocabulary(data)
     model = _new_model(vocab, encoder.dim, cfg).to(device)
     ranker = Ranker(model, vocab, cfg, encoder.dim, device)
     # popularity for cold-start user vectors: engagements before the valid split only
