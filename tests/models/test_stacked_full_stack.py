@@ -27,7 +27,9 @@ N_PER_SOURCE = {"ease": 15, "itemknn": 15, "popularity": 10, "fresh": 10, "two_t
 def stacked(tiny_stack: TinyStack) -> StackedFullStack:
     data = tiny_stack.data
     settings = tiny_settings(ranker={"stack_epochs": 3, "hidden_dim": 16, "stack_windows": 2})
-    sources = StackSources(ease_l2=50.0, knn_neighbors=20, fresh_half_life_days=3.0, encoder=tiny_stack.encoder)
+    sources = StackSources(
+        ease_l2=50.0, knn_neighbors=20, fresh_half_life_days=3.0, encoder=tiny_stack.encoder
+    )
     fit = fit_stacked_ranker(data, sources, N_PER_SOURCE, settings, seed=0)
     return StackedFullStack(sources, N_PER_SOURCE, fit.ranker, fit.mmr_lambda).fit(data)
 
