@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,10 @@ class CandidateSource(Protocol):
     def observe(self, view: RecData) -> object: ...
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor: ...
+
+    def for_store(self, store: Any, user_ids: Sequence[str]) -> CandidateSource:
+        """The same source reading ``user_ids``' histories from ``store`` (a request's, at serving)."""
+        ...
 
 
 @dataclass

@@ -736,11 +736,6 @@ class StackSources:
         }  # fmt: skip
 
 
-def _observe_source(source: CandidateSource, view: RecData) -> CandidateSource:
-    observe = getattr(source, "observe", None)
-    return observe(view) if observe is not None else source.fit(view)  # type: ignore[attr-defined]
-
-
 class StackedFullStack:
     """Candidates from every source (unioned) -> :class:`StackedRanker` over point-in-time features -> MMR.
 
@@ -775,7 +770,8 @@ class StackedFullStack:
 
     def observe(self, view: RecData) -> StackedFullStack:
         """Move the fitted sources to a later ``view`` (histories and counts as of its end, no learning)."""
-        self.sources = {name: _observe_source(s, view) for name, s in self.sources.items()}
+        for source in self.sources.values():
+            source.observe(view)  # in place: weights kept, state as of the view
         self._index_view(view)
         return self
 
@@ -915,7 +911,7 @@ class StackedFullStack:
         sources = (
             self.sources
             if store is self.store
-            else {n: s.for_store(store, user_ids) for n, s in self.sources.items()}  # type: ignore[attr-defined]
+            else {n: s.for_store(store, user_ids) for n, s in self.sources.items()}
         )
         cands = generate_candidates(sources, self.n_per_source, user_ids, exclusions)
         ex = build_stack_examples(
