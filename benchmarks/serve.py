@@ -55,6 +55,10 @@ from models.settings import get_settings  # noqa: E402
 
 WORLD_USERS = 5_000
 WORLD_DAYS = 7
+# Bumped when the saved models of an older world no longer load (the two-tower's layers changed in the merge of
+# wt-ranker): a world whose data settings match but whose models are older keeps its data and retrains them.
+MODELS_FORMAT = 2
+DATA_STEPS = ("snapshot + ingest", "dbt build")
 
 
 class HashedTextEncoder:
@@ -106,12 +110,16 @@ def world_env(home: Path, n_items: int, n_users: int, n_days: int) -> dict[str, 
     }
 
 
-def build_world_here(ann_users: int = 300) -> None:
-    """In this process (settings from the environment): the pipeline's model steps, then the ANN figures."""
+def build_world_here(ann_users: int = 300, models_only: bool = False) -> None:
+    """In this process (settings from the environment): the pipeline's model steps, then the ANN figures.
+
+    ``models_only`` keeps the world's raw data, warehouse and item embeddings and trains the models again (into
+    a fresh registry): what a world needs when only the model code changed since it was built.
+    """
     import pandas as pd
     import torch
 
-    from models import training
+    from models import evaluation as training
     from models.data import warehouse
     from models.data.ingest import ingest_snapshot
     from models.data.sources import write_raw_snapshot
@@ -129,23 +137,31 @@ def build_world_here(ann_users: int = 300) -> None:
         steps[name] = time.perf_counter() - started
         print(f"world: {name} {steps[name]:.1f} s", flush=True)
 
+    manifest_path = settings.home / "bench_world.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    if models_only:
+        steps.update({k: v for k, v in previous.get("steps_s", {}).items() if k in DATA_STEPS})
+    else:
+        t = time.perf_counter()
+        files = write_raw_snapshot(settings)
+        with warehouse.connect(settings.database, config=warehouse.duckdb_config(settings)) as con:
+            ingest_snapshot(con, files, source="simulator", replace=True)
+        step("snapshot + ingest", t)
+        t = time.perf_counter()
+        dbt_vars = json.dumps(
+            {"valid_days": settings.split.valid_days, "test_days": settings.split.test_days}
+        )
+        subprocess.run(
+            [str(Path(sys.prefix) / "bin" / "dbt"), "build", "--quiet", "--vars", dbt_vars, "--profiles-dir", ".",
+             "--project-dir", "."],
+            cwd=ROOT / "dbt_project", env={**os.environ, **warehouse.dbt_env(settings)}, check=True,
+        )  # fmt: skip
+        step("dbt build", t)
     t = time.perf_counter()
-    files = write_raw_snapshot(settings)
     with warehouse.connect(settings.database, config=warehouse.duckdb_config(settings)) as con:
-        ingest_snapshot(con, files, source="simulator", replace=True)
-    step("snapshot + ingest", t)
-    t = time.perf_counter()
-    dbt_vars = json.dumps({"valid_days": settings.split.valid_days, "test_days": settings.split.test_days})
-    subprocess.run(
-        [str(Path(sys.prefix) / "bin" / "dbt"), "build", "--quiet", "--vars", dbt_vars, "--profiles-dir", ".",
-         "--project-dir", "."],
-        cwd=ROOT / "dbt_project", env={**os.environ, **warehouse.dbt_env(settings)}, check=True,
-    )  # fmt: skip
-    step("dbt build", t)
-    t = time.perf_counter()
-    with warehouse.connect(settings.database, config=warehouse.duckdb_config(settings)) as con:
-        items = con.execute("select item_id, title, body, content_hash from marts.item_features").df()
-        write_item_embeddings(con, embed_items(items, HashedTextEncoder()))  # type: ignore[arg-type]
+        if not models_only:
+            items = con.execute("select item_id, title, body, content_hash from marts.item_features").df()
+            write_item_embeddings(con, embed_items(items, HashedTextEncoder()))  # type: ignore[arg-type]
         frames = training.read_marts(con)
         embeddings = training.read_item_embeddings(con)
     data = training.build_data(frames, embeddings)
@@ -214,12 +230,13 @@ def build_world_here(ann_users: int = 300) -> None:
         )
     ann.n_probe = base_probe
     manifest = {
+        "models_format": MODELS_FORMAT, "models_rebuilt": models_only,
         "settings": world_key(settings.simulator.n_items, settings.simulator.n_users, settings.simulator.n_days),
         "full_stack": artifact.version, "retrieval_index": retrieval.version, "uses_ann": index.uses_ann,
         "steps_s": steps, "ann": rows, "torch_threads": torch.get_num_threads(),
         "events": int(pd.read_parquet(settings.raw_dir / "events").shape[0]),
     }  # fmt: skip
-    (settings.home / "bench_world.json").write_text(json.dumps(manifest, indent=2))
+    manifest_path.write_text(json.dumps(manifest, indent=2))
 
 
 def world_key(n_items: int, n_users: int, n_days: int) -> dict[str, int]:
@@ -232,17 +249,25 @@ def ensure_world(n_items: int, n_users: int, n_days: int) -> tuple[dict[str, str
     home = (ROOT / "data" / "bench" / f"serve_{n_items}items").resolve()
     env = world_env(home, n_items, n_users, n_days)
     manifest_path = home / "bench_world.json"
+    build_env = {**env, "RECGEN_RETRIEVAL__ANN_THRESHOLD_ITEMS": str(max(1, n_items - 1))}
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("settings") == world_key(n_items, n_users, n_days):
-            print(f"reusing the benchmark world {home}")
-            return env, manifest
+            if manifest.get("models_format", 1) == MODELS_FORMAT:
+                print(f"reusing the benchmark world {home}")
+                return env, manifest
+            print(f"benchmark world {home}: same data, older models: training them again", flush=True)
+            shutil.rmtree(home / "artifacts", ignore_errors=True)  # a fresh registry
+            subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--build-world-here", "--models-only"],
+                cwd=ROOT, env={**os.environ, **build_env}, check=True,
+            )  # fmt: skip
+            return env, json.loads(manifest_path.read_text())
     print(
         f"building the benchmark world {home} ({n_items} items, {n_users} users, {n_days} days)", flush=True
     )
     shutil.rmtree(home, ignore_errors=True)  # a fresh registry: its artifacts are the served champion's
     # built with the ANN on, so the retrieval_index artifact carries its faiss index; serving decides to use it
-    build_env = {**env, "RECGEN_RETRIEVAL__ANN_THRESHOLD_ITEMS": str(max(1, n_items - 1))}
     subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--build-world-here"],
         cwd=ROOT, env={**os.environ, **build_env}, check=True,
@@ -460,6 +485,7 @@ def main() -> None:
         help="also /generate copy latency at concurrency 1 and 16 (default world)",
     )
     parser.add_argument("--build-world-here", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--models-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--json",
         type=Path,
@@ -467,7 +493,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.build_world_here:
-        build_world_here()
+        build_world_here(models_only=args.models_only)
         return
 
     env: dict[str, str] | None = None
@@ -504,7 +530,21 @@ def main() -> None:
         offset += n
         return (users[start:] + users[:start])[:n] if n <= len(users) else users
 
-    def measure(url: str) -> None:
+    def server_cpu_s(proc: subprocess.Popen[bytes] | None) -> float | None:
+        """CPU seconds (user + system) used so far by `bentoml serve` and its workers (None with --url)."""
+        if proc is None:
+            return None
+        total = 0.0
+        root = psutil.Process(proc.pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    def measure(url: str, proc: subprocess.Popen[bytes] | None = None) -> None:
         health = httpx.post(f"{url}/health", timeout=30).json()
         print(
             f"server {url}: device {health['device']}, models {health['model_versions']}, counts {health.get('counts')}"
@@ -515,7 +555,13 @@ def main() -> None:
             run_scenario(url, next_users(8), min(8, n), 1, with_content, args.k)
             for concurrency in concurrency_levels:
                 load_before = os.getloadavg()[0]
+                cpu_before = server_cpu_s(proc)
                 f = run_scenario(url, next_users(n), n, concurrency, with_content, args.k)
+                cpu_after = server_cpu_s(proc)
+                # what one request cost the server's processes in CPU time (HTTP, BentoML, the models)
+                f["server_cpu_ms_per_request"] = (
+                    None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) * 1000 / n
+                )
                 # the machine may be shared: the 1-minute load average before and after the row
                 f["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                 f["torch_threads"] = os.environ.get("RECGEN_TORCH_THREADS")
@@ -527,6 +573,11 @@ def main() -> None:
                     f"{f['scenario']:<18} c={concurrency:<3} n={n:<5} items={f['items']} {f['search']} errors={f['errors']:<4} "
                     f"{f['throughput_rps']:8.1f} req/s  p50 {f['p50_ms']:8.1f} ms  p95 {f['p95_ms']:8.1f} ms  "
                     f"p99 {f['p99_ms']:8.1f} ms  load {f['load_avg_1m'][0]:.1f}->{f['load_avg_1m'][1]:.1f}"
+                    + (
+                        f"  server cpu {f['server_cpu_ms_per_request']:.1f} ms/req"
+                        if f["server_cpu_ms_per_request"] is not None
+                        else ""
+                    )
                     + (f"  copy from cache {f['content_cached_share']:.0%}" if with_content else ""),
                     flush=True,
                 )
@@ -554,8 +605,8 @@ def main() -> None:
     else:
         log_path = get_settings().reports_dir.resolve() / "serve_bench_server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with serve(free_port(), log_path, env=env) as url:
-            measure(url)
+        with bentoml_server(free_port(), log_path, env=env) as (url, proc):
+            measure(url, proc)
             if args.copy:
                 measure_copy(url)
     if args.json:
