@@ -10,8 +10,8 @@ one forward pass over many users is cheaper than many passes) here. A batch is t
 everything that queued up while the previous batch ran, up to ``max_batch_size`` jobs, plus what arrives
 within ``max_latency_ms`` of the first (0: no extra wait). So a lone request runs at once, and under load
 batches grow by themselves. One request's jobs always stay in one batch, and one batch runs at a time in a
-worker thread, so the batch function (the model, the cache connection) is never used from two threads at
-once.
+worker thread (or, up to ``inline_max_jobs`` jobs, on the event loop's own thread), so the batch function (the
+model, the cache connection) is never used from two threads at once.
 """
 
 from __future__ import annotations
@@ -53,11 +53,19 @@ class MicroBatcher(Generic[J, R]):
     """Runs ``batch_fn(jobs) -> results`` (same length, same order) over jobs from concurrent callers."""
 
     def __init__(
-        self, batch_fn: Callable[[list[J]], Sequence[R]], max_batch_size: int, max_latency_ms: float
+        self,
+        batch_fn: Callable[[list[J]], Sequence[R]],
+        max_batch_size: int,
+        max_latency_ms: float,
+        inline_max_jobs: int = 0,
     ) -> None:
         self.batch_fn = batch_fn
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_ms / 1000.0
+        # batches of at most this many jobs run on the event loop's thread: no hand-off to a worker thread and
+        # back (two wake-ups that each wait for a core on a busy machine), at the price of the loop not reading
+        # new requests for that long; they queue and form the next batch either way
+        self.inline_max_jobs = inline_max_jobs
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Pending[J, R]] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -98,7 +106,10 @@ class MicroBatcher(Generic[J, R]):
     async def _execute(self, batch: list[_Pending[J, R]]) -> None:
         flat = [job for pending in batch for job in pending.jobs]
         try:
-            results = list(await anyio.to_thread.run_sync(self.batch_fn, flat))
+            if len(flat) <= self.inline_max_jobs:
+                results = list(self.batch_fn(flat))
+            else:
+                results = list(await anyio.to_thread.run_sync(self.batch_fn, flat))
             if len(results) != len(flat):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(flat)} jobs")
         except Exception as exc:  # every caller of the batch learns of the failure

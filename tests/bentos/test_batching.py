@@ -123,3 +123,19 @@ def test_without_a_window_jobs_queued_during_a_batch_form_the_next_one():
     assert asyncio.run(main()) == [[2 * c] for c in range(1, 6)]
     # no window: the lone first job ran alone at once; the five that came while it ran went together
     assert [sorted(b) for b in fn.batches] == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_small_batches_run_on_the_loops_thread_when_inline_and_larger_ones_in_a_worker_thread():
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=100, max_latency_ms=0, inline_max_jobs=1)
+
+    async def main() -> tuple[int, list[int], list[int]]:
+        loop_thread = threading.get_ident()
+        single = await batcher.submit([1])
+        pair = await batcher.submit([2, 3])
+        return loop_thread, single, pair
+
+    loop_thread, single, pair = asyncio.run(main())
+    assert single == [2] and pair == [4, 6]
+    # the one-job batch ran on the event loop's thread, the two-job batch in a worker thread
+    assert len(fn.threads) == 2 and loop_thread in fn.threads
