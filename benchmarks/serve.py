@@ -587,12 +587,15 @@ def main() -> None:
         run_copy_scenario(url, next_users(8), items, 8, 1)  # warm-up
         for concurrency in (1, 16):
             n = args.content_requests or args.requests
+            load_before = os.getloadavg()[0]
             f = run_copy_scenario(url, next_users(n), items, n, concurrency)
+            f["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             figures.append(f)
             print(
                 f"{f['scenario']:<18} c={concurrency:<3} n={n:<5} errors={f['errors']:<4} "
                 f"{f['throughput_rps']:8.1f} req/s  p50 {f['p50_ms']:8.1f} ms  p95 {f['p95_ms']:8.1f} ms  "
-                f"copy from cache {f['copy_cached_share']:.0%}  unfaithful {f['unfaithful']}",
+                f"p99 {f['p99_ms']:8.1f} ms  copy from cache {f['copy_cached_share']:.0%}  "
+                f"unfaithful {f['unfaithful']}  load {f['load_avg_1m'][0]:.1f}->{f['load_avg_1m'][1]:.1f}",
                 flush=True,
             )
 
