@@ -152,6 +152,78 @@ def test_generate_answers_carry_the_faithfulness_verdict_of_the_items_own_facts(
     assert all(verdicts)
 
 
+def _pipeline_copy(service_env: dict[str, str]) -> list[tuple[str, str, str, str, str]]:
+    """The daily copy the pipeline wrote: (user_id, item_id, task, style, text) rows."""
+    import duckdb
+
+    con = duckdb.connect(service_env["RECGEN_DUCKDB_PATH"], read_only=True)
+    try:
+        return con.execute(
+            "select user_id, item_id, task, style, text from generation.generated_content order by all"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_copy_the_pipeline_wrote_is_served_from_its_cache(server: Server, service_env: dict[str, str]):
+    rows = _pipeline_copy(service_env)
+    assert rows, "the pipeline wrote no copy"
+    cached_before = server.post("health").json()["counts"]["cached_copies"]
+    # /generate for pairs the pipeline wrote, in their style: the pipeline's text, marked cached
+    for user, item, task, style, text in rows[:4]:
+        resp = server.post("generate", {"user_id": user, "item_id": item, "task": task, "style": style})
+        assert resp.status_code == 200, resp.text
+        content = resp.json()["content"]
+        assert content["cached"] is True and content["text"] == text, (user, item, content)
+    # nothing was written on demand for them
+    assert server.post("health").json()["counts"]["cached_copies"] == cached_before
+    # /recommend with_content: every served item the pipeline wrote a blurb for (for this user, in the style
+    # the answer uses) carries that blurb from the cache
+    by_user: dict[str, dict[tuple[str, str], str]] = {}
+    for user, item, task, style, text in rows:
+        if task == "blurb":
+            by_user.setdefault(user, {})[(item, style)] = text
+    matched = 0
+    for user in sorted(by_user)[:3]:
+        resp = server.post("recommend", {"user_id": user, "k": 3, "with_content": True})
+        assert resp.status_code == 200, resp.text
+        for it in resp.json()["items"]:
+            text = by_user[user].get((it["item_id"], it["content"]["style"]))
+            if text is not None:
+                matched += 1
+                assert it["content"]["cached"] is True and it["content"]["text"] == text
+    assert matched > 0, "no served item had the pipeline's copy"
+
+
+def test_concurrent_requests_copy_is_written_in_shared_micro_batches(
+    server: Server, service_env: dict[str, str]
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    users, _ = users_items(service_env)
+    before = server.post("health").json()["counts"]
+    n = MAX_CONCURRENCY  # as many as the server takes at once (more would be answered 429)
+
+    def call(user: str) -> httpx.Response:
+        # a style no earlier test asked for these users, so most copy is not cached and is written now
+        return server.post(
+            "recommend", {"user_id": user, "k": 3, "with_content": True, "style": "enthusiastic"}
+        )
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(call, users[10 : 10 + n]))
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert all(it["content"]["text"].strip() for r in answers for it in r.json()["items"])
+    after = server.post("health").json()["counts"]
+    jobs = after["content_jobs"] - before["content_jobs"]
+    batches = after["content_batches"] - before["content_batches"]
+    assert jobs == 3 * n  # serving.content_items (3) per request
+    # the copy jobs of concurrent requests ran together: fewer generate calls than requests, and a batch
+    # larger than one request's three jobs
+    assert batches < n and after["largest_content_batch"] > 3, (jobs, batches, after)
+    assert after["cached_copies"] > before["cached_copies"]  # copy written now is added to the cache
+
+
 def test_feedback_is_written_to_the_inbox_and_refreshes_the_history(
     server: Server, service_env: dict[str, str]
 ):
