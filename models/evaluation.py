@@ -156,6 +156,7 @@ def build_retrieval(settings: Settings, data: RecData, encoder: TwoTowerRetrieve
         popularity=recency_popularity(data, settings.retrieval.popularity_half_life_days),
         published_hours=np.nan_to_num(to_hours(data.items["published_at"]), nan=-np.inf),
         ann_threshold_items=settings.retrieval.ann_threshold_items,
+        ann_target_recall=settings.retrieval.ann_target_recall,
     )
 
 

@@ -211,6 +211,7 @@ class FullStackModel:
             popularity=self.items["snapshot_recent_popularity"].to_numpy(float),
             published_hours=np.nan_to_num(published_hours, nan=-np.inf),
             ann_threshold_items=self.retrieval.ann_threshold_items,
+            ann_target_recall=self.retrieval.ann_target_recall,
         )
         self.ranker.set_catalog(self.items, self.space.vecs)
         categories = self.items["category"].fillna("").to_numpy(dtype=object)

@@ -10,6 +10,7 @@ nearest to the user, which trades a little recall for a cost that grows with sqr
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ SOURCE_POPULAR = "popular"
 SOURCE_FRESH = "fresh"
 # share of the IVF lists probed per query: on the 100k-item benchmark world (316 lists) probing 64 gave recall@10
 # 0.997 against exact search (benchmarks/serve.py --items 100000 prints the sweep)
+log = logging.getLogger(__name__)
+
 ANN_PROBE_SHARE = 0.2
 
 
@@ -99,9 +102,18 @@ class FaissIndex:
 
     @classmethod
     def build(
-        cls, space: ItemSpace, n_lists: int | None = None, n_probe: int | None = None, seed: int = 0
+        cls,
+        space: ItemSpace,
+        n_lists: int | None = None,
+        n_probe: int | None = None,
+        seed: int = 0,
+        target_recall: float | None = None,
     ) -> FaissIndex:
-        """IVF with ~sqrt(n_items) lists, ``ANN_PROBE_SHARE`` of them probed; trained on <= 256 vectors a list."""
+        """IVF with ~sqrt(n_items) lists trained on <= 256 vectors a list, probing ``ANN_PROBE_SHARE`` of them.
+
+        With ``target_recall``, the probe count is then raised until recall@10 against exact search reaches it
+        (:meth:`calibrate`), so a retrained model whose vectors cluster differently keeps the recall asked for.
+        """
         import faiss
 
         data = cls.item_matrix(space)
@@ -113,7 +125,59 @@ class FaissIndex:
         train = data[rng.choice(len(data), min(len(data), 256 * n_lists), replace=False)]
         index.train(train)
         index.add(data)
-        return cls(index, n_probe or max(1, math.ceil(ANN_PROBE_SHARE * n_lists)))
+        ann = cls(index, n_probe or max(1, math.ceil(ANN_PROBE_SHARE * n_lists)))
+        if target_recall is not None:
+            ann.calibrate(space, target_recall, seed=seed)
+        return ann
+
+    def recall_at(self, queries: np.ndarray, exact_items: np.ndarray, k: int = 10) -> float:
+        """Mean recall@k of this index's search against the given exact top-k item positions."""
+        import faiss
+
+        params = faiss.SearchParametersIVF(nprobe=self.n_probe)
+        found = self.index.search(queries, k, params=params)[1]
+        return float(
+            np.mean(
+                [len(set(a) & set(b)) / k for a, b in zip(found.tolist(), exact_items.tolist(), strict=True)]
+            )
+        )
+
+    def calibrate(
+        self, space: ItemSpace, target_recall: float, k: int = 10, n_queries: int = 256, seed: int = 0
+    ) -> float:
+        """Double ``n_probe`` (up to every list) until recall@k against exact search reaches ``target_recall``.
+
+        The queries are item vectors, which live in the users' space (the two-tower's cosine geometry); the
+        exact top-k comes from a flat inner-product search over the same rows. Returns the recall reached.
+        faiss has no recall-targeted probe setting for IVF (its ``ParameterSpace`` autotuning needs ground truth
+        and sweeps every parameter), so this is the few lines of that search we need.
+        """
+        import faiss
+
+        data = self.item_matrix(space)
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(data), min(len(data), n_queries), replace=False)
+        queries = np.ascontiguousarray(
+            np.concatenate(
+                [data[picked, :-1] / max(float(space.scale), 1e-12), np.ones((len(picked), 1))], 1
+            ),
+            dtype=np.float32,
+        )
+        flat = faiss.IndexFlatIP(data.shape[1])
+        flat.add(data)
+        exact = flat.search(queries, k)[1]
+        recall = self.recall_at(queries, exact, k)
+        while recall < target_recall and self.n_probe < self.index.nlist:
+            self.n_probe = min(self.index.nlist, self.n_probe * 2)
+            recall = self.recall_at(queries, exact, k)
+        log.info(
+            "faiss IVF: %d lists, n_probe %d, recall@%d %.3f on item queries",
+            self.index.nlist,
+            self.n_probe,
+            k,
+            recall,
+        )
+        return recall
 
     def search(
         self, user_vecs: torch.Tensor, k: int, seen: list[np.ndarray]
@@ -176,6 +240,7 @@ class RetrievalIndex:
     popularity: np.ndarray  # recent engagement counts per item
     published_hours: np.ndarray  # publication time per item (hours since epoch)
     ann_threshold_items: int = 50_000
+    ann_target_recall: float | None = 0.99
     ann: FaissIndex | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +259,7 @@ class RetrievalIndex:
     def ensure_ann(self) -> FaissIndex | None:
         """Build the ANN index now if this catalog uses one (so no request pays for it); None when exact."""
         if self.ann is None and self.uses_ann:
-            self.ann = FaissIndex.build(self.space)
+            self.ann = FaissIndex.build(self.space, target_recall=self.ann_target_recall)
         return self.ann
 
     def search_exact(

@@ -178,7 +178,14 @@ class RetrievalSettings(BaseModel):
         50_000,
         ge=1,
         description="catalog size above which the two-tower search uses the faiss IVF index instead of exact "
-        "search (at 100k items: 4x faster per query at recall@10 0.997, benchmarks/serve.py --items 100000)",
+        "search (benchmarks/serve.py --items 100000 prints both searches' speed and the ANN's recall@10)",
+    )
+    ann_target_recall: float | None = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="recall@10 against exact search that the faiss index's probe count is raised to when it is "
+        "built (measured on item-vector queries); None keeps the fixed share of lists probed",
     )
     popularity_half_life_days: float = Field(
         3.0, gt=0, description="half-life of engagement counts behind the popular candidates"

@@ -141,3 +141,23 @@ def test_stable_topk_breaks_ties_by_index() -> None:
     # row 0: three items tie at 3.0 -> the two lowest positions (1, 2); row 1: ties at 2.0 -> 1 then 3
     assert indices.tolist() == [[1, 2], [1, 3]]
     assert values.tolist() == [[3.0, 3.0], [2.0, 2.0]]
+
+
+def test_ann_probe_count_is_raised_until_the_target_recall_is_reached() -> None:
+    # unclustered vectors are IVF's hard case: the default share of lists probed misses many true neighbours
+    space = _space(n=4000, dim=16, seed=3)
+    users = F.normalize(torch.randn(200, 16, generator=torch.Generator().manual_seed(4)), dim=-1)
+    no_seen = [np.zeros(0, dtype=np.int64)] * len(users)
+    truth = RetrievalIndex(space, np.zeros(4000), np.zeros(4000)).search(users, 10, no_seen)[1]
+
+    fixed = RetrievalIndex(
+        space, np.zeros(4000), np.zeros(4000), ann_threshold_items=1000, ann_target_recall=None
+    )
+    calibrated = RetrievalIndex(space, np.zeros(4000), np.zeros(4000), ann_threshold_items=1000)
+    fixed_probe = fixed.ensure_ann().n_probe
+    assert calibrated.ensure_ann().n_probe > fixed_probe  # the default share falls short of 0.99 here
+    fixed_recall = _recall(fixed.search(users, 10, no_seen)[1], truth)
+    calibrated_recall = _recall(calibrated.search(users, 10, no_seen)[1], truth)
+    assert fixed_recall < 0.97
+    assert calibrated_recall >= 0.97  # measured on user queries it never saw (it calibrated on item vectors)
+    assert calibrated_recall > fixed_recall
