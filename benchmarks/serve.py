@@ -56,8 +56,9 @@ from models.settings import get_settings  # noqa: E402
 WORLD_USERS = 5_000
 WORLD_DAYS = 7
 # Bumped when the saved models of an older world no longer load (the two-tower's layers changed in the merge of
-# wt-ranker): a world whose data settings match but whose models are older keeps its data and retrains them.
-MODELS_FORMAT = 2
+# wt-ranker; 3: the faiss probe count is calibrated at build): a world whose data settings match but whose models
+# are older keeps its data and retrains them.
+MODELS_FORMAT = 3
 DATA_STEPS = ("snapshot + ingest", "dbt build")
 
 
@@ -207,7 +208,11 @@ def build_world_here(ann_users: int = 300, models_only: bool = False) -> None:
     exact_p50, exact_p99 = per_query_ms(
         lambda v, s: index.search_exact(v, settings.retrieval.n_candidates, s)
     )
-    ann = index.ann if index.ann is not None else FaissIndex.build(index.space)
+    ann = (
+        index.ann
+        if index.ann is not None
+        else FaissIndex.build(index.space, target_recall=index.ann_target_recall)
+    )
     base_probe = ann.n_probe
     for n_probe in sorted({8, 16, 32, base_probe, 128}):
         ann.n_probe = n_probe
