@@ -56,9 +56,9 @@ from models.settings import get_settings  # noqa: E402
 WORLD_USERS = 5_000
 WORLD_DAYS = 7
 # Bumped when the saved models of an older world no longer load (the two-tower's layers changed in the merge of
-# wt-ranker; 3: the faiss probe count is calibrated at build): a world whose data settings match but whose models
+# wt-ranker; 4: the faiss probe count is calibrated at build on users' vectors): a world whose data settings match but whose models
 # are older keeps its data and retrains them.
-MODELS_FORMAT = 3
+MODELS_FORMAT = 4
 DATA_STEPS = ("snapshot + ingest", "dbt build")
 
 
@@ -174,7 +174,11 @@ def build_world_here(ann_users: int = 300, models_only: bool = False) -> None:
     step("profile model", t)
     t = time.perf_counter()
     index = training.build_retrieval(settings, data, encoder)
-    index.ensure_ann()
+    # as the retrieval_index asset does: the probe count is calibrated on users' vectors (other users than the
+    # ones the recall below is measured on)
+    two_tower = TwoTowerRecommender(encoder, settings.profile.cold_start_interest_weight).fit(data)
+    with_history = [u for u in data.users["user_id"] if u in two_tower.store.offsets]
+    index.ensure_ann(two_tower.user_vectors(with_history[ann_users : ann_users + 256]))
     retrieval = registry.register("retrieval_index", index.save, metrics={}, config={"bench": "serve"})
     step("retrieval_index", t)
     t = time.perf_counter()
@@ -189,8 +193,7 @@ def build_world_here(ann_users: int = 300, models_only: bool = False) -> None:
     step("full stack", t)
 
     # The two-tower search on this catalog: exact against the faiss ANN, for users of the served model.
-    two_tower = TwoTowerRecommender(encoder, settings.profile.cold_start_interest_weight).fit(data)
-    users = [u for u in data.users["user_id"] if u in two_tower.store.offsets][:ann_users]
+    users = with_history[:ann_users]
     vectors = two_tower.user_vectors(users)
     seen = data.exclusions(users)
     k = 10

@@ -108,11 +108,13 @@ class FaissIndex:
         n_probe: int | None = None,
         seed: int = 0,
         target_recall: float | None = None,
+        user_vecs: torch.Tensor | None = None,
     ) -> FaissIndex:
         """IVF with ~sqrt(n_items) lists trained on <= 256 vectors a list, probing ``ANN_PROBE_SHARE`` of them.
 
         With ``target_recall``, the probe count is then raised until recall@10 against exact search reaches it
-        (:meth:`calibrate`), so a retrained model whose vectors cluster differently keeps the recall asked for.
+        on ``user_vecs`` (:meth:`calibrate`), so a retrained model whose vectors cluster differently keeps the
+        recall asked for.
         """
         import faiss
 
@@ -127,7 +129,7 @@ class FaissIndex:
         index.add(data)
         ann = cls(index, n_probe or max(1, math.ceil(ANN_PROBE_SHARE * n_lists)))
         if target_recall is not None:
-            ann.calibrate(space, target_recall, seed=seed)
+            ann.calibrate(space, target_recall, user_vecs, seed=seed)
         return ann
 
     def recall_at(self, queries: np.ndarray, exact_items: np.ndarray, k: int = 10) -> float:
@@ -143,25 +145,35 @@ class FaissIndex:
         )
 
     def calibrate(
-        self, space: ItemSpace, target_recall: float, k: int = 10, n_queries: int = 256, seed: int = 0
+        self,
+        space: ItemSpace,
+        target_recall: float,
+        user_vecs: torch.Tensor | None = None,
+        k: int = 10,
+        n_queries: int = 256,
+        seed: int = 0,
     ) -> float:
         """Double ``n_probe`` (up to every list) until recall@k against exact search reaches ``target_recall``.
 
-        The queries are item vectors, which live in the users' space (the two-tower's cosine geometry); the
-        exact top-k comes from a flat inner-product search over the same rows. Returns the recall reached.
-        faiss has no recall-targeted probe setting for IVF (its ``ParameterSpace`` autotuning needs ground truth
-        and sweeps every parameter), so this is the few lines of that search we need.
+        The queries are a sample of ``user_vecs`` (real users' vectors: the asset that builds the index has
+        them) or, without them, of the item vectors, which live in the same cosine space but sit inside the IVF's
+        own clusters and so are easier than users; the exact top-k comes from a flat inner-product search over
+        the same rows. Returns the recall reached. faiss has no recall-targeted probe setting for IVF (its
+        ``ParameterSpace`` autotuning needs ground truth and sweeps every parameter), so this is the few lines
+        of that search we need.
         """
         import faiss
 
         data = self.item_matrix(space)
         rng = np.random.default_rng(seed)
-        picked = rng.choice(len(data), min(len(data), n_queries), replace=False)
+        if user_vecs is not None and len(user_vecs):
+            vecs = user_vecs.detach().float().cpu().numpy()
+            source = "user"
+        else:
+            vecs, source = data[:, :-1] / max(float(space.scale), 1e-12), "item"
+        picked = rng.choice(len(vecs), min(len(vecs), n_queries), replace=False)
         queries = np.ascontiguousarray(
-            np.concatenate(
-                [data[picked, :-1] / max(float(space.scale), 1e-12), np.ones((len(picked), 1))], 1
-            ),
-            dtype=np.float32,
+            np.concatenate([vecs[picked], np.ones((len(picked), 1))], 1), dtype=np.float32
         )
         flat = faiss.IndexFlatIP(data.shape[1])
         flat.add(data)
@@ -171,12 +183,9 @@ class FaissIndex:
             self.n_probe = min(self.index.nlist, self.n_probe * 2)
             recall = self.recall_at(queries, exact, k)
         log.info(
-            "faiss IVF: %d lists, n_probe %d, recall@%d %.3f on item queries",
-            self.index.nlist,
-            self.n_probe,
-            k,
-            recall,
-        )
+            "faiss IVF: %d lists, n_probe %d, recall@%d %.3f on %d %s queries",
+            self.index.nlist, self.n_probe, k, recall, len(picked), source,
+        )  # fmt: skip
         return recall
 
     def search(
@@ -256,10 +265,13 @@ class RetrievalIndex:
         """Whether the two-tower search is approximate (the catalog is above the ANN threshold)."""
         return self.n_items > self.ann_threshold_items
 
-    def ensure_ann(self) -> FaissIndex | None:
-        """Build the ANN index now if this catalog uses one (so no request pays for it); None when exact."""
+    def ensure_ann(self, user_vecs: torch.Tensor | None = None) -> FaissIndex | None:
+        """Build the ANN index now if this catalog uses one (so no request pays for it); None when exact.
+
+        ``user_vecs`` (a sample of real users' vectors) are the queries its probe count is calibrated on.
+        """
         if self.ann is None and self.uses_ann:
-            self.ann = FaissIndex.build(self.space, target_recall=self.ann_target_recall)
+            self.ann = FaissIndex.build(self.space, target_recall=self.ann_target_recall, user_vecs=user_vecs)
         return self.ann
 
     def search_exact(

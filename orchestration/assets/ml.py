@@ -284,6 +284,7 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     users = [u for u in data.users["user_id"] if u in two_tower.store.offsets]
     started = time.perf_counter()
     vectors = two_tower.user_vectors(users)
+    index.ensure_ann(vectors)  # above the ANN threshold: probe count calibrated on these users' queries
     index.search(vectors, settings.retrieval.n_candidates, data.exclusions(users))
     search_seconds = time.perf_counter() - started
     artifact, promoted = _register(
