@@ -153,7 +153,7 @@ class FaissIndex:
         n_queries: int = 256,
         seed: int = 0,
     ) -> float:
-        """Double ``n_probe`` (up to every list) until recall@k against exact search reaches ``target_recall``.
+        """Raise ``n_probe`` by a quarter at a time (up to every list) until recall@k against exact search reaches ``target_recall``.
 
         The queries are a sample of ``user_vecs`` (real users' vectors: the asset that builds the index has
         them) or, without them, of the item vectors, which live in the same cosine space but sit inside the IVF's
@@ -180,7 +180,7 @@ class FaissIndex:
         exact = flat.search(queries, k)[1]
         recall = self.recall_at(queries, exact, k)
         while recall < target_recall and self.n_probe < self.index.nlist:
-            self.n_probe = min(self.index.nlist, self.n_probe * 2)
+            self.n_probe = min(self.index.nlist, math.ceil(self.n_probe * 1.25))
             recall = self.recall_at(queries, exact, k)
         log.info(
             "faiss IVF: %d lists, n_probe %d, recall@%d %.3f on %d %s queries",
