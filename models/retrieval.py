@@ -153,7 +153,7 @@ class FaissIndex:
         n_queries: int = 256,
         seed: int = 0,
     ) -> float:
-        """Raise ``n_probe`` by a quarter at a time (up to every list) until recall@k against exact search reaches ``target_recall``.
+        """Raise ``n_probe`` a quarter at a time (to every list at most) until recall@k reaches ``target_recall``.
 
         The queries are a sample of ``user_vecs`` (real users' vectors: the asset that builds the index has
         them) or, without them, of the item vectors, which live in the same cosine space but sit inside the IVF's
