@@ -1029,17 +1029,26 @@ class StackedRanker:
 
     def __init__(
         self, model: ListwiseRanker, sources: list[str], cfg: RankerSettings, item_text: np.ndarray,
-        device: str = "cpu",
+        device: str = "cpu", features: list[str] | None = None,
     ) -> None:  # fmt: skip
         self.model = model.to(device).eval()
         self.sources = sources
         self.cfg = cfg
         self.device = device
+        built = stack_feature_names(sources)
+        self._features = list(features) if features is not None else built
+        missing = [f for f in self._features if f not in built]
+        if missing:
+            raise ValueError(f"the stacked ranker reads features this code does not build: {missing}")
+        # a ranker saved before a feature was added reads its own columns of the examples (by name)
+        self._columns = (
+            None if self._features == built else np.asarray([built.index(f) for f in self._features])
+        )
         self.set_catalog(item_text)
 
     @property
     def feature_names(self) -> list[str]:
-        return stack_feature_names(self.sources)
+        return self._features
 
     def set_catalog(self, item_text: np.ndarray) -> None:
         """The catalog's text embeddings (unit vectors) plus a zero row for padding."""
@@ -1055,9 +1064,10 @@ class StackedRanker:
         cand = torch.as_tensor(np.where(batch.mask, batch.items, pad), device=dev)
         hist_mask = batch.history >= 0
         hist = torch.as_tensor(np.where(hist_mask, batch.history, pad), device=dev)
+        dense = batch.dense if self._columns is None else batch.dense[..., self._columns]
         with autocast(dev):
             logits = self.model(
-                torch.as_tensor(batch.dense, device=dev), self._text[cand], self._text[hist],
+                torch.as_tensor(dense, device=dev), self._text[cand], self._text[hist],
                 torch.as_tensor(hist_mask, device=dev),
             )  # fmt: skip
         return logits.float().masked_fill(~torch.as_tensor(batch.mask, device=dev), float("-inf"))
@@ -1091,18 +1101,10 @@ class StackedRanker:
     def load(cls, path: Path, item_text: np.ndarray, device: str = "cpu") -> StackedRanker:
         """Load what :meth:`save` wrote (``item_text``: the catalog it will score)."""
         config = json.loads((path / "ranker_config.json").read_text())
-        expected = stack_feature_names(config["sources"])
-        if config["features"] != expected:
-            missing = sorted(set(expected) - set(config["features"]))
-            extra = sorted(set(config["features"]) - set(expected))
-            raise ValueError(
-                f"the stacked ranker in {path} was trained on other features (this code builds {missing} "
-                f"beyond them, and not {extra}): train it again (make run)"
-            )
         cfg = RankerSettings(**config["settings"])
         model = ListwiseRanker(len(config["features"]), config["text_dim"], cfg)
         model.load_state_dict(torch.load(path / "ranker_weights.pt", map_location=device, weights_only=True))
-        return cls(model, config["sources"], cfg, item_text, device)
+        return cls(model, config["sources"], cfg, item_text, device, features=config["features"])
 
 
 def listwise_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

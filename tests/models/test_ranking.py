@@ -6,18 +6,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from models import metrics
 from models.ranking import (
     NEWCOMER_HALF_LIFE_DAYS,
+    ListwiseRanker,
     Ranker,
+    StackedRanker,
+    StackExamples,
     build_pair_inputs,
     mmr_rerank,
     newcomer_share,
     pair_context,
     samples_to_pairs,
+    stack_feature_names,
 )
 from models.recdata import RecData
+from models.settings import RankerSettings
 from tests.models.conftest import START, TinyStack, marts_from_events
 
 
@@ -107,3 +113,41 @@ def test_newcomer_share_counts_only_engagements_from_a_users_first_day_weighted_
     # the weights behind the shares (share - floor): ages 1.5 and 8.5 days, half-life 7 days -> a ratio of 2
     weight = np.exp(share) - np.exp(share[0])
     assert np.isclose(weight[1] / weight[3], 0.5 ** ((1.5 - 8.5) / NEWCOMER_HALF_LIFE_DAYS))
+
+
+def test_a_stacked_ranker_saved_before_a_feature_was_added_reads_its_own_columns(tmp_path: Path) -> None:
+    sources = ["ease", "fresh"]
+    built = stack_feature_names(sources)
+    old = [f for f in built if f != "log_newcomer_share"]  # the features of a ranker saved before it existed
+    cfg = RankerSettings(hidden_dim=16)
+    rng = np.random.default_rng(0)
+    item_text = rng.normal(size=(10, 8)).astype(np.float32)
+    torch.manual_seed(0)
+    StackedRanker(ListwiseRanker(len(old), 8, cfg), sources, cfg, item_text, features=old).save(tmp_path)
+    loaded = StackedRanker.load(tmp_path, item_text)
+    assert loaded.feature_names == old
+    items = np.tile(np.arange(5), (3, 1))
+    dense = rng.normal(size=(3, 5, len(built))).astype(np.float32)
+    history = np.full((3, 4), -1)
+    history[:, -2:] = [7, 8]
+    examples = StackExamples(["a", "b", "c"], items, np.ones((3, 5), bool), dense, history, np.zeros((3, 5)))
+    scores = loaded.score(examples)
+    # the same as the old model on the examples without the new column
+    keep = [built.index(f) for f in old]
+    with torch.inference_mode():
+        text = torch.as_tensor(item_text / np.linalg.norm(item_text, axis=1, keepdims=True))
+        expected = loaded.model(
+            torch.as_tensor(dense[..., keep]),
+            text[items],
+            text[history.clip(0)],
+            torch.as_tensor(history >= 0),
+        )
+    assert np.allclose(scores, expected.numpy(), atol=1e-5)
+    # and a changed column would change the scores: the new column is really left out, not read
+    shifted = StackExamples(
+        ["a", "b", "c"], items, np.ones((3, 5), bool), dense.copy(), history, np.zeros((3, 5))
+    )
+    shifted.dense[..., built.index("log_newcomer_share")] += 5.0
+    assert np.allclose(loaded.score(shifted), scores)
+    shifted.dense[..., keep[0]] += 5.0
+    assert not np.allclose(loaded.score(shifted), scores)
