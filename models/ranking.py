@@ -763,8 +763,10 @@ ITEM_FEATURES = [
     "log_share_engaged_1d", "log_share_engaged_7d", "log_share_engaged_28d", "log_share_engaged_all",
     "log_rated_all",
     "mean_rating_smoothed", "log_days_since_first_event", "log_days_since_last_engagement",
-    "log_days_since_published",
+    "log_days_since_published", "log_newcomer_share",
 ]  # fmt: skip
+NEWCOMER_DAYS = 1.0  # an engagement within this many days of its user's first event is a newcomer's
+NEWCOMER_HALF_LIFE_DAYS = 7.0  # recency weight of those engagements in log_newcomer_share
 USER_FEATURES = ["log_history_length", "log_days_since_last_event", "log_engaged_7d_user"]
 CROSS_FEATURES = [
     "text_cos_recent", "text_cos_history", "text_max_cos_last5", "category_share", "log_group_share_28d",
@@ -839,10 +841,33 @@ def point_in_time_item_features(view: RecData) -> np.ndarray:
         [
             count(1.0), count(7.0), count(28.0), count(np.inf),
             np.log1p(n_rated), (sum_rated + 5.0 * global_mean) / (n_rated + 5.0),
-            _log1p_days(since_first), _log1p_days(since_last), _log1p_days(published),
+            _log1p_days(since_first), _log1p_days(since_last), _log1p_days(published), newcomer_share(view),
         ],
         axis=1,
     ).astype(np.float32)  # fmt: skip
+
+
+def newcomer_share(view: RecData) -> np.ndarray:
+    """(items,) log share of each item among newcomers' engagements as of ``view.now``, recency-weighted.
+
+    A newcomer's engagement is one made within ``NEWCOMER_DAYS`` of the user's first event; each is weighted by
+    0.5 ** (age / ``NEWCOMER_HALF_LIFE_DAYS``). Users with no history at a cutoff are about half of ml-100k's
+    test users, and what the last newcomers engaged with (the sign-up flow's movies) predicts what the next
+    ones will better than what everyone engaged with lately.
+    """
+    h = view.histories
+    if not len(h):
+        return np.full(view.n_items, np.log(0.01), dtype=np.float64)
+    first = view.interactions.groupby("user_id")["event_ts"].min()
+    since_first = (h["event_ts"] - h["user_id"].map(first).fillna(h["event_ts"])) / pd.Timedelta(days=1)
+    new = h[since_first.to_numpy(float) < NEWCOMER_DAYS]
+    idx = view.item_idx(new["item_id"])
+    age = ((view.now - new["event_ts"]) / pd.Timedelta(days=1)).to_numpy(float)
+    ok = idx >= 0
+    weights = np.bincount(
+        idx[ok], weights=0.5 ** (np.clip(age[ok], 0, None) / NEWCOMER_HALF_LIFE_DAYS), minlength=view.n_items
+    )
+    return np.log((weights + 0.01) / (weights.sum() + 1.0))
 
 
 @dataclass
@@ -1012,17 +1037,26 @@ class StackedRanker:
 
     def __init__(
         self, model: ListwiseRanker, sources: list[str], cfg: RankerSettings, item_text: np.ndarray,
-        device: str = "cpu",
+        device: str = "cpu", features: list[str] | None = None,
     ) -> None:  # fmt: skip
         self.model = model.to(device).eval()
         self.sources = sources
         self.cfg = cfg
         self.device = device
+        built = stack_feature_names(sources)
+        self._features = list(features) if features is not None else built
+        missing = [f for f in self._features if f not in built]
+        if missing:
+            raise ValueError(f"the stacked ranker reads features this code does not build: {missing}")
+        # a ranker saved before a feature was added reads its own columns of the examples (by name)
+        self._columns = (
+            None if self._features == built else np.asarray([built.index(f) for f in self._features])
+        )
         self.set_catalog(item_text)
 
     @property
     def feature_names(self) -> list[str]:
-        return stack_feature_names(self.sources)
+        return self._features
 
     def set_catalog(self, item_text: np.ndarray) -> None:
         """The catalog's text embeddings (unit vectors) plus a zero row for padding."""
@@ -1038,9 +1072,10 @@ class StackedRanker:
         cand = torch.as_tensor(np.where(batch.mask, batch.items, pad), device=dev)
         hist_mask = batch.history >= 0
         hist = torch.as_tensor(np.where(hist_mask, batch.history, pad), device=dev)
+        dense = batch.dense if self._columns is None else batch.dense[..., self._columns]
         with autocast(dev):
             logits = self.model(
-                torch.as_tensor(batch.dense, device=dev), self._text[cand], self._text[hist],
+                torch.as_tensor(dense, device=dev), self._text[cand], self._text[hist],
                 torch.as_tensor(hist_mask, device=dev),
             )  # fmt: skip
         return logits.float().masked_fill(~torch.as_tensor(batch.mask, device=dev), float("-inf"))
@@ -1077,7 +1112,7 @@ class StackedRanker:
         cfg = RankerSettings(**config["settings"])
         model = ListwiseRanker(len(config["features"]), config["text_dim"], cfg)
         model.load_state_dict(torch.load(path / "ranker_weights.pt", map_location=device, weights_only=True))
-        return cls(model, config["sources"], cfg, item_text, device)
+        return cls(model, config["sources"], cfg, item_text, device, features=config["features"])
 
 
 def listwise_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,34 @@ def make_synthetic_marts(
     inter = pd.DataFrame(
         rows, columns=["request_id", "user_id", "item_id", "event_ts", "position", "clicked", "dwell_seconds"]
     )
+    items = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "title": titles,
+            "body": bodies,
+            "category": [TOPICS[t] for t in item_topic],
+            "tags": tags,
+            "creator_id": [f"c{i % 10}" for i in range(n_items)],
+            "creator_group": ["independent" if i % 10 >= 7 else "large" for i in range(n_items)],
+            "published_at": published,
+        }
+    )
+    return marts_from_events(inter, users, items, text, n_days, valid_days, test_days)
+
+
+def marts_from_events(
+    inter: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    text: np.ndarray,
+    n_days: int,
+    valid_days: int,
+    test_days: int,
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """The marts of a world from its impressions (``inter``: request_id, user_id, item_id, event_ts, position,
+    clicked, dwell_seconds), its users (user_id and the attributes), its catalog (item_id, title, body,
+    category, tags, creators, published_at) and item text vectors, split by time as dbt splits the days."""
+    inter = inter.copy()
     inter["event_date"] = inter["event_ts"].dt.normalize()
     inter["rating"] = np.nan
     test_start = START + pd.Timedelta(days=n_days - test_days)
@@ -155,7 +183,7 @@ def make_synthetic_marts(
     users["ctr"] = users["n_clicks"] / users["n_impressions"].replace(0, np.nan)
     users["n_ratings"] = 0
     users["avg_rating"] = np.nan
-    topic_of = dict(zip(item_ids, [TOPICS[t] for t in item_topic], strict=True))
+    topic_of = dict(zip(items["item_id"], items["category"], strict=True))
     top_cat = (
         train[train["clicked"] == 1]
         .assign(category=lambda d: d["item_id"].map(topic_of))
@@ -169,20 +197,10 @@ def make_synthetic_marts(
     dwell_i = (
         train[train["clicked"] == 1].groupby("item_id")["dwell_seconds"].mean().rename("avg_dwell_seconds")
     )
-    items = pd.DataFrame(
-        {
-            "item_id": item_ids,
-            "title": titles,
-            "body": bodies,
-            "category": [TOPICS[t] for t in item_topic],
-            "tags": tags,
-            "creator_id": [f"c{i % 10}" for i in range(n_items)],
-            "creator_group": ["independent" if i % 10 >= 7 else "large" for i in range(n_items)],
-            "published_at": published,
-        }
-    )
+    items = items.copy()
     items["content_hash"] = [
-        hashlib.md5(f"{t}\n{b}".encode()).hexdigest() for t, b in zip(titles, bodies, strict=True)
+        hashlib.md5(f"{t}\n{b}".encode()).hexdigest()
+        for t, b in zip(items["title"], items["body"], strict=True)
     ]
     items = items.merge(ia, on="item_id", how="left").merge(dwell_i, on="item_id", how="left")
     items[["n_impressions", "n_clicks"]] = items[["n_impressions", "n_clicks"]].fillna(0).astype(int)
@@ -192,7 +210,7 @@ def make_synthetic_marts(
 
     samples = _training_samples(inter, items)
     interactions = inter[MART_COLUMNS["interactions"]].reset_index(drop=True)
-    embeddings = pd.DataFrame({"item_id": item_ids, "embedding": list(text.astype(np.float32))})
+    embeddings = pd.DataFrame({"item_id": items["item_id"], "embedding": list(text.astype(np.float32))})
     frames = {
         "interactions": interactions,
         "split_boundaries": boundaries,

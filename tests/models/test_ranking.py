@@ -5,10 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
 
 from models import metrics
-from models.ranking import Ranker, build_pair_inputs, mmr_rerank, pair_context, samples_to_pairs
-from tests.models.conftest import TinyStack
+from models.ranking import (
+    NEWCOMER_HALF_LIFE_DAYS,
+    ListwiseRanker,
+    Ranker,
+    StackedRanker,
+    StackExamples,
+    build_pair_inputs,
+    mmr_rerank,
+    newcomer_share,
+    pair_context,
+    samples_to_pairs,
+    stack_feature_names,
+)
+from models.recdata import RecData
+from models.settings import RankerSettings
+from tests.models.conftest import START, TinyStack, marts_from_events
 
 
 def _test_pairs(stack: TinyStack):
@@ -69,3 +85,69 @@ def test_mmr_trades_relevance_for_diversity() -> None:
     # (relevance is min-max scaled first: 1.0 -> 1, 0.95 -> 0.75, 0.8 -> 0)
     assert mmr_rerank(cands, rel, emb, 2, 0.5).tolist() == [0, 2]
     assert mmr_rerank(cands, rel, emb, 2, 1.0).tolist() == [0, 1]
+
+
+def test_newcomer_share_counts_only_engagements_from_a_users_first_day_weighted_by_recency() -> None:
+    # veterans v0..v2 start on day 0 and engage with item 0 on day 9; newcomer n0 arrives on day 9 and engages
+    # with item 1 (and item 2 the next day, after its first day); newcomer n1 arrived on day 2 with item 3
+    day = lambda d, h=12: START + pd.Timedelta(days=d, hours=h)  # noqa: E731
+    events = [(f"v{u}", 4, day(0)) for u in range(3)] + [(f"v{u}", 0, day(9)) for u in range(3)]
+    events += [("n0", 1, day(9)), ("n0", 2, day(10, 13)), ("n1", 3, day(2))]
+    inter = pd.DataFrame(
+        [(f"r{k}", u, f"i{i}", ts, 0, 1, 30.0) for k, (u, i, ts) in enumerate(events)],
+        columns=["request_id", "user_id", "item_id", "event_ts", "position", "clicked", "dwell_seconds"],
+    )
+    users = pd.DataFrame({"user_id": ["v0", "v1", "v2", "n0", "n1"], "user_group": "a", "region": "r",
+                          "preferred_style": None, "declared_interests": None})  # fmt: skip
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(5)], "title": "t", "body": "b", "category": "c",
+                          "tags": "", "creator_id": "c", "creator_group": "large",
+                          "published_at": START - pd.Timedelta(days=1)})  # fmt: skip
+    data = RecData.from_frames(*marts_from_events(inter, users, items, np.eye(5), 14, 2, 2))
+    share = newcomer_share(data.as_of(START + pd.Timedelta(days=11)))
+    # item 1 (a newcomer's first day, 2 days ago) > item 3 (a newcomer's first day, 9 days ago) > item 0
+    # (three veterans, 2 days ago), which no newcomer engaged with, like item 2 (n0 after its first day)
+    assert share[1] > share[3] > share[0]
+    assert share[0] == share[2]
+    # day-0 engagements are every veteran's first day: item 4 counts three of them, 11 days old
+    assert share[4] > share[0]
+    # the weights behind the shares (share - floor): ages 1.5 and 8.5 days, half-life 7 days -> a ratio of 2
+    weight = np.exp(share) - np.exp(share[0])
+    assert np.isclose(weight[1] / weight[3], 0.5 ** ((1.5 - 8.5) / NEWCOMER_HALF_LIFE_DAYS))
+
+
+def test_a_stacked_ranker_saved_before_a_feature_was_added_reads_its_own_columns(tmp_path: Path) -> None:
+    sources = ["ease", "fresh"]
+    built = stack_feature_names(sources)
+    old = [f for f in built if f != "log_newcomer_share"]  # the features of a ranker saved before it existed
+    cfg = RankerSettings(hidden_dim=16)
+    rng = np.random.default_rng(0)
+    item_text = rng.normal(size=(10, 8)).astype(np.float32)
+    torch.manual_seed(0)
+    StackedRanker(ListwiseRanker(len(old), 8, cfg), sources, cfg, item_text, features=old).save(tmp_path)
+    loaded = StackedRanker.load(tmp_path, item_text)
+    assert loaded.feature_names == old
+    items = np.tile(np.arange(5), (3, 1))
+    dense = rng.normal(size=(3, 5, len(built))).astype(np.float32)
+    history = np.full((3, 4), -1)
+    history[:, -2:] = [7, 8]
+    examples = StackExamples(["a", "b", "c"], items, np.ones((3, 5), bool), dense, history, np.zeros((3, 5)))
+    scores = loaded.score(examples)
+    # the same as the old model on the examples without the new column
+    keep = [built.index(f) for f in old]
+    with torch.inference_mode():
+        text = torch.as_tensor(item_text / np.linalg.norm(item_text, axis=1, keepdims=True))
+        expected = loaded.model(
+            torch.as_tensor(dense[..., keep]),
+            text[items],
+            text[history.clip(0)],
+            torch.as_tensor(history >= 0),
+        )
+    assert np.allclose(scores, expected.numpy(), atol=1e-5)
+    # and a changed column would change the scores: the new column is really left out, not read
+    shifted = StackExamples(
+        ["a", "b", "c"], items, np.ones((3, 5), bool), dense.copy(), history, np.zeros((3, 5))
+    )
+    shifted.dense[..., built.index("log_newcomer_share")] += 5.0
+    assert np.allclose(loaded.score(shifted), scores)
+    shifted.dense[..., keep[0]] += 5.0
+    assert not np.allclose(loaded.score(shifted), scores)
