@@ -4,20 +4,21 @@
     (MovieLens: impression + rating, + click when rating >= 4) and click logs (MIND) come out the same.
     Events of users or items missing from raw.users / raw.items are dropped here (the source tests warn
     about them), so every mart row joins to user_features and item_features. session_id is the user
-    session of the impression (int_events__sessionized); training_samples samples one-item requests
-    (rating-only data) within it.
+    session of the impression; training_samples samples one-item requests (rating-only data) within it.
 
     Memory: the impression stream is most of the events (12.9M of 14.8M at 100k users), so this model
     joins it to one pre-aggregated engagement table (int_events__engagement, 0.8M rows there) instead of
     to clicks, dwells and ratings separately, and picks the split by comparing with the three boundaries
-    instead of by a range join. The sessions join is then the only large one, and `dbt build` fits in a
-    4 GB DuckDB memory_limit at 100k users (it ran out of memory below 10 GB before).
+    instead of by a range join. The impressions are read from int_events__sessionized, which carries each
+    event's session, rather than joined to it by event_id, so no join here builds a hash table over the
+    event stream (148M events at 1M users).
 #}
 with
 
 events as (
 
-    select * from {{ ref('stg_recgen__events') }}
+    -- every event of stg_recgen__events, with its session
+    select * from {{ ref('int_events__sessionized') }}
 
 ),
 
@@ -30,12 +31,6 @@ users as (
 items as (
 
     select item_id from {{ ref('stg_recgen__items') }}
-
-),
-
-sessions as (
-
-    select event_id, session_id from {{ ref('int_events__sessionized') }}
 
 ),
 
@@ -55,6 +50,7 @@ impressions as (
         event_ts,
         event_date,
         position,
+        session_id,
         -- a repeated impression of the same item in the same request is a duplicate: keep the first
         row_number() over (
             partition by request_id, item_id order by event_ts, event_id
@@ -90,15 +86,13 @@ labeled as (
         end as clicked_at,
         coalesce(engagement.dwell_seconds, 0) as dwell_seconds,
         engagement.rating,
-        sessions.session_id
+        impressions.session_id
 
     from impressions
     inner join users
         on impressions.user_id = users.user_id
     inner join items
         on impressions.item_id = items.item_id
-    left join sessions
-        on impressions.event_id = sessions.event_id
     left join engagement
         on
             impressions.request_id = engagement.request_id

@@ -98,17 +98,29 @@ grouped as (
 
 ),
 
-slates as (
+group_totals as (
 
     select
         *,
-        sum(clicked) over (partition by sampling_group) as group_positives,
+        sum(clicked) over (partition by sampling_group) as group_positives
+
+    from grouped
+
+),
+
+slates as (
+
+    -- a group without a positive keeps no row, so it is dropped before the hash ranking (most of the
+    -- impressions: 58% at 20k simulated users); ranks within the groups kept are unchanged
+    select
+        *,
         row_number() over (
             partition by sampling_group, clicked
             order by {{ dbt.hash(dbt.concat(['request_id', "'|'", 'item_id'])) }}, request_id, item_id
         ) as hash_rank
 
-    from grouped
+    from group_totals
+    where group_positives > 0
 
 ),
 
