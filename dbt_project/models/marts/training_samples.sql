@@ -85,50 +85,98 @@ item_prior as (
 
 ),
 
-grouped as (
+requests as (
+
+    -- one row per request; a one-item request's session is its one impression's
+    select
+        request_id,
+        count(*) as n_impressions,
+        sum(clicked) as positives,
+        max(session_id) as session_id
+
+    from impressions
+    group by request_id
+
+),
+
+request_groups as (
 
     select
-        *,
+        request_id,
+        positives,
         case
-            when count(*) over (partition by request_id) > 1 then 'request|' || request_id
+            when n_impressions > 1 then 'request|' || request_id
             else 'session|' || coalesce(session_id, request_id)
         end as sampling_group
 
-    from impressions
+    from requests
 
 ),
 
 group_totals as (
 
-    select
-        *,
-        sum(clicked) over (partition by sampling_group) as group_positives
+    select sampling_group, sum(positives) as group_positives
+    from request_groups
+    group by sampling_group
 
-    from grouped
+),
+
+kept_requests as (
+
+    -- a group without a positive keeps no row, so its requests are dropped before the hash ranking (most
+    -- impressions: 58% at 20k simulated users); the ranks within the groups kept are unchanged
+    select
+        request_groups.request_id,
+        request_groups.sampling_group,
+        group_totals.group_positives
+
+    from request_groups
+    inner join group_totals
+        on request_groups.sampling_group = group_totals.sampling_group
+    where group_totals.group_positives > 0
 
 ),
 
 slates as (
 
-    -- a group without a positive keeps no row, so it is dropped before the hash ranking (most of the
-    -- impressions: 58% at 20k simulated users); ranks within the groups kept are unchanged
+    -- sizes and totals by aggregation and a join on the requests kept, not by windows over every impression
+    select
+        impressions.*,
+        kept_requests.sampling_group,
+        kept_requests.group_positives
+
+    from impressions
+    inner join kept_requests
+        on impressions.request_id = kept_requests.request_id
+
+),
+
+ranked_negatives as (
+
+    -- every positive is kept, so only the negatives are ranked by hash within their group
     select
         *,
         row_number() over (
-            partition by sampling_group, clicked
+            partition by sampling_group
             order by {{ dbt.hash(dbt.concat(['request_id', "'|'", 'item_id'])) }}, request_id, item_id
         ) as hash_rank
 
-    from group_totals
-    where group_positives > 0
+    from slates
+    where clicked = 0
 
 ),
 
 sampled as (
 
-    select *
+    select request_id, user_id, item_id, event_ts, event_date, position, clicked, dwell_seconds, split
     from slates
-    where clicked = 1 or hash_rank <= {{ negatives_per_positive }} * group_positives
+    where clicked = 1
+
+    union all
+
+    select request_id, user_id, item_id, event_ts, event_date, position, clicked, dwell_seconds, split
+    from ranked_negatives
+    where hash_rank <= {{ negatives_per_positive }} * group_positives
 
 ),
 
