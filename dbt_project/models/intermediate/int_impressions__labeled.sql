@@ -40,24 +40,56 @@ boundaries as (
 
 ),
 
-impressions as (
+impression_events as (
 
-    select
-        event_id,
-        request_id,
-        user_id,
-        item_id,
-        event_ts,
-        event_date,
-        position,
-        session_id,
-        -- a repeated impression of the same item in the same request is a duplicate: keep the first
-        row_number() over (
-            partition by request_id, item_id order by event_ts, event_id
-        ) as impression_rank
-
+    select event_id, request_id, user_id, item_id, event_ts, event_date, position, session_id
     from events
     where event_type = 'impression'
+
+),
+
+repeated as (
+
+    -- the (request, item) pairs shown more than once: few, so only their impressions are ranked below
+    select request_id, item_id, 1 as is_repeated
+    from impression_events
+    group by request_id, item_id
+    having count(*) > 1
+
+),
+
+flagged as (
+
+    select impression_events.*, repeated.is_repeated
+    from impression_events
+    left join repeated
+        on
+            impression_events.request_id is not distinct from repeated.request_id
+            and impression_events.item_id is not distinct from repeated.item_id
+
+),
+
+impressions as (
+
+    -- a repeated impression of the same item in the same request is a duplicate: keep the first
+    select event_id, request_id, user_id, item_id, event_ts, event_date, position, session_id
+    from flagged
+    where is_repeated is null
+
+    union all
+
+    select event_id, request_id, user_id, item_id, event_ts, event_date, position, session_id
+    from (
+        select
+            *,
+            row_number() over (
+                partition by request_id, item_id order by event_ts, event_id
+            ) as impression_rank
+
+        from flagged
+        where is_repeated = 1
+    ) as ranked
+    where impression_rank = 1
 
 ),
 
@@ -98,7 +130,6 @@ labeled as (
             impressions.request_id = engagement.request_id
             and impressions.user_id = engagement.user_id
             and impressions.item_id = engagement.item_id
-    where impressions.impression_rank = 1
 
 ),
 
