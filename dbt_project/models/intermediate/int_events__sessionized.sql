@@ -27,8 +27,9 @@ events as (
 
 moments as (
 
+    -- from the view itself, not the events CTE: a CTE read twice is materialized (148M rows at 1M users)
     select user_id, event_ts, min(event_id) as first_event_id
-    from events
+    from {{ ref('stg_recgen__events') }}
     group by user_id, event_ts
 
 ),

@@ -15,13 +15,6 @@
 #}
 with
 
-events as (
-
-    -- every event of stg_recgen__events, with its session
-    select * from {{ ref('int_events__sessionized') }}
-
-),
-
 users as (
 
     select user_id from {{ ref('stg_recgen__users') }}
@@ -40,56 +33,61 @@ boundaries as (
 
 ),
 
-impression_events as (
-
-    select event_id, request_id, user_id, item_id, event_ts, event_date, position, session_id
-    from events
-    where event_type = 'impression'
-
-),
-
 repeated as (
 
-    -- the (request, item) pairs shown more than once: few, so only their impressions are ranked below
+    -- the (request, item) pairs shown more than once: few, so only their impressions are ranked below.
+    -- Each branch reads the table itself: a CTE read twice is materialized (130M impressions at 1M users)
     select request_id, item_id, 1 as is_repeated
-    from impression_events
+    from {{ ref('int_events__sessionized') }}
+    where event_type = 'impression'
     group by request_id, item_id
     having count(*) > 1
 
 ),
 
-flagged as (
+single_impressions as (
 
-    select impression_events.*, repeated.is_repeated
-    from impression_events
+    select
+        events.event_id, events.request_id, events.user_id, events.item_id, events.event_ts,
+        events.event_date, events.position, events.session_id
+
+    from {{ ref('int_events__sessionized') }} as events
     left join repeated
         on
-            impression_events.request_id is not distinct from repeated.request_id
-            and impression_events.item_id is not distinct from repeated.item_id
+            events.request_id is not distinct from repeated.request_id
+            and events.item_id is not distinct from repeated.item_id
+    where events.event_type = 'impression' and repeated.is_repeated is null
+
+),
+
+first_repeated_impressions as (
+
+    -- a repeated impression of the same item in the same request is a duplicate: keep the first
+    select event_id, request_id, user_id, item_id, event_ts, event_date, position, session_id
+    from (
+        select
+            events.*,
+            row_number() over (
+                partition by events.request_id, events.item_id order by events.event_ts, events.event_id
+            ) as impression_rank
+
+        from {{ ref('int_events__sessionized') }} as events
+        inner join repeated
+            on
+                events.request_id is not distinct from repeated.request_id
+                and events.item_id is not distinct from repeated.item_id
+        where events.event_type = 'impression'
+    ) as ranked
+    where impression_rank = 1
 
 ),
 
 impressions as (
 
-    -- a repeated impression of the same item in the same request is a duplicate: keep the first
-    select event_id, request_id, user_id, item_id, event_ts, event_date, position, session_id
-    from flagged
-    where is_repeated is null
-
+    -- every event of int_events__sessionized (stg_recgen__events with its session) that is an impression
+    select * from single_impressions
     union all
-
-    select event_id, request_id, user_id, item_id, event_ts, event_date, position, session_id
-    from (
-        select
-            *,
-            row_number() over (
-                partition by request_id, item_id order by event_ts, event_id
-            ) as impression_rank
-
-        from flagged
-        where is_repeated = 1
-    ) as ranked
-    where impression_rank = 1
+    select * from first_repeated_impressions
 
 ),
 

@@ -18,12 +18,6 @@
 
 with
 
-impressions as (
-
-    select * from {{ ref('int_impressions__labeled') }}
-
-),
-
 item_daily as (
 
     select * from {{ ref('int_item_daily__popularity') }}
@@ -38,13 +32,16 @@ items as (
 
 user_timeline as (
 
+    -- every CTE here reads int_impressions__labeled itself: a CTE read more than once is materialized
+    -- (130M rows at 1M users)
+
     select user_id, event_ts as happened_at, 1 as n_impressions, 0 as n_clicks
-    from impressions
+    from {{ ref('int_impressions__labeled') }}
 
     union all
 
     select user_id, clicked_at as happened_at, 0 as n_impressions, 1 as n_clicks
-    from impressions
+    from {{ ref('int_impressions__labeled') }}
     where clicked = 1
 
 ),
@@ -94,7 +91,7 @@ requests as (
         sum(clicked) as positives,
         max(session_id) as session_id
 
-    from impressions
+    from {{ ref('int_impressions__labeled') }}
     group by request_id
 
 ),
@@ -139,15 +136,17 @@ kept_requests as (
 
 slates as (
 
-    -- sizes and totals by aggregation and a join on the requests kept, not by windows over every impression
+    -- the negatives of the groups kept: sizes and totals come by aggregation and one join on the requests
+    -- kept, not by windows over every impression
     select
         impressions.*,
         kept_requests.sampling_group,
         kept_requests.group_positives
 
-    from impressions
+    from {{ ref('int_impressions__labeled') }} as impressions
     inner join kept_requests
         on impressions.request_id = kept_requests.request_id
+    where impressions.clicked = 0
 
 ),
 
@@ -162,14 +161,14 @@ ranked_negatives as (
         ) as hash_rank
 
     from slates
-    where clicked = 0
 
 ),
 
 sampled as (
 
+    -- a positive's group always has a positive, so every positive is kept
     select request_id, user_id, item_id, event_ts, event_date, position, clicked, dwell_seconds, split
-    from slates
+    from {{ ref('int_impressions__labeled') }}
     where clicked = 1
 
     union all
