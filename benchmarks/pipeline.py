@@ -36,6 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("ingest", "dbt")
 
 SIMULATE = r"""
 import json, os, resource, time
@@ -85,6 +86,20 @@ print("RESULT " + json.dumps({
     "dbt_vars": {"valid_days": s.split.valid_days, "test_days": s.split.test_days}}))
 """
 
+# --stages without ingest: dbt's environment and vars for the warehouse an earlier --stages ingest left in --home
+DBT_SETTINGS = r"""
+import json, os
+from models.settings import get_settings
+from models.data import warehouse
+
+s = get_settings()
+dbt_env = warehouse.dbt_env(s)
+if os.environ.get("BENCH_DBT_MEMORY_LIMIT"):
+    dbt_env["RECGEN_DUCKDB_MEMORY_LIMIT"] = os.environ["BENCH_DBT_MEMORY_LIMIT"]
+print("RESULT " + json.dumps({
+    "dbt_env": dbt_env, "dbt_vars": {"valid_days": s.split.valid_days, "test_days": s.split.test_days}}))
+"""
+
 
 def run_stage(code: str, env: dict[str, str], n_users: int, name: str) -> dict:
     """Run one stage's code in a fresh Python process; its RESULT line as a dict (with the load averages)."""
@@ -130,11 +145,13 @@ def run_size(
     dbt_memory_limit: str = "",
     home_root: Path | None = None,
     on_stage: Callable[[dict], None] | None = None,
+    stages: tuple[str, ...] = STAGES,
 ) -> dict[str, float]:
     """Run the data layer for one size in fresh processes and a fresh DuckDB file; return its figures.
 
     With ``home_root`` the size's home is ``home_root/<users>`` and is kept: its snapshot is reused when it was
     simulated with the same settings, and its DuckDB file is deleted first (ingest and dbt always start empty).
+    ``stages`` without "ingest" keeps that DuckDB file instead and runs dbt on what an earlier ingest left there.
     """
     with contextlib.ExitStack() as stack:
         if home_root is None:
@@ -142,7 +159,7 @@ def run_size(
         else:
             home = str((home_root / str(n_users)).resolve())
             Path(home).mkdir(parents=True, exist_ok=True)
-            for leftover in Path(home).glob("recgen.duckdb*"):
+            for leftover in [] if "ingest" not in stages else Path(home).glob("recgen.duckdb*"):
                 if leftover.is_dir():
                     shutil.rmtree(leftover)
                 else:
@@ -166,10 +183,16 @@ def run_size(
         report = on_stage or (lambda _: None)
         figures = run_stage(SIMULATE, env, n_users, "simulate")
         report({**figures, "unfinished": "ingest, dbt"})
-        figures.update(run_stage(INGEST, env, n_users, "ingest"))
+        if "ingest" in stages:
+            figures.update(run_stage(INGEST, env, n_users, "ingest"))
+        else:
+            if not Path(env["RECGEN_DUCKDB_PATH"]).exists():
+                raise SystemExit(f"size {n_users}: no warehouse at {env['RECGEN_DUCKDB_PATH']} to run dbt on")
+            figures.update(run_stage(DBT_SETTINGS, env, n_users, "settings"))
         dbt_env, dbt_vars = figures.pop("dbt_env"), figures.pop("dbt_vars")
         report({**figures, "unfinished": "dbt"})
-        figures.update(run_dbt(env, dbt_env, dbt_vars, n_users))
+        if "dbt" in stages:
+            figures.update(run_dbt(env, dbt_env, dbt_vars, n_users))
         figures["db_mb"] = Path(env["RECGEN_DUCKDB_PATH"]).stat().st_size / 2**20
         figures["total_s"] = time.perf_counter() - start
         return figures
@@ -192,6 +215,11 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "reused" if value is None else f"{value:.{digits}f}"
 
 
+def _stage(figures: dict, key: str, digits: int = 1) -> str:
+    """A stage's figure for the table; '-' where --stages left that stage out."""
+    return _num(figures[key], digits) if key in figures else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -211,8 +239,17 @@ def main() -> None:
         default=None,
         help="keep each size's home in HOME/<users> and reuse its snapshot (default: a temporary folder)",
     )
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=list(STAGES),
+        help="run only these after simulating; dbt alone needs --home and the warehouse an ingest left there",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every size's figures here")
     args = parser.parse_args()
+    if "ingest" not in args.stages and args.home is None:
+        parser.error("--stages dbt needs --home (the warehouse of an earlier --stages ingest)")
     default = "default (80% of RAM)"
     print(
         f"DuckDB memory_limit: ingest {args.memory_limit or default}, "
@@ -236,12 +273,13 @@ def main() -> None:
             args.home,
             # each stage's figures are written as they come, so a run stopped in dbt keeps its ingest figures
             functools.partial(_write_partial, args.json, list(rows), {"users": n_users, "items": n_items}),
+            tuple(args.stages),
         )
         tqdm.write(
-            f"{n_users:>9} {n_items:>7} {f['events']:>11} {_num(f['simulate_s']):>10} {f['ingest_s']:>9.1f} "
-            f"{f['dbt_s']:>8.1f} {f['total_s']:>8.1f} {_num(f['peak_rss_mb_simulate'], 0):>10} "
-            f"{f['peak_rss_mb_ingest']:>13.0f} "
-            f"{f['peak_rss_mb_dbt']:>10.0f} {f['db_mb']:>7.0f}"
+            f"{n_users:>9} {n_items:>7} {_stage(f, 'events', 0):>11} {_num(f['simulate_s']):>10} "
+            f"{_stage(f, 'ingest_s'):>9} {_stage(f, 'dbt_s'):>8} {f['total_s']:>8.1f} "
+            f"{_num(f['peak_rss_mb_simulate'], 0):>10} {_stage(f, 'peak_rss_mb_ingest', 0):>13} "
+            f"{_stage(f, 'peak_rss_mb_dbt', 0):>10} {f['db_mb']:>7.0f}"
         )
         sys.stdout.flush()  # tqdm.write does not flush: rows show as they come under make bench
         rows.append({"users": n_users, "items": n_items, "days": args.days, **f})

@@ -4,22 +4,16 @@
     (MovieLens: impression + rating, + click when rating >= 4) and click logs (MIND) come out the same.
     Events of users or items missing from raw.users / raw.items are dropped here (the source tests warn
     about them), so every mart row joins to user_features and item_features. session_id is the user
-    session of the impression (int_events__sessionized); training_samples samples one-item requests
-    (rating-only data) within it.
+    session of the impression; training_samples samples one-item requests (rating-only data) within it.
 
     Memory: the impression stream is most of the events (12.9M of 14.8M at 100k users), so this model
     joins it to one pre-aggregated engagement table (int_events__engagement, 0.8M rows there) instead of
     to clicks, dwells and ratings separately, and picks the split by comparing with the three boundaries
-    instead of by a range join. The sessions join is then the only large one, and `dbt build` fits in a
-    4 GB DuckDB memory_limit at 100k users (it ran out of memory below 10 GB before).
+    instead of by a range join. The impressions are read from int_events__sessionized, which carries each
+    event's session, rather than joined to it by event_id, so no join here builds a hash table over the
+    event stream (148M events at 1M users).
 #}
 with
-
-events as (
-
-    select * from {{ ref('stg_recgen__events') }}
-
-),
 
 users as (
 
@@ -33,35 +27,67 @@ items as (
 
 ),
 
-sessions as (
-
-    select event_id, session_id from {{ ref('int_events__sessionized') }}
-
-),
-
 boundaries as (
 
     select split, starts_at, ends_at from {{ ref('int_split__boundaries') }}
 
 ),
 
-impressions as (
+repeated as (
+
+    -- the (request, item) pairs shown more than once: few, so only their impressions are ranked below.
+    -- Each branch reads the table itself: a CTE read twice is materialized (130M impressions at 1M users)
+    select request_id, item_id, 1 as is_repeated
+    from {{ ref('int_events__sessionized') }}
+    where event_type = 'impression'
+    group by request_id, item_id
+    having count(*) > 1
+
+),
+
+single_impressions as (
 
     select
-        event_id,
-        request_id,
-        user_id,
-        item_id,
-        event_ts,
-        event_date,
-        position,
-        -- a repeated impression of the same item in the same request is a duplicate: keep the first
-        row_number() over (
-            partition by request_id, item_id order by event_ts, event_id
-        ) as impression_rank
+        events.event_id, events.request_id, events.user_id, events.item_id, events.event_ts,
+        events.event_date, events.position, events.session_id
 
-    from events
-    where event_type = 'impression'
+    from {{ ref('int_events__sessionized') }} as events
+    left join repeated
+        on
+            events.request_id is not distinct from repeated.request_id
+            and events.item_id is not distinct from repeated.item_id
+    where events.event_type = 'impression' and repeated.is_repeated is null
+
+),
+
+first_repeated_impressions as (
+
+    -- a repeated impression of the same item in the same request is a duplicate: keep the first
+    select event_id, request_id, user_id, item_id, event_ts, event_date, position, session_id
+    from (
+        select
+            events.*,
+            row_number() over (
+                partition by events.request_id, events.item_id order by events.event_ts, events.event_id
+            ) as impression_rank
+
+        from {{ ref('int_events__sessionized') }} as events
+        inner join repeated
+            on
+                events.request_id is not distinct from repeated.request_id
+                and events.item_id is not distinct from repeated.item_id
+        where events.event_type = 'impression'
+    ) as ranked
+    where impression_rank = 1
+
+),
+
+impressions as (
+
+    -- every event of int_events__sessionized (stg_recgen__events with its session) that is an impression
+    select * from single_impressions
+    union all
+    select * from first_repeated_impressions
 
 ),
 
@@ -90,21 +116,18 @@ labeled as (
         end as clicked_at,
         coalesce(engagement.dwell_seconds, 0) as dwell_seconds,
         engagement.rating,
-        sessions.session_id
+        impressions.session_id
 
     from impressions
     inner join users
         on impressions.user_id = users.user_id
     inner join items
         on impressions.item_id = items.item_id
-    left join sessions
-        on impressions.event_id = sessions.event_id
     left join engagement
         on
             impressions.request_id = engagement.request_id
             and impressions.user_id = engagement.user_id
             and impressions.item_id = engagement.item_id
-    where impressions.impression_rank = 1
 
 ),
 
