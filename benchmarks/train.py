@@ -39,16 +39,14 @@ import torch
 from tqdm import tqdm
 
 from models.evaluation import full_stack
-from models.ranking import (
-    Ranker,
-    _new_model,
+from models.ranking.pair_features import (
     build_pair_inputs,
     pair_context,
     ranker_vocabulary,
     samples_to_pairs,
-    train_ranker,
     with_unexposed_negatives,
 )
+from models.ranking.pair_ranker import Ranker, _new_model, train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.recommender import TwoTowerRecommender
 from models.settings import Settings, get_settings

@@ -4,7 +4,8 @@ On a machine shared with other jobs, two benchmark runs minutes apart see differ
 the ml-100k warehouse once (``benchmarks/train.py``'s, built by ``benchmarks/accuracy.py``) and alternates
 
 - one epoch of ``train_profile_model`` from the other checkout and from this one (examples/s of the loop),
-- the ranker's data loading with the other checkout's ``models/ranking.py`` and this one's, given the same
+- the ranker's data loading with the other checkout's ``models/ranking.py`` (a checkout from before the split
+  into ``models/ranking/``) and this one's, given the same
   (untrained, this checkout's) two-tower encoder so the user vectors cost the same: pairs + unexposed
   negatives, ``user_state``, ``build_pair_inputs`` and ``grouped_ndcg`` seconds, and whether the two
   ``PairInputs`` are identical.
@@ -23,7 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -88,7 +89,10 @@ def main() -> None:
         return
     import train as bench
 
-    from models import ranking as this_ranking
+    from models.ranking import pair_features, pair_ranker
+
+    # this checkout's pair-ranker surface (split over models/ranking/); the other is a pre-split ranking.py
+    this_ranking = SimpleNamespace(**vars(pair_features), **vars(pair_ranker))
     from models import two_tower as this_two_tower
     from models.settings import get_settings
     from models.torch_utils import limit_cpu_threads

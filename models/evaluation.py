@@ -49,7 +49,7 @@ from models.baselines import (
 )
 from models.history import to_hours
 from models.progress import EpochProgress
-from models.ranking import Ranker, train_ranker
+from models.ranking.pair_ranker import Ranker, train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.recommender import (
     FullStackModel,

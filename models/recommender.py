@@ -37,24 +37,24 @@ from models.history import HistoryStore, HistoryWindows, to_hours
 from models.interests import InterestProfile, build_interest_profile, compute_idf
 from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
 from models.monitoring.rerank import catalog_shares, rerank_list
-from models.ranking import (
+from models.ranking.gbdt_ranker import GBDTStackedRanker, train_gbdt_ranker
+from models.ranking.pair_features import (
     TWO_TOWER_FEATURE,
-    GBDTStackedRanker,
     PairContext,
     PairInputs,
-    Ranker,
-    StackedRanker,
-    StackExamples,
     build_pair_inputs,
+    pair_inputs_from_arrays,
+)
+from models.ranking.pair_ranker import Ranker
+from models.ranking.rerank import mmr_rerank
+from models.ranking.stack_features import (
+    StackExamples,
     build_stack_examples,
     concat_examples,
     group_share,
-    mmr_rerank,
-    pair_inputs_from_arrays,
     point_in_time_item_features,
-    train_gbdt_ranker,
-    train_stacked_ranker,
-)  # fmt: skip
+)
+from models.ranking.stacked_ranker import StackedRanker, train_stacked_ranker
 from models.recdata import MART_COLUMNS, RecData, exclusion_lists, split_list
 from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
 from models.settings import ProfileSettings, RetrievalSettings, Settings

@@ -22,7 +22,9 @@ import pandas as pd
 from models import evaluation as training
 from models.encoders import TextEncoder, embed_items, write_item_embeddings
 from models.interests import build_interest_profiles
-from models.ranking import Ranker, StackedRanker, feature_schema
+from models.ranking.pair_features import feature_schema
+from models.ranking.pair_ranker import Ranker
+from models.ranking.stacked_ranker import StackedRanker
 from models.recdata import RecData, write_frame
 from models.recommender import StackedFullStack, StackFit, StackSources, TwoTowerRecommender
 from models.registry import ArtifactVersion, ModelRegistry, data_snapshot_id, marts_snapshot_stats

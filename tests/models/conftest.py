@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.ranking import Ranker, train_ranker
+from models.ranking.pair_ranker import Ranker, train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.settings import Settings, get_settings
 from models.torch_utils import torch_threads

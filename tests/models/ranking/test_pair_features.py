@@ -7,7 +7,8 @@ import pandas as pd
 
 from models import metrics
 from models.history import to_hours
-from models.ranking import grouped_ndcg, prior_item_counts, ranking_groups, unexposed_negatives
+from models.ranking.pair_features import prior_item_counts, ranking_groups, unexposed_negatives
+from models.ranking.pair_ranker import grouped_ndcg
 from models.recdata import RecData
 
 

@@ -9,19 +9,16 @@ import pandas as pd
 import torch
 
 from models import metrics
-from models.ranking import (
+from models.ranking.pair_features import build_pair_inputs, pair_context, samples_to_pairs
+from models.ranking.pair_ranker import Ranker
+from models.ranking.rerank import mmr_rerank
+from models.ranking.stack_features import (
     NEWCOMER_HALF_LIFE_DAYS,
-    ListwiseRanker,
-    Ranker,
-    StackedRanker,
     StackExamples,
-    build_pair_inputs,
-    mmr_rerank,
     newcomer_share,
-    pair_context,
-    samples_to_pairs,
     stack_feature_names,
 )
+from models.ranking.stacked_ranker import ListwiseRanker, StackedRanker
 from models.recdata import RecData
 from models.settings import RankerSettings
 from tests.models.conftest import START, TinyStack, marts_from_events
