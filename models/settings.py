@@ -363,6 +363,13 @@ class GenerationSettings(BaseModel):
         description="order of the item's sentences in a personalized prompt: most relevant to the reader's "
         "profile first (by target_scorer, as the training targets are chosen), or the item's own order",
     )
+    reader_diversity: float = Field(
+        0.05,
+        ge=0,
+        description="with fact_order=relevance: a blurb's sentence is the most relevant to its reader minus this "
+        "times the readers of the same item (in one batch) already given it, so readers of one item get "
+        "different sentences (0 = always the most relevant)",
+    )
     example_rounds: int = Field(2, ge=1, description="training examples drawn per item and task")
     train_on_corpus: bool = Field(
         True, description="also train the own LM on the items' own titles and bodies as plain text"

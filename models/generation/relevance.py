@@ -84,3 +84,33 @@ def by_relevance(fields: PromptFields, scorer: SentenceScorer | None) -> PromptF
     if scorer is None or fields.task not in PERSONALIZED_TASKS or not fields.interests:
         return fields
     return replace(fields, body=" ".join(ranked_sentences(fields.body, fields.interests, scorer)))
+
+
+def spread_over_readers(
+    pending: Sequence[tuple[str, PromptFields]], scorer: SentenceScorer | None, weight: float
+) -> list[PromptFields]:
+    """Each blurb's facts with the sentence chosen for its reader first, spread over the item's readers.
+
+    ``pending`` is (item id, fields) in request order. For a personalized task the chosen sentence is the one
+    with the highest MiniLM relevance to the reader's profile minus ``weight`` times the number of readers of
+    the same item (in this batch) already given it; the item's lead sentence starts as given once (the
+    summary every reader sees carries it). The other sentences follow by relevance. With ``weight`` 0 this is
+    :func:`by_relevance`; other tasks and readers without interests are returned as they are.
+    """
+    uses: dict[str, dict[str, int]] = {}
+    out: list[PromptFields] = []
+    for item_id, fields in pending:
+        if scorer is None or fields.task not in PERSONALIZED_TASKS or not fields.interests:
+            out.append(fields)
+            continue
+        sentences = split_sentences(quote_data(fields.body))
+        if len(sentences) < 2:
+            out.append(fields)
+            continue
+        scores = scorer(sentences, list(fields.interests))[0]
+        given = uses.setdefault(item_id, {sentences[0]: 1})
+        best = max(range(len(sentences)), key=lambda i: (scores[i] - weight * given.get(sentences[i], 0), -i))
+        given[sentences[best]] = given.get(sentences[best], 0) + 1
+        rest = sorted((i for i in range(len(sentences)) if i != best), key=lambda i: (-scores[i], i))
+        out.append(replace(fields, body=" ".join(sentences[i] for i in [best, *rest])))
+    return out
