@@ -191,7 +191,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--candidates", nargs="+", default=["own-lm-800", "own-lm", "bert2bert"])
+    parser.add_argument(
+        "--candidates", nargs="*", default=["own-lm-800", "own-lm", "bert2bert"], help="none with --model-dir"
+    )
     parser.add_argument("--items", type=int, default=None, help="first N simulator items (default: all)")
     parser.add_argument("--per-split", type=int, default=30, help="seen and held-out items per reader panel")
     parser.add_argument("--readers", type=int, default=10, help="random readers besides the two named ones")
@@ -202,6 +204,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the reader panel and its items")
     parser.add_argument(
         "--workdir", type=Path, help="keep trained candidates here (a dir of the same version is reused)"
+    )
+    parser.add_argument(
+        "--model-dir",
+        nargs="+",
+        default=[],
+        metavar="NAME=DIR",
+        help="also evaluate already trained dirs (as candidate NAME, nothing trained; e.g. a model trained by "
+        "an earlier run of this script under an older example format)",
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--samples-from", type=Path, help="print the sample tables of a --json file and stop")
@@ -232,6 +242,18 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
+        for spec in args.model_dir:
+            name, _, where = spec.partition("=")
+            marker = read_marker(where) or {}
+            train = {
+                "train_seconds": float(marker.get("seconds", 0.0)),
+                "steps": int(marker.get("steps", 0)),
+                "valid_loss_before": marker.get("loss_before"),
+                "valid_loss_after": marker.get("loss_after"),
+            }
+            results.append(
+                evaluate_candidate(name, 0, Path(where), train, requests, texts, readers, heldout, encoder)
+            )
         for name in args.candidates:
             for seed in args.seeds if name != "champion" else [args.seed]:
                 path, train = train_candidate(name, items, work, args, seed)
@@ -245,6 +267,7 @@ def main() -> None:
         ("heldout_faithfulness", "held-out faithfulness"),
         ("distinct_2", "distinct-2"),
         ("heldout_distinct_2", "held-out distinct-2"),
+        ("distinct_2_copy_ceiling", "copy ceiling of distinct-2"),
         ("personalization_lift", "lift"),
         ("heldout_personalization_lift", "held-out lift"),
         ("style_accuracy", "style acc."),

@@ -96,6 +96,9 @@ class _Echo:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def version_for(self, generation_settings: object) -> str:
+        return self.version
+
     def generate(self, prompts: list[str]) -> list[Generation]:
         self.calls += 1
         return [Generation(self.text, len(self.text.split()), 1.0) for _ in prompts]
