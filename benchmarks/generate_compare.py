@@ -111,6 +111,20 @@ def requests_for(
     return out
 
 
+def style_requests(
+    requests: list[GenerationRequest], readers: dict[str, InterestProfile], n_items: int = 5
+) -> list[GenerationRequest]:
+    """Blurbs in each of the four styles for the two named readers on the same ``n_items`` items (samples)."""
+    items = list(dict.fromkeys(r.item.item_id for r in requests if r.user_id == "reader_a"))[:n_items]
+    by_id = {r.item.item_id: r.item for r in requests}
+    return [
+        GenerationRequest(reader, by_id[i], readers[reader], "blurb", style)
+        for style in STYLES
+        for i in items
+        for reader in ("reader_a", "reader_b")
+    ]
+
+
 def bert2bert_dir(out: Path, encoder_path: str) -> Path:
     """A MiniLM-warm-started encoder-decoder saved with its tokenizer, ready for ``fine_tune``."""
     from transformers import AutoTokenizer, EncoderDecoderModel
@@ -228,8 +242,6 @@ def main() -> None:
     items = simulator_items(args.items)
     heldout = heldout_item_ids(items, args.heldout_share)
     if args.candidates == ["champion"]:
-        from models.generation.generator import read_marker
-
         path, _ = train_candidate("champion", items, Path("."), args, args.seed)
         heldout = set((read_marker(path) or {}).get("heldout_items", heldout))
     readers = reader_panel(items, args.readers, args.seed)
@@ -314,6 +326,13 @@ def sample_tables(result: dict, per_style: int = 5, n_items: int = 5) -> str:
     both = [i for i, by in named.items() if {"reader_a", "reader_b"} <= set(by)][:n_items]
     lines += ["", "| item | reader_a (casual) | reader_b (formal) |", "|---|---|---|"]
     lines += [f"| {i} | {named[i]['reader_a']} | {named[i]['reader_b']} |" for i in both]
+    by_style: dict[str, dict[str, dict[str, str]]] = {}
+    for r in result.get("style_samples", []):
+        text = r["text"] + ("" if r["passed_guardrails"] else " (fallback)")
+        by_style.setdefault(r["style"], {}).setdefault(r["item_id"], {})[r["user_id"]] = text
+    for style, by_item in by_style.items():
+        lines += ["", f"| {style} blurb: item | reader_a | reader_b |", "|---|---|---|"]
+        lines += [f"| {i} | {t.get('reader_a', '')} | {t.get('reader_b', '')} |" for i, t in by_item.items()]
     return "\n".join(lines)
 
 
@@ -343,6 +362,8 @@ def evaluate_candidate(
     }
     figures = evaluate(rows, texts, readers, stats, heldout_items=heldout, embed=encoder.encode)  # type: ignore[attr-defined]
     named = [r for r in rows if r.user_id in ("reader_a", "reader_b")]
+    # samples only (not in the figures): the two named readers' blurbs in every style on the same items
+    styled = generate_content(style_requests(requests, readers), gen, None, settings.generation)
     print(
         f"{name} seed {seed}: fallback {figures['fallback_rate']:.3f} heldout {figures['heldout_fallback_rate']:.3f} "
         f"faith {figures['faithfulness']:.3f} d2 {figures['distinct_2']:.3f} "
@@ -359,6 +380,7 @@ def evaluate_candidate(
         "figures": figures,
         "samples": [r.to_dict() for r in sample_rows(rows, 5)],
         "named_readers": [r.to_dict() for r in named],
+        "style_samples": [r.to_dict() for r in styled],
     }
 
 
