@@ -337,6 +337,13 @@ class GenerationSettings(BaseModel):
         0, ge=0, description="block repeated token n-grams while decoding (0 = off: loops are trimmed after)"
     )
     top_n_items: int = Field(3, ge=1, description="recommendations per user that get generated copy")
+    heldout_probe_users: int = Field(
+        20,
+        ge=0,
+        description="the daily asset also writes blurbs and summaries of held-out items (never trained on) for "
+        "this many of the day's users, measured as heldout_* and never published (0 = off)",
+    )
+    heldout_probe_items: int = Field(2, ge=1, description="held-out items per probe user")
     max_users: int = Field(100, ge=1, description="active users per day that get generated copy")
     max_fact_words: int = Field(40, ge=5, description="words of an item's body quoted into a prompt")
     # The own LM, trained from scratch on the catalog's texts (minus the held-out items) and its varied targets.

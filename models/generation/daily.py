@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import duckdb
 import pandas as pd
 
 from models.data.warehouse import table_exists
-from models.generation.service import GeneratedContent
+from models.generation.service import GeneratedContent, GenerationRequest, ItemText
 from models.interests import InterestProfile
 
 RECOMMENDATIONS_TABLE = "ml.recommendations"
@@ -244,3 +244,29 @@ def latest_day_rows(con: duckdb.DuckDBPyConnection) -> tuple[dt.date | None, lis
         if r.fallback_reason is not None and r.fallback_reason != r.fallback_reason:  # NaN from pandas
             out[i] = GeneratedContent(**{**r.to_dict(), "fallback_reason": None})
     return row[0], out
+
+
+def heldout_probe(
+    requests: Sequence[GenerationRequest],
+    items: Mapping[str, ItemText],
+    profiles: Mapping[str, InterestProfile],
+    heldout: Iterable[str],
+    n_users: int,
+    per_user: int,
+    tasks: Sequence[str],
+) -> list[GenerationRequest]:
+    """Requests on held-out items for the first ``n_users`` users of ``requests`` (measured, never published).
+
+    User k gets held-out items k*per_user .. in sorted order (cycling), so the probe covers many held-out
+    items and the same items for the same day.
+    """
+    held = sorted(i for i in heldout if i in items)
+    users = list(dict.fromkeys(r.user_id for r in requests if r.user_id in profiles))[:n_users]
+    if not held or not users:
+        return []
+    out = []
+    for k, user in enumerate(users):
+        for j in range(min(per_user, len(held))):
+            item = items[held[(k * per_user + j) % len(held)]]
+            out.extend(GenerationRequest(user, item, profiles[user], task) for task in tasks)
+    return out

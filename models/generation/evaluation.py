@@ -324,8 +324,13 @@ def evaluate(
     generator_stats: Mapping[str, float] | None = None,
     heldout_items: Sequence[str] | frozenset[str] = (),
     embed: Embed | None = None,
+    heldout_probe: Sequence[GeneratedContent] = (),
 ) -> dict[str, Any]:
-    """Every figure of the generation summary: all rows, then seen_* and heldout_* (items never trained on)."""
+    """Every figure of the generation summary: all rows, then seen_* and heldout_* (items never trained on).
+
+    ``heldout_probe`` are extra rows on held-out items written only to be measured (never published); they
+    count in the heldout_* figures only, beside the rows of held-out items among ``rows``.
+    """
     stats = dict(generator_stats or {})
     figures = quality_figures(rows, items, profiles, embed)
     figures["tokens_per_s"] = float(stats.get("tokens_per_s", float("nan")))
@@ -335,10 +340,14 @@ def evaluate(
     held = set(heldout_items)
     for prefix, part in (
         ("seen_", [r for r in rows if r.item_id not in held]),
-        ("heldout_", [r for r in rows if r.item_id in held]),
+        (
+            "heldout_",
+            [r for r in rows if r.item_id in held] + [r for r in heldout_probe if r.item_id in held],
+        ),
     ):
         sub = quality_figures(part, items, profiles, embed)
         figures.update({prefix + k: sub[k] for k in SPLIT_KEYS})
+    figures["heldout_probe_rows"] = len(heldout_probe)
     return figures
 
 

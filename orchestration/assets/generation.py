@@ -200,7 +200,15 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
         gen.lift_encoder or settings.encoder.model_name_or_path, batch_size=64, max_length=128
     )
     heldout = generator.heldout_items
-    figures = evaluate(rows, item_texts, profiles, stats, heldout_items=heldout, embed=encoder.encode)
+    # The day's recommendations rarely reach held-out items: a probe writes some for the day's users (not
+    # published, not cached) so the heldout_* figures measure copy of items the generator never saw.
+    probe_requests = daily.heldout_probe(
+        requests, item_texts, profiles, heldout, gen.heldout_probe_users, gen.heldout_probe_items, gen.tasks
+    )
+    probe = generate_content(probe_requests, generator, None, gen) if probe_requests else []
+    figures = evaluate(
+        rows, item_texts, profiles, stats, heldout_items=heldout, embed=encoder.encode, heldout_probe=probe
+    )
     with recgen.connect() as con:
         cache.write_frame(con, cache.new_rows(new_cache, cached))
         stored = daily.store_content(con, day, rows, [request_fields(r)[1] for r in requests])

@@ -149,7 +149,8 @@ NOT_OUTPUT_SETTINGS = {
     "model_name_or_path", "fine_tune", "use_lora", "lora_r", "tasks", "batch_size", "top_n_items", "max_users",
     "train_steps", "train_batch_size", "learning_rate", "fine_tune_learning_rate", "vocab_size", "n_layer",
     "n_embd", "n_head", "n_positions", "heldout_share", "example_rounds", "train_on_corpus",
-    "max_fallback_rate", "min_faithfulness", "min_distinct_2", "lift_encoder",
+    "max_fallback_rate", "min_faithfulness", "min_distinct_2", "lift_encoder", "heldout_probe_users",
+    "heldout_probe_items",
 }  # fmt: skip
 DECODING_SETTINGS = {
     "max_new_tokens", "do_sample", "temperature", "top_p", "constrain_to_prompt", "no_repeat_ngram_size",
