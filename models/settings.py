@@ -377,6 +377,13 @@ class GenerationSettings(BaseModel):
         "times the readers of the same item (in one batch) already given it, so readers of one item get "
         "different sentences (0 = always the most relevant)",
     )
+    batch_diversity: float = Field(
+        0.1,
+        ge=0,
+        description="with fact_order=relevance: a blurb's sentence also loses this times the share of its word "
+        "pairs that sentences chosen earlier in the batch carry, so one phrasing the catalog repeats across "
+        "items does not open every other blurb (0 = off)",
+    )
     example_rounds: int = Field(2, ge=1, description="training examples drawn per item and task")
     train_on_corpus: bool = Field(
         True, description="also train the own LM on the items' own titles and bodies as plain text"

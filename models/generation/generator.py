@@ -37,6 +37,7 @@ OUTPUT_SETTINGS: tuple[str, ...] = (
     "fact_order",
     "target_scorer",
     "reader_diversity",
+    "batch_diversity",
     "max_fact_words",
     "max_words",
     "min_words",

@@ -295,7 +295,10 @@ def _written(
     # Readers of one item get different sentences where their relevance is close (generation.reader_diversity).
     scorer = scorer_for(settings.target_scorer) if settings.fact_order == "relevance" else None
     ordered = spread_over_readers(
-        [(item.item_id, fields) for _, fields, item in pending], scorer, settings.reader_diversity
+        [(item.item_id, fields) for _, fields, item in pending],
+        scorer,
+        settings.reader_diversity,
+        settings.batch_diversity,
     )
     pending = [(key, fields, item) for (key, _, item), fields in zip(pending, ordered, strict=True)]
     fitted = [fitted_prompt(fields, generator, settings.max_fact_words) for _, fields, _ in pending]

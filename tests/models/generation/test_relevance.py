@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from models.generation.prompts import PromptFields
 from models.generation.relevance import by_relevance, spread_over_readers
@@ -56,3 +57,19 @@ def test_a_clearly_more_relevant_sentence_wins_over_the_spread() -> None:
     other = spread_over_readers([("i2", _blurb("football")), ("i3", _blurb("football"))], _scorer, 0.05)
     assert _first(other[0]) == _first(other[1])
     assert spread_over_readers(readers[:1], _scorer, 0.0)[0] == by_relevance(readers[0][1], _scorer)
+
+
+def test_a_phrasing_repeated_across_items_is_not_chosen_for_every_blurb() -> None:
+    shared = "The project, led by Ana Ruiz, focuses on the derby and the stadium."
+
+    def body(own: str) -> str:
+        return f"{own} {shared.replace('Ana Ruiz', 'Bo Lin')} Fans say the derby matters."
+
+    readers = [
+        (f"i{k}", replace(_blurb("derby stadium"), body=body(f"Match {k} opens the season.")))
+        for k in range(2)
+    ]
+    plain = spread_over_readers(readers, _scorer, weight=0.0)
+    assert all(_first(f).startswith("The project") for f in plain)  # the most relevant sentence, twice
+    spread = spread_over_readers(readers, _scorer, weight=0.0, batch_weight=5.0)
+    assert _first(spread[0]).startswith("The project") and not _first(spread[1]).startswith("The project")
