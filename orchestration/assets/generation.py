@@ -15,9 +15,9 @@ import pandas as pd
 
 from models.generation import cache, daily
 from models.generation.artifacts import (
-    REGISTRY_NAME,
     find_version,
     load_generator,
+    promote_generator,
     register_pretrained,
     register_trained,
 )
@@ -95,7 +95,7 @@ def content_generator(context: dg.AssetExecutionContext, recgen: RecgenResource)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     else:
-        registry.promote_if_better(REGISTRY_NAME, artifact.version, metric="neg_eval_loss")
+        promote_generator(registry, artifact.version)
     metrics = artifact.metrics
     context.log.info(
         "generator %s (%s): loss %.3f -> %.3f",
