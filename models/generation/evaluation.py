@@ -374,7 +374,11 @@ def check_failures(figures: Mapping[str, Any], settings: Any) -> list[str]:
     if faith is None or not math.isfinite(faith) or faith < settings.min_faithfulness:
         failures.append(f"faithfulness {faith} < {settings.min_faithfulness}")
     if d2 is None or not math.isfinite(d2) or d2 < settings.min_distinct_2:
-        failures.append(f"distinct-2 {d2} < {settings.min_distinct_2}")
+        ceiling = figures.get("distinct_2_copy_ceiling")
+        bound = (
+            f" (copying the items' text allows at most {ceiling:.3f})" if isinstance(ceiling, float) else ""
+        )
+        failures.append(f"distinct-2 {d2} < {settings.min_distinct_2}{bound}")
     return failures
 
 

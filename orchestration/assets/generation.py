@@ -190,7 +190,11 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
     after = generator.stats()
     new_cache = cache.read_frame(work, generator.version_for(gen))
     work.close()
-    stats = {k: after[k] - before[k] for k in ("model_calls", "generated_tokens", "generation_seconds")}
+    stats = {
+        k: after[k] - before[k]
+        for k in ("model_calls", "generated_tokens", "generation_seconds", "second_attempts")
+        if k in after
+    }
     stats["tokens_per_s"] = (
         stats["generated_tokens"] / stats["generation_seconds"] if stats["generation_seconds"] else 0.0
     )

@@ -88,7 +88,14 @@ def generated_content_quality(recgen: RecgenResource) -> dg.AssetCheckResult:
     }
     for key in ("n_rows", "n_model_rows", "n_fallback_rows", "n_cached_rows"):
         metadata[key] = int(figures[key])
-    for key in ("fallback_rate", "faithfulness", "distinct_2", "well_formed_share", "style_accuracy"):
+    for key in (
+        "fallback_rate",
+        "faithfulness",
+        "distinct_2",
+        "distinct_2_copy_ceiling",
+        "well_formed_share",
+        "style_accuracy",
+    ):
         value = figures[key]
         metadata[key] = dg.MetadataValue.float(float(value)) if value == value else "n/a"
     return dg.AssetCheckResult(
