@@ -24,6 +24,7 @@ import logging
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +105,9 @@ def requests_for(
     out = []
     for reader, profile in readers.items():
         # each reader sees a third of the chosen items, the two named readers all of them (same items)
-        mine = chosen if reader in ("reader_a", "reader_b") else chosen[hash(reader) % 3 :: 3]
+        # a stable hash (Python's str hash differs per process, which made panels differ between runs)
+        third = zlib.crc32(reader.encode()) % 3
+        mine = chosen if reader in ("reader_a", "reader_b") else chosen[third::3]
         for item_id in mine:
             for task in ("blurb", "summary"):
                 out.append(GenerationRequest(reader, texts[str(item_id)], profile, task))
