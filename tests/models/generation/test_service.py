@@ -168,10 +168,9 @@ def test_every_generation_setting_is_in_the_cache_key_or_named_as_not_changing_t
     "change",
     [
         {"second_attempt": False},
-        {"vary_phrasing": False},
         {"fact_order": "original"},
         {"reader_diversity": 0.0},
-        {"max_fact_words": 20},
+        {"batch_diversity": 0.0},
         {"min_sentence_words": 6},
         {"blocklist": ("spam",)},
         {"copy_context": 3},
