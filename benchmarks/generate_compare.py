@@ -24,6 +24,7 @@ import logging
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,11 +105,27 @@ def requests_for(
     out = []
     for reader, profile in readers.items():
         # each reader sees a third of the chosen items, the two named readers all of them (same items)
-        mine = chosen if reader in ("reader_a", "reader_b") else chosen[hash(reader) % 3 :: 3]
+        # a stable hash (Python's str hash differs per process, which made panels differ between runs)
+        third = zlib.crc32(reader.encode()) % 3
+        mine = chosen if reader in ("reader_a", "reader_b") else chosen[third::3]
         for item_id in mine:
             for task in ("blurb", "summary"):
                 out.append(GenerationRequest(reader, texts[str(item_id)], profile, task))
     return out
+
+
+def style_requests(
+    requests: list[GenerationRequest], readers: dict[str, InterestProfile], n_items: int = 5
+) -> list[GenerationRequest]:
+    """Blurbs in each of the four styles for the two named readers on the same ``n_items`` items (samples)."""
+    items = list(dict.fromkeys(r.item.item_id for r in requests if r.user_id == "reader_a"))[:n_items]
+    by_id = {r.item.item_id: r.item for r in requests}
+    return [
+        GenerationRequest(reader, by_id[i], readers[reader], "blurb", style)
+        for style in STYLES
+        for i in items
+        for reader in ("reader_a", "reader_b")
+    ]
 
 
 def bert2bert_dir(out: Path, encoder_path: str) -> Path:
@@ -191,7 +208,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--candidates", nargs="+", default=["own-lm-800", "own-lm", "bert2bert"])
+    parser.add_argument(
+        "--candidates", nargs="*", default=["own-lm-800", "own-lm", "bert2bert"], help="none with --model-dir"
+    )
     parser.add_argument("--items", type=int, default=None, help="first N simulator items (default: all)")
     parser.add_argument("--per-split", type=int, default=30, help="seen and held-out items per reader panel")
     parser.add_argument("--readers", type=int, default=10, help="random readers besides the two named ones")
@@ -202,6 +221,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the reader panel and its items")
     parser.add_argument(
         "--workdir", type=Path, help="keep trained candidates here (a dir of the same version is reused)"
+    )
+    parser.add_argument(
+        "--model-dir",
+        nargs="+",
+        default=[],
+        metavar="NAME=DIR",
+        help="also evaluate already trained dirs (as candidate NAME, nothing trained; e.g. a model trained by "
+        "an earlier run of this script under an older example format)",
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--samples-from", type=Path, help="print the sample tables of a --json file and stop")
@@ -218,8 +245,6 @@ def main() -> None:
     items = simulator_items(args.items)
     heldout = heldout_item_ids(items, args.heldout_share)
     if args.candidates == ["champion"]:
-        from models.generation.generator import read_marker
-
         path, _ = train_candidate("champion", items, Path("."), args, args.seed)
         heldout = set((read_marker(path) or {}).get("heldout_items", heldout))
     readers = reader_panel(items, args.readers, args.seed)
@@ -232,6 +257,18 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
+        for spec in args.model_dir:
+            name, _, where = spec.partition("=")
+            marker = read_marker(where) or {}
+            train = {
+                "train_seconds": float(marker.get("seconds", 0.0)),
+                "steps": int(marker.get("steps", 0)),
+                "valid_loss_before": marker.get("loss_before"),
+                "valid_loss_after": marker.get("loss_after"),
+            }
+            results.append(
+                evaluate_candidate(name, 0, Path(where), train, requests, texts, readers, heldout, encoder)
+            )
         for name in args.candidates:
             for seed in args.seeds if name != "champion" else [args.seed]:
                 path, train = train_candidate(name, items, work, args, seed)
@@ -245,6 +282,7 @@ def main() -> None:
         ("heldout_faithfulness", "held-out faithfulness"),
         ("distinct_2", "distinct-2"),
         ("heldout_distinct_2", "held-out distinct-2"),
+        ("distinct_2_copy_ceiling", "copy ceiling of distinct-2"),
         ("personalization_lift", "lift"),
         ("heldout_personalization_lift", "held-out lift"),
         ("style_accuracy", "style acc."),
@@ -291,6 +329,13 @@ def sample_tables(result: dict, per_style: int = 5, n_items: int = 5) -> str:
     both = [i for i, by in named.items() if {"reader_a", "reader_b"} <= set(by)][:n_items]
     lines += ["", "| item | reader_a (casual) | reader_b (formal) |", "|---|---|---|"]
     lines += [f"| {i} | {named[i]['reader_a']} | {named[i]['reader_b']} |" for i in both]
+    by_style: dict[str, dict[str, dict[str, str]]] = {}
+    for r in result.get("style_samples", []):
+        text = r["text"] + ("" if r["passed_guardrails"] else " (fallback)")
+        by_style.setdefault(r["style"], {}).setdefault(r["item_id"], {})[r["user_id"]] = text
+    for style, by_item in by_style.items():
+        lines += ["", f"| {style} blurb: item | reader_a | reader_b |", "|---|---|---|"]
+        lines += [f"| {i} | {t.get('reader_a', '')} | {t.get('reader_b', '')} |" for i, t in by_item.items()]
     return "\n".join(lines)
 
 
@@ -320,6 +365,8 @@ def evaluate_candidate(
     }
     figures = evaluate(rows, texts, readers, stats, heldout_items=heldout, embed=encoder.encode)  # type: ignore[attr-defined]
     named = [r for r in rows if r.user_id in ("reader_a", "reader_b")]
+    # samples only (not in the figures): the two named readers' blurbs in every style on the same items
+    styled = generate_content(style_requests(requests, readers), gen, None, settings.generation)
     print(
         f"{name} seed {seed}: fallback {figures['fallback_rate']:.3f} heldout {figures['heldout_fallback_rate']:.3f} "
         f"faith {figures['faithfulness']:.3f} d2 {figures['distinct_2']:.3f} "
@@ -336,6 +383,7 @@ def evaluate_candidate(
         "figures": figures,
         "samples": [r.to_dict() for r in sample_rows(rows, 5)],
         "named_readers": [r.to_dict() for r in named],
+        "style_samples": [r.to_dict() for r in styled],
     }
 
 

@@ -221,6 +221,16 @@ class ModelRegistry:
             old_value = current.metric(metric)
             if math.isnan(new_value) or (not math.isnan(old_value) and new_value <= old_value):
                 return False
+        self.promote(name, version, metric)
+        return True
+
+    def promote(self, name: str, version: str, metric: str = "ndcg@10") -> None:
+        """Make ``version`` the champion whatever its metric (for a caller that knows the metrics not comparable)."""
+        candidate = self.get(name, version)
+        current = self.champion(name)
+        if current is not None and current.version == version:
+            return
+        new_value = candidate.metric(metric)
         alias = self.root / name / "champion.json"
         tmp = alias.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"version": version, metric: None if math.isnan(new_value) else new_value}))
@@ -228,7 +238,6 @@ class ModelRegistry:
         if current is not None:
             self._mirror(current, is_champion=False)
         self._mirror(candidate, is_champion=True)
-        return True
 
     def _mirror(self, artifact: ArtifactVersion, is_champion: bool) -> None:
         """Upsert the version's row into ``ml.registry`` (skipped when the registry has no database)."""

@@ -344,6 +344,13 @@ class GenerationSettings(BaseModel):
         0, ge=0, description="block repeated token n-grams while decoding (0 = off: loops are trimmed after)"
     )
     top_n_items: int = Field(3, ge=1, description="recommendations per user that get generated copy")
+    heldout_probe_users: int = Field(
+        20,
+        ge=0,
+        description="the daily asset also writes blurbs and summaries of held-out items (never trained on) for "
+        "this many of the day's users, measured as heldout_* and never published (0 = off)",
+    )
+    heldout_probe_items: int = Field(2, ge=1, description="held-out items per probe user")
     max_users: int = Field(100, ge=1, description="active users per day that get generated copy")
     max_fact_words: int = Field(40, ge=5, description="words of an item's body quoted into a prompt")
     # The own LM, trained from scratch on the catalog's texts (minus the held-out items) and its varied targets.
@@ -369,6 +376,20 @@ class GenerationSettings(BaseModel):
         "relevance",
         description="order of the item's sentences in a personalized prompt: most relevant to the reader's "
         "profile first (by target_scorer, as the training targets are chosen), or the item's own order",
+    )
+    reader_diversity: float = Field(
+        0.05,
+        ge=0,
+        description="with fact_order=relevance: a blurb's sentence is the most relevant to its reader minus this "
+        "times the readers of the same item (in one batch) already given it, so readers of one item get "
+        "different sentences (0 = always the most relevant)",
+    )
+    batch_diversity: float = Field(
+        0.1,
+        ge=0,
+        description="with fact_order=relevance: a blurb's sentence also loses this times the share of its word "
+        "pairs that sentences chosen earlier in the batch carry, so one phrasing the catalog repeats across "
+        "items does not open every other blurb (0 = off)",
     )
     example_rounds: int = Field(2, ge=1, description="training examples drawn per item and task")
     train_on_corpus: bool = Field(

@@ -7,13 +7,14 @@ pretrained model registered without fine-tuning is a ``source.json`` pointer to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from models.generation.generator import Generator
-from models.generation.train import TrainResult
+from models.generation.train import FORMAT_VERSION, TrainResult
 from models.registry import ArtifactVersion, ModelRegistry
 from models.settings import Settings
 
@@ -69,12 +70,35 @@ def register_trained(
             "base_model": result.base_model,
             "steps": result.steps,
             "device": result.device,
+            "eval_set": eval_set(result),
             **(extra or {}),
         },
         data_snapshot_id=data_snapshot_id,
     )
-    registry.promote_if_better(REGISTRY_NAME, artifact.version, metric=PROMOTION_METRIC)
+    promote_generator(registry, artifact.version)
     return artifact
+
+
+def eval_set(result: TrainResult) -> str:
+    """What a generator's validation loss was computed on: the example format and the held-out items."""
+    digest = hashlib.sha1("|".join(sorted(result.heldout_items)).encode()).hexdigest()[:10]
+    return f"format{FORMAT_VERSION}-heldout-{digest}"
+
+
+def promote_generator(registry: ModelRegistry, version: str) -> bool:
+    """Promote ``version`` if its validation loss beats the champion's on the same evaluation set.
+
+    Losses on other examples (another example format, other held-out items, or a champion registered before
+    the evaluation set was recorded, whose loss was on its own training examples) say nothing about which
+    model writes better copy, so then the newer model replaces the champion. True if it is the champion now.
+    """
+    candidate = registry.get(REGISTRY_NAME, version)
+    current = registry.champion(REGISTRY_NAME)
+    mine, theirs = candidate.config.get("eval_set"), current.config.get("eval_set") if current else None
+    if current is None or not mine or mine != theirs:
+        registry.promote(REGISTRY_NAME, version, metric=PROMOTION_METRIC)
+        return True
+    return registry.promote_if_better(REGISTRY_NAME, version, metric=PROMOTION_METRIC)
 
 
 def register_pretrained(

@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import duckdb
 import pandas as pd
 
 from models.data.warehouse import table_exists
-from models.generation.service import GeneratedContent
+from models.generation.service import GeneratedContent, GenerationRequest, ItemText
 from models.interests import InterestProfile
 
 RECOMMENDATIONS_TABLE = "ml.recommendations"
@@ -161,16 +161,32 @@ def ensure_content_table(con: duckdb.DuckDBPyConnection) -> None:
             n_tokens integer not null,
             cached boolean not null,
             generated_at timestamp not null,
+            segment varchar,
             primary key (day, user_id, item_id, task)
         )
         """
     )
+    # warehouses written before the segment column (the cache segment a row's text was written for)
+    con.execute(f"alter table {CONTENT_TABLE} add column if not exists segment varchar")
 
 
-def store_content(con: duckdb.DuckDBPyConnection, day: dt.date, rows: Sequence[GeneratedContent]) -> int:
-    """Replace the day's rows of ``generation.generated_content`` with ``rows``; returns the row count."""
+def store_content(
+    con: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    rows: Sequence[GeneratedContent],
+    segments: Sequence[str] | None = None,
+) -> int:
+    """Replace the day's rows of ``generation.generated_content`` with ``rows``; returns the row count.
+
+    ``segments`` (one per row) are the cache segments the texts were written for: rows of one (item, segment,
+    task, style) share one generation, which the quality check counts once.
+    """
     ensure_content_table(con)
     frame = pd.DataFrame([r.to_dict() for r in rows])
+    if segments is not None:
+        if len(segments) != len(rows):
+            raise ValueError(f"segments: {len(segments)} values for {len(rows)} rows")
+        frame["segment"] = list(segments)
     con.execute(f"delete from {CONTENT_TABLE} where day = ?", [day])
     if frame.empty:
         return 0
@@ -199,7 +215,13 @@ def rows_without_reason(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def latest_day_rows(con: duckdb.DuckDBPyConnection) -> tuple[dt.date | None, list[GeneratedContent]]:
-    """The rows of the day written last (by ``generated_at``), each with its stored verdict (not as cached)."""
+    """The rows of the day written last (by ``generated_at``), each generation once.
+
+    The first row of each (item, segment, task, style) is read as written (``cached`` false, whether it was
+    generated in that run or an earlier one); the other rows of the same generation are its copies served to
+    other readers (``cached`` true), so quality figures count every generation once and never a copy. Rows
+    stored without a segment (older warehouses) each count as a generation.
+    """
     ensure_content_table(con)
     row = con.execute(f"select day from {CONTENT_TABLE} order by generated_at desc limit 1").fetchone()
     if not row:
@@ -208,8 +230,43 @@ def latest_day_rows(con: duckdb.DuckDBPyConnection) -> tuple[dt.date | None, lis
         f"select * from {CONTENT_TABLE} where day = ? order by user_id, item_id, task", [row[0]]
     ).df()
     fields = [f for f in GeneratedContent.__dataclass_fields__ if f != "cached"]
-    out = [GeneratedContent(**{f: rec[f] for f in fields}, cached=False) for rec in frame.to_dict("records")]
+    seen: set[tuple[str, str, str, str]] = set()
+    out = []
+    for rec in frame.to_dict("records"):
+        segment = rec.get("segment")
+        copy = False
+        if isinstance(segment, str) and segment:
+            generation = (str(rec["item_id"]), segment, str(rec["task"]), str(rec["style"]))
+            copy = generation in seen
+            seen.add(generation)
+        out.append(GeneratedContent(**{f: rec[f] for f in fields}, cached=copy))
     for i, r in enumerate(out):
         if r.fallback_reason is not None and r.fallback_reason != r.fallback_reason:  # NaN from pandas
             out[i] = GeneratedContent(**{**r.to_dict(), "fallback_reason": None})
     return row[0], out
+
+
+def heldout_probe(
+    requests: Sequence[GenerationRequest],
+    items: Mapping[str, ItemText],
+    profiles: Mapping[str, InterestProfile],
+    heldout: Iterable[str],
+    n_users: int,
+    per_user: int,
+    tasks: Sequence[str],
+) -> list[GenerationRequest]:
+    """Requests on held-out items for the first ``n_users`` users of ``requests`` (measured, never published).
+
+    User k gets held-out items k*per_user .. in sorted order (cycling), so the probe covers many held-out
+    items and the same items for the same day.
+    """
+    held = sorted(i for i in heldout if i in items)
+    users = list(dict.fromkeys(r.user_id for r in requests if r.user_id in profiles))[:n_users]
+    if not held or not users:
+        return []
+    out = []
+    for k, user in enumerate(users):
+        for j in range(min(per_user, len(held))):
+            item = items[held[(k * per_user + j) % len(held)]]
+            out.extend(GenerationRequest(user, item, profiles[user], task) for task in tasks)
+    return out

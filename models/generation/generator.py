@@ -11,11 +11,12 @@ and generated tokens, which the cache tests and the metrics read.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time un
 MARKER_FILE = (
     "recgen_generator.json"  # written beside a model trained or fine-tuned by models.generation.train
 )
+
+
+# GenerationSettings fields besides the decoding ones that change what is published for a request: how the
+# facts are ordered and spread over readers, how openings are chosen, the second attempt and the guardrails.
+OUTPUT_SETTINGS: tuple[str, ...] = (
+    "second_attempt",
+    "vary_phrasing",
+    "fact_order",
+    "target_scorer",
+    "reader_diversity",
+    "batch_diversity",
+    "max_fact_words",
+    "max_words",
+    "min_words",
+    "min_content_words",
+    "max_repeated_ngrams",
+    "min_sentence_words",
+    "grounding_content_words",
+    "blocklist",
+)
+
+
+def output_digest(generation_settings: Any) -> str:
+    """A short hash of the ``OUTPUT_SETTINGS`` of a ``GenerationSettings`` (part of the cache key)."""
+    knobs = {k: getattr(generation_settings, k) for k in OUTPUT_SETTINGS}
+    return hashlib.sha1(json.dumps(knobs, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -40,6 +67,7 @@ class DecodingConfig:
     constrain_to_prompt: bool = False
     no_repeat_ngram_size: int = 0
     copy_context: int = 0  # >0: copy sources word by word with this many words of context (constraints)
+    output_digest: str = ""  # the other settings that change the published text (:func:`output_digest`)
 
     @classmethod
     def from_settings(cls, settings: Any) -> DecodingConfig:
@@ -54,6 +82,7 @@ class DecodingConfig:
             constrain_to_prompt=gen.constrain_to_prompt,
             no_repeat_ngram_size=gen.no_repeat_ngram_size,
             copy_context=gen.copy_context if gen.constrain_to_prompt else 0,
+            output_digest=output_digest(gen),
         )
 
     @property
@@ -69,6 +98,8 @@ class DecodingConfig:
             out += f"-nr{self.no_repeat_ngram_size}"
         if self.copy_context:
             out += f"-k{self.copy_context}"
+        if self.output_digest:
+            out += f"-o{self.output_digest}"
         return out
 
 
@@ -214,6 +245,15 @@ class Generator:
         from models.generation.prompts import PROMPT_VERSION
 
         return f"{self.model_version}|p{PROMPT_VERSION}|{self.decoding.signature}"
+
+    def version_for(self, generation_settings: Any | None) -> str:
+        """:attr:`version` with the output settings of ``generation_settings`` (the cache key of its texts)."""
+        if generation_settings is None:
+            return self.version
+        from models.generation.prompts import PROMPT_VERSION
+
+        decoding = replace(self.decoding, output_digest=output_digest(generation_settings))
+        return f"{self.model_version}|p{PROMPT_VERSION}|{decoding.signature}"
 
     @property
     def max_prompt_tokens(self) -> int:

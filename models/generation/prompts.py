@@ -29,7 +29,7 @@ from models.data.schema import STYLES as _SCHEMA_STYLES
 from models.generation.text import lead_sentences, scrub_pii, split_sentences, truncate_words, words_of
 
 # Bump when a template changes: it is part of every cache key, so texts from old prompts are not served.
-PROMPT_VERSION = 4
+PROMPT_VERSION = 5
 TASKS: tuple[str, ...] = ("blurb", "summary", "title", "style_transfer")
 STYLES: tuple[str, ...] = tuple(_SCHEMA_STYLES)
 PROMPT_FORMATS: tuple[str, ...] = ("control", "instruction")
@@ -75,20 +75,47 @@ STYLE_TEMPLATES: dict[str, str] = {
 BLURB_TEMPLATE = "For fans of {interest}: {text}"
 # Several phrasings per style; ``{interest}`` is the reason the item fits the user (a term the item carries).
 STYLE_PHRASINGS: dict[str, tuple[str, ...]] = {
-    "concise": ("{text}", "In brief: {text}"),
-    "casual": ("Quick read: {text}", "Worth a look: {text}", "Heads up: {text}"),
+    "concise": ("{text}", "In brief: {text}", "In short: {text}"),
+    "casual": ("Quick read: {text}", "Worth a look: {text}", "Heads up: {text}", "Check this out: {text}"),
     "formal": (
         "This article reports the following. {text}",
         "The report states the following. {text}",
         "Of note: {text}",
+        "For the record: {text}",
     ),
-    "enthusiastic": ("Great news! {text}", "Exciting news! {text}", "Do not miss this! {text}"),
+    "enthusiastic": (
+        "Great news! {text}",
+        "Exciting news! {text}",
+        "Do not miss this! {text}",
+        "What a story! {text}",
+    ),
 }
+# Several openings per style naming why the item fits the reader; the copy of one item varies across readers.
 INTEREST_PHRASINGS: dict[str, tuple[str, ...]] = {
-    "concise": ("For fans of {interest}: {text}", "On {interest}: {text}"),
-    "casual": ("Into {interest}? {text}", "Quick read for {interest} fans: {text}"),
-    "formal": ("Of interest to readers of {interest}: {text}", "On the subject of {interest}: {text}"),
-    "enthusiastic": ("Love {interest}? Great news! {text}", "Big news for {interest} fans! {text}"),
+    "concise": (
+        "For fans of {interest}: {text}",
+        "On {interest}: {text}",
+        "If you follow {interest}: {text}",
+        "Picked for your interest in {interest}: {text}",
+    ),
+    "casual": (
+        "Into {interest}? {text}",
+        "Quick read for {interest} fans: {text}",
+        "You like {interest}, so here goes: {text}",
+        "Got a minute for {interest}? {text}",
+    ),
+    "formal": (
+        "Of interest to readers of {interest}: {text}",
+        "On the subject of {interest}: {text}",
+        "Selected for readers following {interest}: {text}",
+        "With regard to {interest}: {text}",
+    ),
+    "enthusiastic": (
+        "Love {interest}? Great news! {text}",
+        "Big news for {interest} fans! {text}",
+        "A must for {interest} lovers! {text}",
+        "Calling all {interest} fans! {text}",
+    ),
 }
 
 TASK_INSTRUCTIONS: dict[str, str] = {

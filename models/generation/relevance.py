@@ -84,3 +84,52 @@ def by_relevance(fields: PromptFields, scorer: SentenceScorer | None) -> PromptF
     if scorer is None or fields.task not in PERSONALIZED_TASKS or not fields.interests:
         return fields
     return replace(fields, body=" ".join(ranked_sentences(fields.body, fields.interests, scorer)))
+
+
+def _bigrams(sentence: str) -> set[tuple[str, str]]:
+    words = words_of(sentence)
+    return set(zip(words, words[1:], strict=False))
+
+
+def spread_over_readers(
+    pending: Sequence[tuple[str, PromptFields]],
+    scorer: SentenceScorer | None,
+    weight: float,
+    batch_weight: float = 0.0,
+) -> list[PromptFields]:
+    """Each blurb's facts with the sentence chosen for its reader first, spread over readers and the batch.
+
+    ``pending`` is (item id, fields) in request order. For a personalized task the chosen sentence is the one
+    with the highest MiniLM relevance to the reader's profile, minus ``weight`` times the number of readers of
+    the same item (in this batch) already given it (the item's lead sentence starts as given once: the
+    summary every reader sees carries it), minus ``batch_weight`` times the share of its word pairs that
+    sentences chosen earlier in the batch already carry (so a phrase the catalog repeats across items, such
+    as "The project, led by ...", does not open every other blurb). The other sentences follow by relevance.
+    With both weights 0 this is :func:`by_relevance`; other tasks and readers without interests are as given.
+    """
+    uses: dict[str, dict[str, int]] = {}
+    written: set[tuple[str, str]] = set()
+    out: list[PromptFields] = []
+    for item_id, fields in pending:
+        if scorer is None or fields.task not in PERSONALIZED_TASKS or not fields.interests:
+            out.append(fields)
+            continue
+        sentences = split_sentences(quote_data(fields.body))
+        if len(sentences) < 2:
+            out.append(fields)
+            continue
+        scores = scorer(sentences, list(fields.interests))[0]
+        given = uses.setdefault(item_id, {sentences[0]: 1})
+        pairs = [_bigrams(x) for x in sentences]
+        values = [
+            scores[i]
+            - weight * given.get(sentences[i], 0)
+            - batch_weight * (len(pairs[i] & written) / len(pairs[i]) if pairs[i] else 0.0)
+            for i in range(len(sentences))
+        ]
+        best = max(range(len(sentences)), key=lambda i: (values[i], -i))
+        given[sentences[best]] = given.get(sentences[best], 0) + 1
+        written.update(pairs[best])
+        rest = sorted((i for i in range(len(sentences)) if i != best), key=lambda i: (-scores[i], i))
+        out.append(replace(fields, body=" ".join(sentences[i] for i in [best, *rest])))
+    return out

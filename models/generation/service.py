@@ -36,7 +36,7 @@ from models.generation.prompts import (
     quote_data,
     resolve_style,
 )
-from models.generation.relevance import by_relevance, scorer_for
+from models.generation.relevance import scorer_for, spread_over_readers
 from models.generation.text import split_sentences, truncate_words
 from models.interests import InterestProfile
 from models.settings import GenerationSettings
@@ -292,8 +292,15 @@ def _written(
 ) -> dict[cache.CacheKey, cache.CacheEntry]:
     """Generate, check and (when rejected) replace the text of every pending key."""
     # A personalized prompt shows the item's sentences most relevant to the reader first (as in training).
+    # Readers of one item get different sentences where their relevance is close (generation.reader_diversity).
     scorer = scorer_for(settings.target_scorer) if settings.fact_order == "relevance" else None
-    pending = [(key, by_relevance(fields, scorer), item) for key, fields, item in pending]
+    ordered = spread_over_readers(
+        [(item.item_id, fields) for _, fields, item in pending],
+        scorer,
+        settings.reader_diversity,
+        settings.batch_diversity,
+    )
+    pending = [(key, fields, item) for (key, _, item), fields in zip(pending, ordered, strict=True)]
     fitted = [fitted_prompt(fields, generator, settings.max_fact_words) for _, fields, _ in pending]
     prompts = [p for p, _ in fitted]
     copying = generator.decoding.constrain_to_prompt and generator.decoding.copy_context > 0
@@ -346,10 +353,12 @@ def generate_content(
 ) -> list[GeneratedContent]:
     """Copy for every request, in order: cached texts where present, the rest generated in batches."""
     settings = settings or GenerationSettings()
+    # every setting that changes the published text is part of the key (decoding, output settings, model)
+    version = generator.version_for(settings)
     keyed: list[tuple[cache.CacheKey, PromptFields, GenerationRequest]] = []
     for request in requests:
         fields, segment = request_fields(request)
-        key = cache.CacheKey(request.item.content_hash, segment, fields.task, fields.style, generator.version)
+        key = cache.CacheKey(request.item.content_hash, segment, fields.task, fields.style, version)
         keyed.append((key, fields, request))
     started = time.perf_counter()
     found = cache.lookup(cache_con, (k for k, _, _ in keyed)) if cache_con is not None else {}
@@ -376,7 +385,7 @@ def generate_content(
                 text=entry.text,
                 passed_guardrails=entry.passed_guardrails,
                 fallback_reason=entry.fallback_reason,
-                model_version=generator.version,
+                model_version=version,
                 # A request served from the cache (or from a duplicate in this batch) waited only for the lookup.
                 latency_ms=entry.latency_ms if fresh else lookup_ms,
                 n_tokens=entry.n_tokens,

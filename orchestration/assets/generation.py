@@ -15,14 +15,14 @@ import pandas as pd
 
 from models.generation import cache, daily
 from models.generation.artifacts import (
-    REGISTRY_NAME,
     find_version,
     load_generator,
+    promote_generator,
     register_pretrained,
     register_trained,
 )
 from models.generation.evaluation import evaluate, sample_rows, write_summary
-from models.generation.service import build_requests, generate_content, items_by_id
+from models.generation.service import build_requests, generate_content, items_by_id, request_fields
 from models.generation.train import fine_tune, lm_version, train_default_lm
 from models.registry import ModelRegistry, data_snapshot_id, marts_snapshot_stats
 from models.settings import Settings
@@ -95,7 +95,7 @@ def content_generator(context: dg.AssetExecutionContext, recgen: RecgenResource)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     else:
-        registry.promote_if_better(REGISTRY_NAME, artifact.version, metric="neg_eval_loss")
+        promote_generator(registry, artifact.version)
     metrics = artifact.metrics
     context.log.info(
         "generator %s (%s): loss %.3f -> %.3f",
@@ -152,7 +152,7 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
         users = daily.active_users(con, day, gen.max_users)
         items = daily.read_items(con)
         recs = daily.stored_recommendations(con, users, day, gen.top_n_items)
-        cached = cache.read_frame(con, generator.version)
+        cached = cache.read_frame(con, generator.version_for(gen))
         stored_profiles = daily.stored_profiles(con, users)
         marts_profiles = daily.profiles_from_marts(con, users, day)
     rec_source = daily.RECOMMENDATIONS_TABLE
@@ -188,9 +188,13 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
     before = generator.stats()
     rows = generate_content(requests, generator, work, gen)
     after = generator.stats()
-    new_cache = cache.read_frame(work, generator.version)
+    new_cache = cache.read_frame(work, generator.version_for(gen))
     work.close()
-    stats = {k: after[k] - before[k] for k in ("model_calls", "generated_tokens", "generation_seconds")}
+    stats = {
+        k: after[k] - before[k]
+        for k in ("model_calls", "generated_tokens", "generation_seconds", "second_attempts")
+        if k in after
+    }
     stats["tokens_per_s"] = (
         stats["generated_tokens"] / stats["generation_seconds"] if stats["generation_seconds"] else 0.0
     )
@@ -200,10 +204,18 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
         gen.lift_encoder or settings.encoder.model_name_or_path, batch_size=64, max_length=128
     )
     heldout = generator.heldout_items
-    figures = evaluate(rows, item_texts, profiles, stats, heldout_items=heldout, embed=encoder.encode)
+    # The day's recommendations rarely reach held-out items: a probe writes some for the day's users (not
+    # published, not cached) so the heldout_* figures measure copy of items the generator never saw.
+    probe_requests = daily.heldout_probe(
+        requests, item_texts, profiles, heldout, gen.heldout_probe_users, gen.heldout_probe_items, gen.tasks
+    )
+    probe = generate_content(probe_requests, generator, None, gen) if probe_requests else []
+    figures = evaluate(
+        rows, item_texts, profiles, stats, heldout_items=heldout, embed=encoder.encode, heldout_probe=probe
+    )
     with recgen.connect() as con:
         cache.write_frame(con, cache.new_rows(new_cache, cached))
-        stored = daily.store_content(con, day, rows)
+        stored = daily.store_content(con, day, rows, [request_fields(r)[1] for r in requests])
     summary_path = write_summary(
         {**figures, "day": day.isoformat()}, settings.reports_dir / "generation_summary.json"
     )
@@ -216,7 +228,7 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
         "users_with_copy": len({r.user_id for r in rows}),
         "recommendation_source": rec_source,
         "profile_source": profile_source,
-        "model_version": generator.version,
+        "model_version": generator.version_for(gen),
         "summary": dg.MetadataValue.path(str(summary_path.resolve())),
         "heldout_items_in_catalog": len(heldout),
         "fallback_reasons": dg.MetadataValue.json(figures["fallback_reasons"]),

@@ -1,8 +1,8 @@
 """Asset checks on generated copy: reasons recorded for every fallback, and quality figures that can fail.
 
 ``generated_content_quality`` recomputes the figures from what was stored for the latest written day (each
-row's verdict as stored, whether it was generated in that run or served from the cache) against the items'
-own facts in ``marts.item_features``: it fails when the fallback rate is above
+generation once, with its stored verdict, whether it was written in that run or served from the cache;
+copies of it served to other readers are counted as cache hits) against the items' own facts in ``marts.item_features``: it fails when the fallback rate is above
 ``generation.max_fallback_rate``, when the faithfulness of model rows is below ``generation.min_faithfulness``
 or when their distinct-2 is below ``generation.min_distinct_2``.
 """
@@ -86,9 +86,16 @@ def generated_content_quality(recgen: RecgenResource) -> dg.AssetCheckResult:
         "fallback_reasons": dg.MetadataValue.json(figures["fallback_reasons"]),
         "samples_per_style": dg.MetadataValue.md(table),
     }
-    for key in ("n_rows", "n_model_rows", "n_fallback_rows"):
+    for key in ("n_rows", "n_model_rows", "n_fallback_rows", "n_cached_rows"):
         metadata[key] = int(figures[key])
-    for key in ("fallback_rate", "faithfulness", "distinct_2", "well_formed_share", "style_accuracy"):
+    for key in (
+        "fallback_rate",
+        "faithfulness",
+        "distinct_2",
+        "distinct_2_copy_ceiling",
+        "well_formed_share",
+        "style_accuracy",
+    ):
         value = figures[key]
         metadata[key] = dg.MetadataValue.float(float(value)) if value == value else "n/a"
     return dg.AssetCheckResult(

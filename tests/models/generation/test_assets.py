@@ -96,6 +96,9 @@ class _Echo:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def version_for(self, generation_settings: object) -> str:
+        return self.version
+
     def generate(self, prompts: list[str]) -> list[Generation]:
         self.calls += 1
         return [Generation(self.text, len(self.text.split()), 1.0) for _ in prompts]
@@ -145,4 +148,7 @@ def test_quality_check_fails_when_the_model_always_falls_back(
     summary = json.loads((tmp_path / "reports" / "generation_summary.json").read_text())
     assert summary["n_model_rows"] == 0 and summary["fallback_rate"] == 1.0
     assert summary["fallback_reasons"]["ungrounded"] == summary["n_fallback_rows"] == 8
-    assert summary["heldout_n_fallback_rows"] == 2  # i0004 (u2's first item) is the held-out item
+    # i0004 is the held-out item: u2's blurb and summary of the day, and the probe's (never published) blurbs
+    # for the day's two users and one summary (the second user's is the first's)
+    assert summary["heldout_probe_rows"] == 4
+    assert summary["heldout_n_fallback_rows"] == 2 + 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -67,3 +68,28 @@ def test_profiles_from_the_user_profiles_table(tmp_path: Path) -> None:
     found = daily.stored_profiles(con, ["u1", "u2"])
     # the JSON round-trips to the same profile (tuples come back as tuples via from_dict)
     assert found == {"u1": stored}
+
+
+def test_the_latest_day_counts_each_generation_once(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+
+    def row(user: str, item: str, text: str, cached: bool) -> GeneratedContent:
+        return GeneratedContent(user, item, "blurb", "casual", text, True, None, "v", 1.0, 3, cached)
+
+    # u1 and u2 share segment s1 (one generation, served twice); u3 is in s2 with the same text
+    rows = [
+        row("u1", "i1", "A text.", False),
+        row("u2", "i1", "A text.", True),
+        row("u3", "i1", "A text.", False),
+    ]
+    daily.store_content(con, DAY, rows, ["casual:s1", "casual:s1", "casual:s2"])
+    day, read = daily.latest_day_rows(con)
+    assert day == DAY and [r.cached for r in read] == [False, True, False]
+    # a re-run serves every row from the cache: still one generation per segment, not zero
+    daily.store_content(
+        con, DAY, [dataclasses.replace(r, cached=True) for r in rows], ["casual:s1"] * 2 + ["casual:s2"]
+    )
+    assert [r.cached for r in daily.latest_day_rows(con)[1]] == [False, True, False]
+    # rows stored without segments (older warehouses) each count
+    daily.store_content(con, DAY, rows)
+    assert [r.cached for r in daily.latest_day_rows(con)[1]] == [False, False, False]

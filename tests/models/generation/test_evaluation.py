@@ -19,6 +19,7 @@ from models.generation.evaluation import (
     fallback_reasons,
     lcs_length,
     personalization_lift,
+    quality_figures,
     rouge_l,
     style_of,
     write_summary,
@@ -155,3 +156,14 @@ def test_summary_file(tmp_path: Path) -> None:
     assert list(data)[: len(SUMMARY_KEYS)] == list(SUMMARY_KEYS)
     assert data["personalization_lift"] is None and data["tokens_per_s"] == 50.0
     assert "heldout_fallback_rate" in data and data["n_model_rows"] == 1
+
+
+def test_copy_ceiling_bounds_the_distinct_2_of_copied_rows() -> None:
+    copied = [_row(f"u{k}", "i1", "summary", "About 4,200 runners followed the race.") for k in range(4)]
+    figures = quality_figures(copied, ITEMS, {})
+    # four copies of one item's sentence: distinct-2 a quarter; the item's whole text bounds it
+    assert figures["distinct_2"] == pytest.approx(0.25)
+    assert figures["distinct_2"] <= figures["distinct_2_copy_ceiling"] < 1.0
+    invented = [_row("u1", "i1", "summary", "Zorblax Quentin wins nine shiny prizes today.")]
+    # nothing of it is copied: every bigram it writes counts on top of the item's own
+    assert quality_figures(invented, ITEMS, {})["distinct_2_copy_ceiling"] > 1.0

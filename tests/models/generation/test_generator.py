@@ -31,8 +31,8 @@ def test_loads_own_model_from_local_path(tiny_model: TrainResult, generator: Gen
     assert not generator.is_encoder_decoder
     assert generator.model_version == tiny_model.version and generator.prompt_format == "control"
     assert generator.tokenizer.padding_side == "left" and generator.tokenizer.pad_token == "<pad>"
-    # prompt templates v4; greedy, 16 new tokens, prompt-constrained ("copy"): the settings' decoding
-    assert generator.version == f"{tiny_model.version}|p4|greedy-16-copy"
+    # prompt templates v5; greedy, 16 new tokens, prompt-constrained ("copy"): the settings' decoding
+    assert generator.version == f"{tiny_model.version}|p5|greedy-16-copy"
     assert (Path(tiny_model.path) / "model.safetensors").exists()
 
 

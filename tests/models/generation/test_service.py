@@ -6,9 +6,10 @@ import dataclasses
 
 import duckdb
 import pandas as pd
+import pytest
 
 from models.generation import cache
-from models.generation.generator import Generator
+from models.generation.generator import OUTPUT_SETTINGS, DecodingConfig, Generator
 from models.generation.guardrails import GuardrailConfig, check_output
 from models.generation.samples import sample_profile
 from models.generation.service import (
@@ -18,6 +19,8 @@ from models.generation.service import (
     items_by_id,
     request_fields,
 )
+from models.generation.train import TrainResult
+from models.settings import GenerationSettings
 from tests.models.generation.conftest import TINY
 
 
@@ -38,7 +41,7 @@ def test_cache_prevents_a_second_generation(generator: Generator, catalog: pd.Da
     # 2 users x 3 items x (blurb per segment + one summary per item): 6 blurbs + 3 summaries generated,
     # the second user's summaries are the first user's (summaries do not depend on the profile)
     assert sum(not r.cached for r in first) == 9 and calls == 2  # 9 prompts in batches of 8
-    assert cache.cache_size(con, generator.version) == 9
+    assert cache.cache_size(con, generator.version_for(TINY)) == 9
     second = generate_content(requests, generator, con, TINY)
     assert (generator.n_model_calls, generator.n_generated_tokens) == (calls, tokens)
     assert all(r.cached for r in second)
@@ -84,7 +87,7 @@ def test_every_row_is_grounded_or_has_a_reason(generator: Generator, catalog: pd
         # what is published passes the checks against the item alone, whether the model or the fallback wrote it
         check = check_output(row.text, row.task, request.item.sources, (), config)
         assert check.passed, (row.text, check.reasons)
-        assert row.model_version == generator.version and row.n_tokens >= 1
+        assert row.model_version == generator.version_for(TINY) and row.n_tokens >= 1
 
 
 COPYING = TINY.model_copy(update={"max_new_tokens": 64})
@@ -138,3 +141,63 @@ def test_readers_get_the_sentence_closest_to_them_and_their_fit_named(
     )
     model = [r for r in rows if r.passed_guardrails]
     assert model and all(mentions_any(r.text, [item.category]) for r in model)
+
+
+# What does not change a published text once the model is given: training knobs (part of the model version,
+# ``train.lm_version``), which requests are made, batching, and the check's thresholds.
+NOT_OUTPUT_SETTINGS = {
+    "model_name_or_path", "fine_tune", "use_lora", "lora_r", "tasks", "batch_size", "top_n_items", "max_users",
+    "train_steps", "train_batch_size", "learning_rate", "fine_tune_learning_rate", "vocab_size", "n_layer",
+    "n_embd", "n_head", "n_positions", "heldout_share", "example_rounds", "train_on_corpus",
+    "max_fallback_rate", "min_faithfulness", "min_distinct_2", "lift_encoder", "heldout_probe_users",
+    "heldout_probe_items",
+}  # fmt: skip
+DECODING_SETTINGS = {
+    "max_new_tokens", "do_sample", "temperature", "top_p", "constrain_to_prompt", "no_repeat_ngram_size",
+    "copy_context",
+}  # fmt: skip
+
+
+def test_every_generation_setting_is_in_the_cache_key_or_named_as_not_changing_the_text() -> None:
+    fields = set(GenerationSettings.model_fields)
+    unclassified = fields - NOT_OUTPUT_SETTINGS - DECODING_SETTINGS - set(OUTPUT_SETTINGS)
+    assert not unclassified, f"say whether these change the published text: {sorted(unclassified)}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"second_attempt": False},
+        {"fact_order": "original"},
+        {"reader_diversity": 0.0},
+        {"batch_diversity": 0.0},
+        {"min_sentence_words": 6},
+        {"blocklist": ("spam",)},
+        {"copy_context": 3},
+        {"max_new_tokens": 40},
+    ],
+)
+def test_changing_an_output_setting_invalidates_the_cache(
+    generator: Generator, tiny_model: TrainResult, catalog: pd.DataFrame, change: dict
+) -> None:
+    con = duckdb.connect()
+    requests = _requests(catalog, ["i0003"])
+    generate_content(requests, generator, con, TINY)
+    other = TINY.model_copy(update=change)
+    decoding_changed = set(change) & DECODING_SETTINGS
+    if decoding_changed:  # decoding settings reach the key through the generator built from them
+        from models.settings import Settings
+
+        rebuilt = Generator.load(
+            tiny_model.path, DecodingConfig.from_settings(Settings(generation=other)), device="cpu"
+        )
+        assert rebuilt.version_for(other) != generator.version_for(TINY)
+        return
+    assert generator.version_for(other) != generator.version_for(TINY)
+    calls = generator.n_model_calls
+    again = generate_content(requests, generator, con, other)
+    assert generator.n_model_calls > calls and not any(r.cached for r in again[:1])
+    # and the old settings still find their own texts
+    calls = generator.n_model_calls
+    assert all(r.cached for r in generate_content(requests, generator, con, TINY))
+    assert generator.n_model_calls == calls
