@@ -5,7 +5,8 @@ Mapping choices, so downstream code never special-cases a dataset:
 - **MovieLens** has ratings only. Each rating becomes a one-item feed request: an ``impression`` (position 0,
   exact, since the item was the only one "shown"), a ``rating`` event, and a ``click`` when the rating is
   >= 4 (a liked movie counts as a positive engagement; 1-3 stay as seen-but-not-clicked). All three carry the
-  rating's timestamp. Items: body = title + a genres sentence (there is no plot text), category = first
+  rating's timestamp. Items: body = one sentence of the title, release year and genres ("Toy Story is a 1995
+  animation, children's and comedy film.": there is no plot text), category = first
   genre, tags = all genres (lower case), creator 'unknown' / 'unknown'; published_at = release date (100k),
   1 January of the title's year (1M, latest), else the first rating of the item. Users: age band and US zip
   region from the users file when present, else 'unknown'; signup_at = the user's first rating.
@@ -37,6 +38,7 @@ event whose event_type is ``mind-label:<raw>``, which ingest rejects as an unkno
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -205,13 +207,37 @@ def _join_words(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _genre_sentence(title: str | None, genres: list[str]) -> str:
-    title = title or "Untitled"
-    if not genres:
-        return f"{title}."
-    phrase = _join_words(genres)
-    article = "An" if phrase[0].lower() in "aeiou" else "A"
-    return f"{title}. {article} {phrase} film."
+_TRAILING_ARTICLE = re.compile(
+    r"^(?P<name>.+), (?P<article>The|A|An|La|Le|Les|L'|Il|El|Das|Der|Die|Det|Den)$"
+)
+_TITLE_YEAR = re.compile(r"^(?P<name>.*?)\s*\((?P<year>\d{4})\)$")
+
+
+def _reading_title(title: str) -> str:
+    """A catalog title as it is read: "Silence of the Lambs, The (1991)" -> "The Silence of the Lambs"."""
+    match = _TITLE_YEAR.match(title)
+    name = match.group("name") if match else title
+    inverted = _TRAILING_ARTICLE.match(name)
+    if inverted:
+        article = inverted.group("article")
+        name = f"{article}{'' if article.endswith(chr(39)) else ' '}{inverted.group('name')}"
+    return name
+
+
+def _genre_sentence(title: str | None, genres: list[str], year: int | None = None) -> str:
+    """One sentence of a movie's own facts: "Toy Story is a 1995 animation, children's and comedy film."
+
+    The catalog has no plot text, and a title plus a verbless genre list ("Fargo. A crime film.") is not a
+    sentence: the copy generator, which copies the item's own sentences, could only fall back on it.
+    """
+    name = _reading_title(title) if title else "This title"
+    described = " ".join(
+        part for part in (str(year) if year else "", _join_words(genres) if genres else "") if part
+    )
+    if not described:
+        return f"{name} is a film."
+    article = "an" if described[0].lower() in "aeiou" or described.startswith(("18", "8")) else "a"
+    return f"{name} is {article} {described} film."
 
 
 # --- MovieLens --------------------------------------------------------------------------------------------
@@ -301,7 +327,10 @@ def _movielens_items(
         {
             "item_id": item_id,
             "title": title,
-            "body": [_genre_sentence(t, gs) for t, gs in zip(title, lower, strict=True)],
+            "body": [
+                _genre_sentence(t, gs, r.year if isinstance(r, pd.Timestamp) else None)
+                for t, gs, r in zip(title, lower, released, strict=True)
+            ],
             "category": [gs[0] if gs else UNKNOWN for gs in lower],
             "tags": ["|".join(gs) if gs else None for gs in lower],
             "creator_id": UNKNOWN,

@@ -99,7 +99,7 @@ def test_movielens_100k_ratings_become_impressions_ratings_and_clicks(tmp_path: 
     items = data.items.set_index("item_id")
     assert items.loc["10", "category"] == "animation"
     assert items.loc["10", "tags"] == "animation|children's|comedy"
-    assert items.loc["10", "body"] == "Toy Story (1995). An animation, children's and comedy film."
+    assert items.loc["10", "body"] == "Toy Story is a 1995 animation, children's and comedy film."
     assert items.loc["20", "title"] == "Señor Café (1996)"  # decoded as latin-1
     assert items.loc["10", "published_at"] == pd.Timestamp("1995-01-01")
     assert set(items.creator_group) == {"unknown"}
@@ -309,7 +309,7 @@ def test_recbole_atomic_files_map_to_the_raw_schema(tmp_path: Path) -> None:
     assert items.loc["10", "tags"] == "animation|children's|comedy"
     assert items.loc["10", "category"] == "animation"
     assert items.loc["10", "title"] == "Toy Story"
-    assert items.loc["10", "body"] == "Toy Story. An animation, children's and comedy film."
+    assert items.loc["10", "body"] == "Toy Story is a 1995 animation, children's and comedy film."
     assert items.loc["10", "published_at"] == pd.Timestamp("1995-01-01")
     assert items.loc["20", "published_at"] == pd.Timestamp(881250950, unit="s")
     users = data.users.set_index("user_id")
@@ -345,3 +345,15 @@ def test_recbole_malformed_row_reaches_the_quarantine(tmp_path: Path) -> None:
     assert con.execute("select count(*) from raw.items").fetchone() == (2,)
     assert con.execute("select count(*) from raw.users").fetchone() == (2,)
     con.close()
+
+
+def test_a_movies_body_is_one_well_formed_sentence_of_its_own_facts() -> None:
+    from models.data.loaders import _genre_sentence
+    from models.generation.guardrails import sentence_problems
+
+    body = _genre_sentence("Silence of the Lambs, The (1991)", ["drama", "thriller"], 1991)
+    assert body == "The Silence of the Lambs is a 1991 drama and thriller film."
+    assert _genre_sentence("Fargo", [], None) == "Fargo is a film."
+    # the copy generator copies an item's sentences: a title plus a verbless genre list was not one
+    assert sentence_problems(body, "summary") == []
+    assert sentence_problems("Fargo. A crime and drama film.", "summary")
