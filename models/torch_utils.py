@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,3 +66,21 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def save_weights(path: Path, name: str, model: torch.nn.Module, config: dict[str, Any]) -> None:
+    """Write ``model``'s state_dict as ``<name>_weights.pt`` and ``config`` as ``<name>_config.json`` in ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path / f"{name}_weights.pt")
+    (path / f"{name}_config.json").write_text(json.dumps(config))
+
+
+def read_config(path: Path, name: str) -> dict[str, Any]:
+    """The config :func:`save_weights` wrote under ``name``."""
+    return json.loads((path / f"{name}_config.json").read_text())
+
+
+def load_weights(model: torch.nn.Module, path: Path, name: str, device: str) -> torch.nn.Module:
+    """Load the state_dict :func:`save_weights` wrote under ``name`` into ``model`` (weights only, no pickle)."""
+    model.load_state_dict(torch.load(path / f"{name}_weights.pt", map_location=device, weights_only=True))
+    return model

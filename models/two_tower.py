@@ -21,7 +21,6 @@ The readable side (category/tag weights and keywords from the history) is ``mode
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,7 +41,7 @@ from models.progress import EpochProgress
 from models.recdata import RecData, split_list
 from models.retrieval import ItemSpace, mask_seen
 from models.settings import ProfileSettings, Settings
-from models.torch_utils import autocast, grad_scaler, seed_everything
+from models.torch_utils import autocast, grad_scaler, load_weights, read_config, save_weights, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -323,28 +322,23 @@ class TwoTowerRetriever:
 
     def save(self, path: Path) -> None:
         """Write weights (state_dict), config and vocabularies into ``path``."""
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), path / "profile_weights.pt")
-        (path / "profile_config.json").write_text(
-            json.dumps(
-                {
-                    "settings": self.cfg.model_dump(),
-                    "text_dim": self.model.items.text_proj[0].in_features,
-                    "item_vocab": self.item_vocab,
-                    "category_vocab": self.category_vocab,
-                }
-            )
-        )
+        config = {
+            "settings": self.cfg.model_dump(),
+            "text_dim": self.model.items.text_proj[0].in_features,
+            "item_vocab": self.item_vocab,
+            "category_vocab": self.category_vocab,
+        }
+        save_weights(path, "profile", self.model, config)
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> TwoTowerRetriever:
         """Load what :meth:`save` wrote."""
-        config = json.loads((path / "profile_config.json").read_text())
+        config = read_config(path, "profile")
         cfg = ProfileSettings(**config["settings"])
         model = TwoTowerModel(
             len(config["item_vocab"]), len(config["category_vocab"]), config["text_dim"], cfg
         )
-        model.load_state_dict(torch.load(path / "profile_weights.pt", map_location=device, weights_only=True))
+        load_weights(model, path, "profile", device)
         return cls(model, config["item_vocab"], config["category_vocab"], cfg, device)
 
 

@@ -19,7 +19,6 @@ shown in the same slot, which is the relevance ranking we want."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -49,7 +48,7 @@ from models.ranking.pair_features import (
 )
 from models.recdata import RecData
 from models.settings import RankerSettings, Settings
-from models.torch_utils import autocast, grad_scaler, seed_everything
+from models.torch_utils import autocast, grad_scaler, load_weights, read_config, save_weights, seed_everything
 from models.two_tower import TwoTowerRetriever, history_signals
 
 log = logging.getLogger(__name__)
@@ -213,21 +212,15 @@ class Ranker:
 
     def save(self, path: Path) -> None:
         """Write weights (state_dict), config, vocabularies and the feature schema into ``path``."""
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), path / "ranker_weights.pt")
-        (path / "ranker_config.json").write_text(
-            json.dumps(
-                {"settings": self.cfg.model_dump(), "vocab": self.vocab, "profile_dim": self.profile_dim}
-            )
-        )
+        config = {"settings": self.cfg.model_dump(), "vocab": self.vocab, "profile_dim": self.profile_dim}
+        save_weights(path, "ranker", self.model, config)
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> Ranker:
         """Load what :meth:`save` wrote."""
-        config = json.loads((path / "ranker_config.json").read_text())
+        config = read_config(path, "ranker")
         cfg = RankerSettings(**config["settings"])
-        model = _new_model(config["vocab"], config["profile_dim"], cfg)
-        model.load_state_dict(torch.load(path / "ranker_weights.pt", map_location=device, weights_only=True))
+        model = load_weights(_new_model(config["vocab"], config["profile_dim"], cfg), path, "ranker", device)
         return cls(model, config["vocab"], cfg, config["profile_dim"], device)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -19,7 +18,7 @@ from models import metrics
 from models.progress import EpochProgress
 from models.ranking.stack_features import StackExamples, stack_feature_names
 from models.settings import RankerSettings
-from models.torch_utils import autocast, grad_scaler, seed_everything
+from models.torch_utils import autocast, grad_scaler, load_weights, read_config, save_weights, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -121,26 +120,21 @@ class StackedRanker:
 
     def save(self, path: Path) -> None:
         """Write weights, config and the feature schema into ``path``."""
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), path / "ranker_weights.pt")
-        (path / "ranker_config.json").write_text(
-            json.dumps(
-                {
-                    "settings": self.cfg.model_dump(),
-                    "sources": self.sources,
-                    "features": self.feature_names,
-                    "text_dim": int(self._text.shape[1]),
-                }
-            )
-        )
+        config = {
+            "settings": self.cfg.model_dump(),
+            "sources": self.sources,
+            "features": self.feature_names,
+            "text_dim": int(self._text.shape[1]),
+        }
+        save_weights(path, "ranker", self.model, config)
 
     @classmethod
     def load(cls, path: Path, item_text: np.ndarray, device: str = "cpu") -> StackedRanker:
         """Load what :meth:`save` wrote (``item_text``: the catalog it will score)."""
-        config = json.loads((path / "ranker_config.json").read_text())
+        config = read_config(path, "ranker")
         cfg = RankerSettings(**config["settings"])
         model = ListwiseRanker(len(config["features"]), config["text_dim"], cfg)
-        model.load_state_dict(torch.load(path / "ranker_weights.pt", map_location=device, weights_only=True))
+        load_weights(model, path, "ranker", device)
         return cls(model, config["sources"], cfg, item_text, device, features=config["features"])
 
 
