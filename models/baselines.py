@@ -30,7 +30,7 @@ from models.history import HistoryStore
 from models.progress import EpochProgress
 from models.recdata import RecData, exclusion_lists
 from models.retrieval import mask_seen, stable_topk
-from models.torch_utils import seed_everything
+from models.torch_utils import EarlyStopping, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,8 @@ class BPRRecommender(BaseRecommender):
         params = [p for m in modules for p in m.parameters()]
         optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         pairs_t = torch.as_tensor(pairs, device=self.device)
-        best_score, best_state, since_best = -np.inf, None, 0
+        stopping = EarlyStopping(self.patience)
+        weights = torch.nn.ModuleList(modules)  # one state_dict over the three tables
         with EpochProgress("bpr", total=self.epochs, log=log) as progress:
             for epoch in range(self.epochs if len(pairs) else 0):
                 order = torch.randperm(len(pairs_t), generator=generator).to(self.device)
@@ -359,18 +360,13 @@ class BPRRecommender(BaseRecommender):
                 score = float(self.monitor(self))
                 self.valid_history.append(score)
                 progress.step(loss=self.loss_history[-1], valid_ndcg_at_10=score)
-                if score > best_score:
-                    best_score, since_best, self.best_epoch = score, 0, epoch + 1
-                    best_state = [m.state_dict() for m in modules]
-                    best_state = [{k: v.detach().clone() for k, v in st.items()} for st in best_state]
-                else:
-                    since_best += 1
-                    if since_best >= self.patience:
-                        progress.finish(f"no better valid NDCG@10 for {self.patience} epochs")
-                        break
-        if best_state is not None:
-            for module, state in zip(modules, best_state, strict=True):
-                module.load_state_dict(state)
+                stop = stopping.step(score, weights)
+                if stopping.since_best == 0:
+                    self.best_epoch = epoch + 1
+                if stop:
+                    progress.finish(f"no better valid NDCG@10 for {self.patience} epochs")
+                    break
+        stopping.restore(weights)
 
     @torch.inference_mode()
     def score_all(self, user_ids: list[str]) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,3 +85,29 @@ def load_weights(model: torch.nn.Module, path: Path, name: str, device: str) -> 
     """Load the state_dict :func:`save_weights` wrote under ``name`` into ``model`` (weights only, no pickle)."""
     model.load_state_dict(torch.load(path / f"{name}_weights.pt", map_location=device, weights_only=True))
     return model
+
+
+class EarlyStopping:
+    """The weights of the best-scoring epoch so far, and when ``patience`` epochs without a gain should stop.
+
+    ``keep_first``: the first epoch's weights are kept whatever its score (even NaN), so there is always a state.
+    """
+
+    def __init__(self, patience: int | None, keep_first: bool = False) -> None:
+        self.patience, self.keep_first = patience, keep_first
+        self.best_score, self.since_best = -math.inf, 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def step(self, score: float, model: torch.nn.Module) -> bool:
+        """Keep ``model``'s weights when ``score`` is the best yet; True once ``patience`` epochs had no gain."""
+        if score > self.best_score or (self.keep_first and self.state is None):
+            self.best_score, self.since_best = score, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.since_best += 1
+        return self.patience is not None and self.since_best >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the best epoch's weights into ``model`` (when one was kept)."""
+        if self.state is not None:
+            model.load_state_dict(self.state)

@@ -41,7 +41,15 @@ from models.progress import EpochProgress
 from models.recdata import RecData, split_list
 from models.retrieval import ItemSpace, mask_seen
 from models.settings import ProfileSettings, Settings
-from models.torch_utils import autocast, grad_scaler, load_weights, read_config, save_weights, seed_everything
+from models.torch_utils import (
+    EarlyStopping,
+    autocast,
+    grad_scaler,
+    load_weights,
+    read_config,
+    save_weights,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -654,7 +662,7 @@ def train_profile_model(
         target_counts = np.bincount(store.items[_scored_targets(windows)], minlength=n_items)
         sampling = (target_counts / max(target_counts.sum(), 1), cfg.random_negatives, generator)
     history_rows: list[dict[str, Any]] = []
-    best_state, best_ndcg, since_best = None, -math.inf, 0
+    stopping = EarlyStopping(cfg.patience, keep_first=True)
     batch_rng = np.random.default_rng(settings.seed)
     progress = EpochProgress("two-tower retriever", total=cfg.epochs, log=log).__enter__()
     for epoch in range(cfg.epochs):
@@ -699,17 +707,11 @@ def train_profile_model(
             loss=row["train_loss"], valid_ndcg10=row["valid_ndcg@10"], examples_per_s=row["examples_per_s"]
         )
         score = valid["ndcg@10"] if not math.isnan(valid["ndcg@10"]) else -row["train_loss"]
-        if best_state is None or score > best_ndcg:
-            best_ndcg, since_best = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            since_best += 1
-            if cfg.patience is not None and since_best >= cfg.patience:
-                progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
-                break
+        if stopping.step(score, model):
+            progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
+            break
     progress.finish()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    stopping.restore(model)
     model.eval()
     return encoder, pd.DataFrame(history_rows)
 

@@ -48,7 +48,15 @@ from models.ranking.pair_features import (
 )
 from models.recdata import RecData
 from models.settings import RankerSettings, Settings
-from models.torch_utils import autocast, grad_scaler, load_weights, read_config, save_weights, seed_everything
+from models.torch_utils import (
+    EarlyStopping,
+    autocast,
+    grad_scaler,
+    load_weights,
+    read_config,
+    save_weights,
+    seed_everything,
+)
 from models.two_tower import TwoTowerRetriever, history_signals
 
 log = logging.getLogger(__name__)
@@ -286,8 +294,7 @@ def train_ranker(
     scaler = grad_scaler(device)
     batch_rng = np.random.default_rng(settings.seed + 1)
     rows: list[dict[str, Any]] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_score, since_best = -math.inf, 0
+    stopping = EarlyStopping(cfg.patience)
     use_position = cfg.position_debias
     progress = EpochProgress("ranker", total=cfg.epochs, log=log).__enter__()
     for epoch in range(cfg.epochs):
@@ -319,16 +326,10 @@ def train_ranker(
         rows.append(row)
         progress.step(loss=row["train_loss"], valid_ndcg10=row["valid_ndcg@10"], valid_auc=row["valid_auc"])
         score = row["valid_ndcg@10"] if not math.isnan(row["valid_ndcg@10"]) else -row["train_loss"]
-        if score > best_score:
-            best_score, since_best = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            since_best += 1
-            if since_best >= cfg.patience:
-                progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
-                break
+        if stopping.step(score, model):
+            progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
+            break
     progress.finish()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    stopping.restore(model)
     model.eval()
     return ranker, pd.DataFrame(rows)

@@ -18,7 +18,15 @@ from models import metrics
 from models.progress import EpochProgress
 from models.ranking.stack_features import StackExamples, stack_feature_names
 from models.settings import RankerSettings
-from models.torch_utils import autocast, grad_scaler, load_weights, read_config, save_weights, seed_everything
+from models.torch_utils import (
+    EarlyStopping,
+    autocast,
+    grad_scaler,
+    load_weights,
+    read_config,
+    save_weights,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +192,7 @@ def train_stacked_ranker(
     users_with_positives = np.flatnonzero(train.labels.sum(1) > 0)
     n_epochs = epochs or cfg.stack_epochs
     rows: list[dict[str, Any]] = []
-    best_state, best_score, since_best = None, -math.inf, 0
+    stopping = EarlyStopping(cfg.patience)
     with EpochProgress("stacked ranker", total=n_epochs, log=log) as progress:
         for epoch in range(n_epochs):
             model.train()
@@ -211,15 +219,9 @@ def train_stacked_ranker(
             if valid is None:
                 continue
             score = row["valid_ndcg@10"]
-            if score > best_score:
-                best_score, since_best = score, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                since_best += 1
-                if since_best >= cfg.patience:
-                    progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            if stopping.step(score, model):
+                progress.finish(f"early stop: no valid gain for {cfg.patience} epochs")
+                break
+    stopping.restore(model)
     model.eval()
     return ranker, pd.DataFrame(rows)
