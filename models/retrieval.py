@@ -23,10 +23,10 @@ import torch
 SOURCE_TWO_TOWER = "two_tower"
 SOURCE_POPULAR = "popular"
 SOURCE_FRESH = "fresh"
-# share of the IVF lists probed per query: on the 100k-item benchmark world (316 lists) probing 64 gave recall@10
-# 0.997 against exact search (benchmarks/serve.py --items 100000 prints the sweep)
 log = logging.getLogger(__name__)
 
+# share of the IVF lists probed per query before calibration (FaissIndex.calibrate raises it until recall@10
+# reaches retrieval.ann_target_recall; benchmarks/serve.py --items 100000 prints the sweep)
 ANN_PROBE_SHARE = 0.2
 
 
