@@ -29,12 +29,12 @@ import pandas as pd
 import torch
 
 from models import metrics
-from models.baselines import EASERecommender, ItemKNNRecommender, PopularityRecommender
-from models.candidates import FreshPopularity
 from models.evaluation import read_item_embeddings, read_marts
 from models.recdata import RecData
 from models.recommender import StackedFullStack, TwoTowerRecommender, fit_stacked_ranker, stacking_lists
-from models.retrieval import mask_seen
+from models.retrieval.baselines import EASERecommender, ItemKNNRecommender, PopularityRecommender
+from models.retrieval.candidates import FreshPopularity
+from models.retrieval.index import mask_seen
 from models.settings import Settings
 
 EASE_GRID = (50.0, 100.0, 200.0, 500.0, 1000.0)
@@ -181,7 +181,7 @@ def main() -> None:
         t = time.perf_counter()
         encoder = None
         if args.two_tower:
-            from models.two_tower import train_profile_model
+            from models.retrieval.two_tower import train_profile_model
 
             encoder, _ = train_profile_model(data, settings.model_copy(update={"seed": seed}))
             n_per_source["two_tower"] = args.candidates[1]

@@ -126,7 +126,7 @@ def build_world_here(ann_users: int = 300, models_only: bool = False) -> None:
     from models.data.sources import write_raw_snapshot
     from models.encoders import embed_items, write_item_embeddings
     from models.recommender import TwoTowerRecommender
-    from models.retrieval import FaissIndex
+    from models.retrieval.index import FaissIndex
     from models.torch_utils import limit_cpu_threads
 
     settings = get_settings()

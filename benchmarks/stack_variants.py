@@ -59,9 +59,9 @@ def main() -> None:
     from models import evaluation as ev
     from models.data import warehouse
     from models.recommender import StackedFullStack
+    from models.retrieval.two_tower import TwoTowerRetriever
     from models.settings import get_settings
     from models.torch_utils import limit_cpu_threads
-    from models.two_tower import TwoTowerRetriever
 
     settings = get_settings()
     limit_cpu_threads(settings.torch_threads)

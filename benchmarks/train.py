@@ -49,9 +49,9 @@ from models.ranking.pair_features import (
 from models.ranking.pair_ranker import Ranker, _new_model, train_ranker
 from models.recdata import MART_COLUMNS, RecData
 from models.recommender import TwoTowerRecommender
+from models.retrieval.two_tower import TwoTowerRetriever, evaluate_retrieval, train_profile_model
 from models.settings import Settings, get_settings
 from models.torch_utils import limit_cpu_threads
-from models.two_tower import TwoTowerRetriever, evaluate_retrieval, train_profile_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # accuracy.py's warehouse builder

@@ -93,7 +93,7 @@ def main() -> None:
 
     # this checkout's pair-ranker surface (split over models/ranking/); the other is a pre-split ranking.py
     this_ranking = SimpleNamespace(**vars(pair_features), **vars(pair_ranker))
-    from models import two_tower as this_two_tower
+    from models.retrieval import two_tower as this_two_tower
     from models.settings import get_settings
     from models.torch_utils import limit_cpu_threads
 

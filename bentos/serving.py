@@ -37,7 +37,7 @@ from models.generation.service import (
 from models.interests import InterestProfile
 from models.recommender import FullStackModel, Recommender, ScoredItem, load_full_stack
 from models.registry import ModelRegistry
-from models.retrieval import load_if_same_catalog
+from models.retrieval.index import load_if_same_catalog
 from models.settings import Settings
 from models.torch_utils import limit_cpu_threads
 

@@ -40,13 +40,6 @@ import numpy as np
 import pandas as pd
 
 from models import metrics
-from models.baselines import (
-    BPRRecommender,
-    EASERecommender,
-    ItemKNNRecommender,
-    PopularityRecommender,
-    RecencyPopularityRecommender,
-)
 from models.history import to_hours
 from models.progress import EpochProgress
 from models.ranking.pair_ranker import Ranker, train_ranker
@@ -60,9 +53,16 @@ from models.recommender import (
     fit_stacked_ranker,
     recency_popularity,
 )
-from models.retrieval import RetrievalIndex
+from models.retrieval.baselines import (
+    BPRRecommender,
+    EASERecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+    RecencyPopularityRecommender,
+)
+from models.retrieval.index import RetrievalIndex
+from models.retrieval.two_tower import TwoTowerRetriever, train_profile_model
 from models.settings import Settings
-from models.two_tower import TwoTowerRetriever, train_profile_model
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,6 @@ import pandas as pd
 import torch
 
 from models import metrics
-from models.baselines import (
-    BaseRecommender,
-    EASERecommender,
-    ItemKNNRecommender,
-    PopularityRecommender,
-)
-from models.candidates import CandidateSource, FreshPopularity, generate_candidates, window_relevant
 from models.history import HistoryStore, HistoryWindows, to_hours
 from models.interests import InterestProfile, build_interest_profile, compute_idf
 from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
@@ -56,9 +49,16 @@ from models.ranking.stack_features import (
 )
 from models.ranking.stacked_ranker import StackedRanker, train_stacked_ranker
 from models.recdata import MART_COLUMNS, RecData, exclusion_lists, split_list
-from models.retrieval import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
+from models.retrieval.baselines import (
+    BaseRecommender,
+    EASERecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+)
+from models.retrieval.candidates import CandidateSource, FreshPopularity, generate_candidates, window_relevant
+from models.retrieval.index import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
+from models.retrieval.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
 from models.settings import ProfileSettings, RetrievalSettings, Settings
-from models.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
 
 log = logging.getLogger(__name__)
 

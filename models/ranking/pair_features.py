@@ -12,8 +12,8 @@ import torch
 
 from models.history import HistoryStore, HistoryWindows, to_hours
 from models.recdata import RecData
-from models.retrieval import ItemSpace
-from models.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
+from models.retrieval.index import ItemSpace
+from models.retrieval.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
 
 if TYPE_CHECKING:
     from models.ranking.pair_ranker import Ranker

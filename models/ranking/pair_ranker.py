@@ -47,6 +47,7 @@ from models.ranking.pair_features import (
     with_unexposed_negatives,
 )
 from models.recdata import RecData
+from models.retrieval.two_tower import TwoTowerRetriever, history_signals
 from models.settings import RankerSettings, Settings
 from models.torch_utils import (
     EarlyStopping,
@@ -57,7 +58,6 @@ from models.torch_utils import (
     save_weights,
     seed_everything,
 )
-from models.two_tower import TwoTowerRetriever, history_signals
 
 log = logging.getLogger(__name__)
 

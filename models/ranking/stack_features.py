@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.candidates import CandidateSet
 from models.recdata import RecData
+from models.retrieval.candidates import CandidateSet
 
 # --- the stacked ranker over multi-source candidates (the full stack's ranking stage) --------------------------
 #

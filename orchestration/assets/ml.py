@@ -28,9 +28,9 @@ from models.ranking.stacked_ranker import StackedRanker
 from models.recdata import RecData, write_frame
 from models.recommender import StackedFullStack, StackFit, StackSources, TwoTowerRecommender
 from models.registry import ArtifactVersion, ModelRegistry, data_snapshot_id, marts_snapshot_stats
+from models.retrieval.two_tower import TwoTowerRetriever, evaluate_retrieval
 from models.settings import Settings
 from models.torch_utils import limit_cpu_threads
-from models.two_tower import TwoTowerRetriever, evaluate_retrieval
 from orchestration.resources import RecgenResource
 
 GROUP = "models"

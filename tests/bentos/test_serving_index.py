@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from bentos.serving import RETRIEVAL_NAME, use_retrieval_index
 from models.registry import ModelRegistry
-from models.retrieval import FaissIndex, ItemSpace, RetrievalIndex
+from models.retrieval.index import FaissIndex, ItemSpace, RetrievalIndex
 
 
 def _index(n: int, seed: int = 0, threshold: int = 500) -> RetrievalIndex:

@@ -20,9 +20,9 @@ import pytest
 
 from models.ranking.pair_ranker import Ranker, train_ranker
 from models.recdata import MART_COLUMNS, RecData
+from models.retrieval.two_tower import TwoTowerRetriever, train_profile_model
 from models.settings import Settings, get_settings
 from models.torch_utils import torch_threads
-from models.two_tower import TwoTowerRetriever, train_profile_model
 
 TOPICS = ("sports", "politics", "science", "travel")
 TOPIC_WORDS = {

@@ -18,7 +18,7 @@ from models.interests import build_interest_profile, event_weights
 from models.ranking.pair_features import TWO_TOWER_FEATURE, build_pair_inputs
 from models.ranking.rerank import mmr_rerank
 from models.recommender import ANONYMOUS, SERVING_SCORE_BATCH, FullStackModel, Recommender
-from models.two_tower import ColdStart, cold_start_user_vectors, user_vectors_at
+from models.retrieval.two_tower import ColdStart, cold_start_user_vectors, user_vectors_at
 from tests.models.conftest import TinyStack
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.retrieval import (
+from models.retrieval.index import (
     SOURCE_FRESH,
     SOURCE_POPULAR,
     SOURCE_TWO_TOWER,

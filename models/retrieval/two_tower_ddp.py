@@ -8,8 +8,8 @@ final weights) so a run can be checked.
 
 Usage::
 
-    torchrun --nproc_per_node 2 -m models.two_tower_ddp --out artifacts/two_tower_ddp          # the warehouse
-    torchrun --nproc_per_node 2 -m models.two_tower_ddp --marts DIR --out DIR                  # Parquet marts
+    torchrun --nproc_per_node 2 -m models.retrieval.two_tower_ddp --out artifacts/two_tower_ddp          # the warehouse
+    torchrun --nproc_per_node 2 -m models.retrieval.two_tower_ddp --marts DIR --out DIR                  # Parquet marts
 
 ``--marts DIR`` reads ``<mart>.parquet`` for each mart of the contract plus ``item_embeddings.parquet``
 (``item_id``, ``embedding``); without it the marts come from ``settings.database`` (opened read-only by each
@@ -31,9 +31,9 @@ import torch
 import torch.distributed as dist
 
 from models.recdata import MART_COLUMNS, RecData
+from models.retrieval.two_tower import train_profile_model
 from models.settings import Settings, get_settings
 from models.torch_utils import limit_cpu_threads
-from models.two_tower import train_profile_model
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ one vector with a one-layer causal transformer encoder whose attention is biased
 hours apart two events are, then pools them by attention towards the query time. Because no event's encoding
 depends on when it is read, training is one causal pass per window with a next-item loss at every position (as
 SASRec does) instead of one encoder pass per prefix; the pass equals encoding each prefix alone
-(``tests/models/test_two_tower.py``). The loss is an exact softmax over the catalog up to
+(``tests/models/retrieval/test_two_tower.py``). The loss is an exact softmax over the catalog up to
 ``profile.full_softmax_max_items``, beyond that a sampled softmax over the step's targets plus uniformly drawn
 catalog items (mixed negatives: in-batch negatives alone are all popular items, which leaves the long tail
 unranked) with the log-Q correction (each candidate's logit minus the log of its expected count in the sample).
-``models.two_tower_ddp`` runs the same training under ``torchrun`` (DistributedDataParallel).
+``models.retrieval.two_tower_ddp`` runs the same training under ``torchrun`` (DistributedDataParallel).
 
 Users without history get :func:`cold_start_user_vectors`: the mean of the centroids of their declared
 categories, blended with the popularity-weighted catalog centroid.
@@ -39,7 +39,7 @@ from models import metrics
 from models.history import HistoryStore, HistoryWindows, length_batches, to_hours
 from models.progress import EpochProgress
 from models.recdata import RecData, split_list
-from models.retrieval import ItemSpace, mask_seen
+from models.retrieval.index import ItemSpace, mask_seen
 from models.settings import ProfileSettings, Settings
 from models.torch_utils import (
     EarlyStopping,
@@ -634,7 +634,7 @@ def train_profile_model(
     """Train the two towers on train-split histories; keep the epoch with the best valid NDCG@10.
 
     One causal pass per window scores a next-item target at every position. With ``world_size > 1`` (under
-    ``torch.distributed``, see ``models.two_tower_ddp``) the loss is wrapped in DistributedDataParallel and each
+    ``torch.distributed``, see ``models.retrieval.two_tower_ddp``) the loss is wrapped in DistributedDataParallel and each
     rank takes every ``world_size``-th window of each batch of the same seeded order, so a step sees the same
     global batch as in one process; the ranks stay identical and keep the same best epoch.
     """

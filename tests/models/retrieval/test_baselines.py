@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.baselines import BPRRecommender, ItemKNNRecommender, PopularityRecommender
 from models.recdata import MART_COLUMNS, RecData
+from models.retrieval.baselines import BPRRecommender, ItemKNNRecommender, PopularityRecommender
 
 
 def _hand_made_view(rows: list[tuple[str, str]]) -> RecData:
@@ -97,7 +97,7 @@ def test_ease_matches_the_closed_form_worked_by_hand() -> None:
     # G + I splits into the blocks [[3, 1], [1, 2]] (inverse [[2, -1], [-1, 3]] / 5) and
     # [[2, 1, 0], [1, 3, 1], [0, 1, 2]] (inverse [[5, -2, 1], [-2, 4, -2], [1, -2, 5]] / 8).
     # B_ij = -P_ij / P_jj off the diagonal: e.g. B_01 = (1/5) / (3/5) = 1/3, B_24 = -(1/8) / (5/8) = -1/5.
-    from models.baselines import EASERecommender, ease_weights
+    from models.retrieval.baselines import EASERecommender, ease_weights
 
     x = np.array(
         [[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]],
@@ -131,7 +131,7 @@ def test_ease_matches_the_closed_form_worked_by_hand() -> None:
 def test_observe_reads_new_histories_without_relearning() -> None:
     # Learned on u3 = {i3, i4}; after observing a view where u1 also engaged with i3, EASE's weights are the
     # same and u1's scores follow its new history (i2 and i4 are i3's neighbours).
-    from models.baselines import EASERecommender, ItemKNNRecommender
+    from models.retrieval.baselines import EASERecommender, ItemKNNRecommender
 
     rows = [("u0", "i0"), ("u0", "i1"), ("u1", "i0"), ("u2", "i2"), ("u2", "i3"), ("u3", "i3"), ("u3", "i4")]
     train = _hand_made_view(rows)

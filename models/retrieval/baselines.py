@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from models.history import HistoryStore
 from models.progress import EpochProgress
 from models.recdata import RecData, exclusion_lists
-from models.retrieval import mask_seen, stable_topk
+from models.retrieval.index import mask_seen, stable_topk
 from models.torch_utils import EarlyStopping, seed_everything
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from models.history import HistoryStore, HistoryWindows, to_hours
 from models.interests import build_interest_profile, build_interest_profiles, compute_idf
 from models.recdata import RecData, split_list
-from models.two_tower import (
+from models.retrieval.two_tower import (
     ColdStart,
     TwoTowerRetriever,
     _scored_targets,

@@ -1,4 +1,4 @@
-"""``torchrun --nproc_per_node 2 -m models.two_tower_ddp``: two real processes (gloo) train the two-tower model."""
+"""``torchrun --nproc_per_node 2 -m models.retrieval.two_tower_ddp``: two real processes (gloo) train the two-tower model."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.recdata import RecData
-from models.two_tower import TwoTowerRetriever, evaluate_retrieval, train_profile_model
+from models.retrieval.two_tower import TwoTowerRetriever, evaluate_retrieval, train_profile_model
 from tests.models.conftest import make_synthetic_marts, tiny_settings
 
 # no dropout (neither in the encoder nor of item ids): then a step's gradient over two ranks' halves of a batch
@@ -42,7 +42,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "models.two_tower_ddp", "--marts", str(marts), "--out", str(out)],
+         "-m", "models.retrieval.two_tower_ddp", "--marts", str(marts), "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

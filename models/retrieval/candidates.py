@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from models.recdata import RecData
-from models.retrieval import mask_seen
+from models.retrieval.index import mask_seen
 
 
 class CandidateSource(Protocol):

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from models import metrics
-from models.baselines import ItemKNNRecommender, PopularityRecommender
-from models.candidates import FreshPopularity, generate_candidates
 from models.recdata import RecData
 from models.recommender import StackedFullStack, fit_stacked_ranker, stacking_windows
-from models.retrieval import mask_seen
+from models.retrieval.baselines import ItemKNNRecommender, PopularityRecommender
+from models.retrieval.candidates import FreshPopularity, generate_candidates
+from models.retrieval.index import mask_seen
 from tests.models.conftest import START, marts_from_events, tiny_settings
 
 
