@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+CREATOR_ATTRIBUTE = "creator_group"  # the item attribute exposure fairness is measured over
+UNKNOWN = "unknown"  # the value of a missing user or item attribute
+
 MART_COLUMNS: dict[str, list[str]] = {
     "interactions": [
         "request_id", "user_id", "item_id", "event_ts", "event_date", "position", "clicked",

@@ -28,8 +28,6 @@ import torch
 from models import metrics
 from models.history import HistoryStore, HistoryWindows, to_hours
 from models.interests import InterestProfile, build_interest_profile, compute_idf
-from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN
-from models.monitoring.rerank import catalog_shares, rerank_list
 from models.ranking.gbdt_ranker import GBDTStackedRanker, train_gbdt_ranker
 from models.ranking.pair_features import (
     TWO_TOWER_FEATURE,
@@ -39,7 +37,7 @@ from models.ranking.pair_features import (
     pair_inputs_from_arrays,
 )
 from models.ranking.pair_ranker import Ranker
-from models.ranking.rerank import mmr_rerank
+from models.ranking.rerank import FairnessRerank, mmr_rerank
 from models.ranking.stack_features import (
     StackExamples,
     build_stack_examples,
@@ -447,44 +445,6 @@ _REASON_TEMPLATES = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class FairnessRerank:
-    """Exposure-aware re-ranking of served lists across creator groups (``models/monitoring/rerank.py``).
-
-    With ``monitoring.fairness_rerank`` the top ``depth * k`` of the model's list (after MMR) is re-ranked into
-    the served top k with the fairness report's function and ``strength``, towards the groups' catalog shares;
-    each list on its own (:func:`~models.monitoring.rerank.rerank_list`).
-    """
-
-    strength: float
-    depth: int
-    groups: np.ndarray  # creator group of each catalog row of the model
-    target_shares: dict[str, float]
-
-    @classmethod
-    def for_model(cls, model: FullStackModel, strength: float, depth: int = 2) -> FairnessRerank:
-        """Targets are the catalog shares of ``model.items`` (the fairness report's default)."""
-        if CREATOR_ATTRIBUTE in model.items:
-            groups = model.items[CREATOR_ATTRIBUTE].fillna(UNKNOWN).astype(str).to_numpy(dtype=object)
-        else:
-            groups = np.full(len(model.items), UNKNOWN, dtype=object)
-        shares = catalog_shares(pd.DataFrame({"item_id": model.item_ids, CREATOR_ATTRIBUTE: groups}))
-        return cls(float(strength), int(depth), groups, shares)
-
-    @classmethod
-    def from_settings(cls, model: FullStackModel, settings: Settings) -> FairnessRerank | None:
-        """``monitoring.rerank_strength`` over ``serving.fairness_rerank_depth``; None when the setting is off."""
-        if not settings.monitoring.fairness_rerank:
-            return None
-        return cls.for_model(
-            model, settings.monitoring.rerank_strength, settings.serving.fairness_rerank_depth
-        )
-
-    def top_k(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-        """Positions in the model-ordered ``items`` of the re-ranked top k."""
-        return rerank_list(self.groups[items], scores, k, self.strength, self.target_shares)
-
-
 class Recommender:
     """Serving facade over a fitted :class:`FullStackModel` (see the module docstring).
 
@@ -529,7 +489,11 @@ class Recommender:
     @classmethod
     def from_settings(cls, model: FullStackModel, settings: Settings) -> Recommender:
         """The facade over ``model`` with the serving limits and fairness re-ranking of ``settings``."""
-        return cls(model, settings.serving.max_history_items, FairnessRerank.from_settings(model, settings))
+        return cls(
+            model,
+            settings.serving.max_history_items,
+            FairnessRerank.from_settings(model.items, model.item_ids, settings),
+        )
 
     def top_k(self, ranked: RankedCandidates, k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The served top k (items, scores, sources): the model's, re-ranked for exposure when ``fairness`` is set."""

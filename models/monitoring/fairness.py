@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 
 from models.monitoring.common import fmt, ndcg_per_user, top_k
+from models.recdata import CREATOR_ATTRIBUTE, UNKNOWN
 
 USER_ATTRIBUTES = ("user_group", "region")
-CREATOR_ATTRIBUTE = "creator_group"
-UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from models.monitoring.common import (
 )
 from models.monitoring.fairness import CREATOR_ATTRIBUTE, FairnessResult, evaluate_fairness
 from models.monitoring.html_safe import html_safe
+from models.monitoring.mitigation import compare_mitigation
 from models.monitoring.quality import recsys_frame
-from models.monitoring.rerank import compare_mitigation
 from models.settings import MonitoringSettings
 
 FAIRNESS_TABLE = f"{MONITORING_SCHEMA}.fairness_metrics"

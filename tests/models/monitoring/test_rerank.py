@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from models.monitoring.fairness import exposure_by_group
-from models.monitoring.rerank import catalog_shares, compare_mitigation, exposure_rerank
+from models.monitoring.mitigation import compare_mitigation, exposure_rerank
+from models.ranking.rerank import catalog_shares
 from tests.models.monitoring.conftest import make_recs
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from models.evaluation import full_stack
 from models.monitoring.fairness import exposure_by_group
-from models.monitoring.rerank import catalog_shares, exposure_rerank, rerank_list
-from models.recommender import FairnessRerank, Recommender
+from models.monitoring.mitigation import exposure_rerank
+from models.ranking.rerank import FairnessRerank, catalog_shares, rerank_list
+from models.recommender import Recommender
 from tests.models.conftest import TinyStack, tiny_settings
 from tests.models.monitoring.conftest import make_recs
 
@@ -137,7 +138,7 @@ def test_recommender_reranks_towards_the_catalog_share_with_the_setting_on(
 
 
 def test_fairness_rerank_for_model_targets_the_catalog(stack) -> None:
-    fairness = FairnessRerank.for_model(stack, strength=1.0)
+    fairness = FairnessRerank.for_catalog(stack.items, stack.item_ids, strength=1.0)
     counts = stack.items["creator_group"].value_counts(normalize=True)
     assert fairness.target_shares == pytest.approx(counts.to_dict())
     assert np.all(fairness.groups == stack.items["creator_group"].to_numpy())

@@ -1,13 +1,8 @@
-"""Exposure-aware re-ranking across creator groups, and what it costs in NDCG.
+"""What exposure-aware re-ranking costs in NDCG: the fairness report's mitigation table.
 
-Greedy, slot by slot: for position 1, every user in turn, then position 2, and so on, each user's next slot goes
-to the candidate maximizing ``relevance + strength * (target share - exposure share so far)`` of its group,
-where relevance is the user's score scaled to [0, 1] and exposure share is counted over all users' slots filled
-so far. ``strength = 0`` keeps the model's order; larger values move exposure towards the targets (the catalog
-shares by default) while the model's order is kept inside each group. Filling positions in rounds spreads the
-correction over users and positions instead of handing the last users all the under-exposed items.
-
-Only the group heads can win a slot (the best remaining item of each group), so a step costs O(groups).
+:func:`exposure_rerank` re-ranks every user's list of a report at once with the greedy of
+:mod:`models.ranking.rerank` (the service re-ranks each list on its own with the same greedy);
+:func:`compare_mitigation` measures NDCG@k and the exposure gap before and after, per strength.
 """
 
 from __future__ import annotations
@@ -19,58 +14,9 @@ import numpy as np
 import pandas as pd
 
 from models.monitoring.common import fmt, mean_ndcg, with_scores
-from models.monitoring.fairness import CREATOR_ATTRIBUTE, UNKNOWN, exposure_by_group, exposure_gap
-
-
-def catalog_shares(items: pd.DataFrame, attribute: str = CREATOR_ATTRIBUTE) -> dict[str, float]:
-    """Each group's share of the catalog: the default exposure target."""
-    groups = items.drop_duplicates("item_id")[attribute].fillna(UNKNOWN).astype(str)
-    return groups.value_counts(normalize=True).to_dict()
-
-
-def _relevance(scores: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """The user's scores scaled to [0, 1]; rank-based when scores are flat or disagree with the ranks."""
-    order = np.argsort(ranks, kind="stable")
-    ordered = scores[order]
-    if np.ptp(scores) > 0 and np.all(np.diff(ordered) <= 0):
-        return (scores - scores.min()) / np.ptp(scores)
-    n = len(ranks)
-    return 1.0 - (ranks - ranks.min()) / max(n - 1, 1)
-
-
-def _fill_slots(
-    queues: list[list[list[int]]],
-    relevance: np.ndarray,
-    original_rank: np.ndarray,
-    target: np.ndarray,
-    strength: float,
-    k: int,
-) -> list[tuple[int, int, int]]:
-    """The greedy of the module docstring: (user number, row, 1-based slot) for each slot filled.
-
-    ``queues[user][group]`` holds the rows of the user's candidates of that group, next in model order last.
-    """
-    counts = np.zeros(len(target))
-    picked: list[tuple[int, int, int]] = []
-    for position in range(1, k + 1):
-        for user, user_queues in enumerate(queues):
-            heads = [(g, q[-1]) for g, q in enumerate(user_queues) if q]
-            if not heads:
-                continue
-            total = counts.sum()
-            shares = counts / total if total else target
-            best_g, best_i = max(
-                heads,
-                # ties go to the model's own order (lower original rank)
-                key=lambda h: (
-                    relevance[h[1]] + strength * (target[h[0]] - shares[h[0]]),
-                    -original_rank[h[1]],
-                ),
-            )
-            user_queues[best_g].pop()
-            counts[best_g] += 1
-            picked.append((user, best_i, position))
-    return picked
+from models.monitoring.fairness import exposure_by_group, exposure_gap
+from models.ranking.rerank import catalog_shares, fill_slots, scaled_relevance
+from models.recdata import CREATOR_ATTRIBUTE, UNKNOWN
 
 
 def exposure_rerank(
@@ -101,14 +47,14 @@ def exposure_rerank(
     rows = data.reset_index(drop=True)
     for _, block in rows.groupby("user_id", sort=True):
         idx = block.index.to_numpy()
-        relevance[idx] = _relevance(block["score"].to_numpy(float), block["rank"].to_numpy(float))
+        relevance[idx] = scaled_relevance(block["score"].to_numpy(float), block["rank"].to_numpy(float))
         per_group: list[list[int]] = [[] for _ in group_names]
         for i, g in zip(idx, block["group"], strict=True):
             per_group[group_index[g]].append(int(i))
         queues.append([list(reversed(q)) for q in per_group])  # pop() from the end = next in model order
 
     original_rank = rows["rank"].to_numpy(float)
-    picked = _fill_slots(queues, relevance, original_rank, target, strength, k)
+    picked = fill_slots(queues, relevance, original_rank, target, strength, k)
     out = rows.loc[[i for _, i, _ in picked], ["user_id", "item_id", "score", "rank"]].rename(
         columns={"rank": "original_rank"}
     )
@@ -201,32 +147,3 @@ def compare_mitigation(
             )
         )
     return out
-
-
-def rerank_list(
-    groups: Sequence[str],
-    scores: Sequence[float],
-    k: int,
-    strength: float,
-    target_shares: Mapping[str, float],
-) -> np.ndarray:
-    """The re-ranked top k of one model-ordered list, as positions into it: :func:`exposure_rerank` of one user.
-
-    What the service does with ``monitoring.fairness_rerank``: each list is re-ranked on its own, so exposure is
-    counted over that list's slots (its first slot is the model's, later ones lean towards the groups the list
-    has under-exposed so far) and an answer does not depend on which other requests were served with it.
-    The same greedy as :func:`exposure_rerank` (``_fill_slots``) without its data frames (a list takes well
-    under a millisecond). ``groups`` has no missing values (the caller maps them to ``unknown``).
-    """
-    if len(groups) == 0:
-        return np.zeros(0, dtype=np.int64)
-    names = sorted(set(target_shares) | set(groups))
-    index = {g: i for i, g in enumerate(names)}
-    target = np.array([target_shares.get(g, 0.0) for g in names])
-    per_group: list[list[int]] = [[] for _ in names]
-    for i, g in enumerate(groups):
-        per_group[index[g]].append(i)
-    ranks = np.arange(1, len(groups) + 1, dtype=float)
-    relevance = _relevance(np.asarray(scores, dtype=float), ranks)
-    picked = _fill_slots([[list(reversed(q)) for q in per_group]], relevance, ranks, target, strength, k)
-    return np.asarray([i for _, i, _ in picked], dtype=np.int64)
