@@ -51,7 +51,6 @@ from models.recommender import (
     StackSources,
     TwoTowerRecommender,
     fit_stacked_ranker,
-    recency_popularity,
 )
 from models.retrieval.baselines import (
     BPRRecommender,
@@ -59,6 +58,7 @@ from models.retrieval.baselines import (
     ItemKNNRecommender,
     PopularityRecommender,
     RecencyPopularityRecommender,
+    recency_popularity,
 )
 from models.retrieval.index import RetrievalIndex
 from models.retrieval.two_tower import TwoTowerRetriever, train_profile_model

@@ -52,6 +52,7 @@ from models.retrieval.baselines import (
     EASERecommender,
     ItemKNNRecommender,
     PopularityRecommender,
+    recency_popularity,
 )
 from models.retrieval.candidates import CandidateSource, FreshPopularity, generate_candidates, window_relevant
 from models.retrieval.index import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
@@ -73,19 +74,6 @@ SERVING_MAX_USERS = 64  # rank_candidates calls up to this many users are servin
 SERVING_SCORE_BATCH = 512  # pairs per ranker pass there
 QUERY_DELAY_HOURS = 1.0 / 3600  # histories are read strictly before the query time: query 1 s after "now"
 ANONYMOUS = "__anonymous__"
-
-
-def recency_popularity(view: RecData, half_life_days: float) -> np.ndarray:
-    """Engagements per item in the view, each decayed by its age at ``view.now`` (recent interest counts more)."""
-    counts = np.zeros(view.n_items, dtype=np.float64)
-    if len(view.histories):
-        age_days = ((view.now - view.histories["event_ts"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-        np.add.at(
-            counts,
-            view.item_idx(view.histories["item_id"]),
-            0.5 ** (np.clip(age_days, 0, None) / half_life_days),
-        )
-    return counts
 
 
 class TwoTowerRecommender(BaseRecommender):

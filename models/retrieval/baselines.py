@@ -148,6 +148,19 @@ class PopularityRecommender(BaseRecommender):
         return base.unsqueeze(0).expand(len(user_ids), -1)
 
 
+def recency_popularity(view: RecData, half_life_days: float) -> np.ndarray:
+    """Engagements per item in the view, each decayed by its age at ``view.now`` (recent interest counts more)."""
+    counts = np.zeros(view.n_items, dtype=np.float64)
+    if len(view.histories):
+        age_days = ((view.now - view.histories["event_ts"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+        np.add.at(
+            counts,
+            view.item_idx(view.histories["item_id"]),
+            0.5 ** (np.clip(age_days, 0, None) / half_life_days),
+        )
+    return counts
+
+
 class RecencyPopularityRecommender(BaseRecommender):
     """Engagements per item decayed by their age at the cutoff (half-life chosen on valid), the same for all."""
 
@@ -161,8 +174,6 @@ class RecencyPopularityRecommender(BaseRecommender):
         pass
 
     def _observe(self, view: RecData) -> None:
-        from models.recommender import recency_popularity  # models.recommender imports this module
-
         self.recency = recency_popularity(view, self.half_life_days)
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
