@@ -67,16 +67,32 @@ def _read_data(recgen: RecgenResource) -> tuple[Settings, RecData, str]:
     return settings, training.build_data(frames, embeddings), snapshot
 
 
-def _latest(registry: ModelRegistry, name: str) -> ArtifactVersion:
+def _upstream(context: dg.AssetExecutionContext, registry: ModelRegistry, name: str) -> ArtifactVersion:
+    """The version of model ``name`` that the asset of the same name last materialized (its ``version`` metadata).
+
+    That is the lineage the UI shows: a downstream asset loads what its upstream asset produced, not whatever was
+    registered last (a benchmark or a notebook may register versions too). Only where this Dagster instance has
+    no materialization of the asset (a registry filled outside Dagster) is the registry's newest version used,
+    with a warning.
+    """
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
+    version = (
+        event.asset_materialization.metadata.get("version") if event and event.asset_materialization else None
+    )
+    if version is not None:
+        return registry.get(name, str(version.value))
     found = registry.latest(name)
     if found is None:
         raise dg.Failure(f"no registered {name!r}: materialize the {name} asset first")
+    context.log.warning(
+        f"no materialization of the {name} asset in this instance: using the registry's newest {name} {found.version}"
+    )
     return found
 
 
 @dataclass
 class _Inputs:
-    """What the model assets start from: settings, data, its snapshot id, the registry and the newest profile model."""
+    """What the model assets start from: settings, data, its snapshot id, the registry and the profile model the profile_model asset last materialized."""
 
     settings: Settings
     data: RecData
@@ -86,10 +102,10 @@ class _Inputs:
     encoder: TwoTowerRetriever
 
 
-def _inputs_with_profile_model(recgen: RecgenResource) -> _Inputs:
+def _inputs_with_profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> _Inputs:
     settings, data, snapshot = _read_data(recgen)
     registry = ModelRegistry.from_settings(settings)
-    profile = _latest(registry, "profile_model")
+    profile = _upstream(context, registry, "profile_model")
     encoder = TwoTowerRetriever.load(profile.path, settings.resolved_device)
     return _Inputs(settings, data, snapshot, registry, profile, encoder)
 
@@ -230,7 +246,7 @@ def profile_model(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
     description="ml.user_profiles: each user's readable InterestProfile (JSON) and profile-model vector, as of now",
 )
 def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    inputs = _inputs_with_profile_model(recgen)
+    inputs = _inputs_with_profile_model(context, recgen)
     settings, data, artifact, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     users = data.users["user_id"].tolist()
     profiles = build_interest_profiles(data, users, top_k=5, n_keywords=settings.profile.top_keywords)
@@ -277,7 +293,7 @@ def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
     "registered as 'retrieval_index'",
 )
 def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    inputs = _inputs_with_profile_model(recgen)
+    inputs = _inputs_with_profile_model(context, recgen)
     settings, data, profile, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     started = time.perf_counter()
     index = training.build_retrieval(settings, data, encoder)
@@ -322,7 +338,7 @@ def retrieval_index(context: dg.AssetExecutionContext, recgen: RecgenResource) -
     "marts.training_samples. Registered as 'ranker'",
 )
 def ranker(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
-    inputs = _inputs_with_profile_model(recgen)
+    inputs = _inputs_with_profile_model(context, recgen)
     settings, data, profile, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     if settings.ranker.kind == "stacked":
         return _stacked_ranker(context, inputs)
@@ -473,7 +489,7 @@ def _train_seconds(artifact: ArtifactVersion) -> float:
 def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.MaterializeResult:
     settings, data, snapshot = _read_data(recgen)
     registry = ModelRegistry.from_settings(settings)
-    ranker_version = _latest(registry, "ranker")
+    ranker_version = _upstream(context, registry, "ranker")
     # lineage: the profile model the ranker was trained with (its recorded version), not merely the newest one
     profile = registry.get("profile_model", str(ranker_version.config["profile_model_version"]))
     encoder = TwoTowerRetriever.load(profile.path, settings.resolved_device)
@@ -481,7 +497,7 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
     stacked = settings.ranker.kind == "stacked"
     if stacked != (ranker_version.config.get("kind", "pair") == "stacked"):
         raise dg.Failure(
-            f"the newest ranker ({ranker_version.version}) is not of settings.ranker.kind "
+            f"the ranker asset's latest version ({ranker_version.version}) is not of settings.ranker.kind "
             f"{settings.ranker.kind!r}: materialize ranker first"
         )
     seeds = list(settings.evaluation.seeds)

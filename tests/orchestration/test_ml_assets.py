@@ -311,3 +311,29 @@ def test_daily_scores_feed_the_drift_reports_model_score(ml_home: Path) -> None:
         ).fetchone() == (impressions,)
     finally:
         con.close()
+
+
+def test_downstream_assets_load_the_version_their_upstream_asset_materialized(ml_home: Path) -> None:
+    # lineage: user_profiles reads the profile model the profile_model asset produced in this instance, not a
+    # newer version registered outside Dagster (a benchmark, a notebook); with no such materialization in the
+    # instance it falls back to the registry's newest, with a warning
+    from models.registry import ModelRegistry
+    from models.retrieval.two_tower import TwoTowerRetriever
+    from orchestration.assets.ml import ml_assets
+    from orchestration.resources import RecgenResource
+
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"recgen": RecgenResource()}
+    first = dg.materialize(
+        ml_assets, selection=["item_embeddings", "profile_model"], resources=resources, instance=instance
+    )
+    produced = _metadata(first, "profile_model")["version"]
+    registry = ModelRegistry.from_settings(get_settings())
+    encoder = TwoTowerRetriever.load(registry.get("profile_model", str(produced)).path)
+    outside = registry.register("profile_model", encoder.save, metrics={"ndcg@10": 0.0})
+    assert registry.latest("profile_model").version == outside.version != produced  # type: ignore[union-attr]
+
+    same = dg.materialize(ml_assets, selection=["user_profiles"], resources=resources, instance=instance)
+    assert _metadata(same, "user_profiles")["profile_model_version"] == produced
+    elsewhere = dg.materialize(ml_assets, selection=["user_profiles"], resources=resources)
+    assert _metadata(elsewhere, "user_profiles")["profile_model_version"] == outside.version
