@@ -11,7 +11,10 @@ DuckDB file, so the growth of cost with size is visible. Usage:
 
 ``--memory-limit`` sets ``RECGEN_DUCKDB_MEMORY_LIMIT`` (settings.duckdb_memory_limit) for the ingest connection
 and for dbt's profile (``--dbt-memory-limit`` gives dbt another one); DuckDB spills past it to ``<db>.tmp`` (or
-``--temp-directory``). Simulation, ingest and dbt each run in their own process (started from this small one),
+``--temp-directory``), at most ``--max-temp-directory-size`` (settings.duckdb_max_temp_directory_size: a query
+that needs more fails). The temp directory's size is sampled every few seconds during ingest and dbt ("temp
+peak"), and dbt's per-node times and statuses (its ``run_results.json``) go into ``--json``, also when the
+build fails. Simulation, ingest and dbt each run in their own process (started from this small one),
 so "sim RSS", "ingest RSS" and "dbt RSS" are each stage's own peak resident memory. ``--json`` writes the rows,
 with the 1-minute load average before and after each stage (the machine may be shared). ``--home`` keeps each
 size's snapshot in ``HOME/<users>`` and reuses it on the next run (its simulate figures then read "reused");
@@ -29,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +105,36 @@ print("RESULT " + json.dumps({
 """
 
 
+def _tree_mb(path: Path) -> float:
+    """Total size of the files under ``path`` in MB (0 where it does not exist); files may vanish meanwhile."""
+    total = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total / 2**20
+
+
+@contextlib.contextmanager
+def temp_peak(path: Path, figures: dict, key: str, every_s: float = 5.0):
+    """Sample the size of DuckDB's temp directory ``path`` every ``every_s`` s; its peak MB into figures[key]."""
+    stop = threading.Event()
+    peak = [_tree_mb(path)]
+
+    def sample() -> None:
+        while not stop.wait(every_s):
+            peak[0] = max(peak[0], _tree_mb(path))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        figures[key] = max(peak[0], _tree_mb(path))
+
+
 def run_stage(code: str, env: dict[str, str], n_users: int, name: str) -> dict:
     """Run one stage's code in a fresh Python process; its RESULT line as a dict (with the load averages)."""
     load_before = os.getloadavg()[0]
@@ -114,25 +148,42 @@ def run_stage(code: str, env: dict[str, str], n_users: int, name: str) -> dict:
     return {**json.loads(line.removeprefix("RESULT ")), f"load_{name}": [load_before, os.getloadavg()[0]]}
 
 
-def run_dbt(env: dict[str, str], dbt_env: dict[str, str], dbt_vars: dict[str, int], n_users: int) -> dict:
-    """`dbt build` in its own process, started from this small one; its time and its own peak RSS.
+def dbt_nodes(target: Path) -> list[dict]:
+    """Each node of dbt's last invocation (``target/run_results.json``): name, status, seconds, error message."""
+    path = target / "run_results.json"
+    if not path.exists():
+        return []
+    return [
+        {
+            "node": r["unique_id"],
+            "status": r["status"],
+            "s": round(r["execution_time"], 1),
+            "message": (r.get("message") or "")[:500] if r["status"] in ("error", "fail") else None,
+        }
+        for r in json.loads(path.read_text())["results"]
+    ]
+
+
+def run_dbt(env: dict[str, str], dbt_env: dict[str, str], dbt_vars: dict[str, int]) -> dict:
+    """`dbt build` in its own process, started from this small one; its time, its own peak RSS, its exit code.
 
     Started from the ingesting process, dbt's ru_maxrss would start at that process's peak (Linux carries
     the high-water mark of the spawning process over exec), hiding a dbt peak below the ingest one.
     """
     dbt = Path(sys.prefix) / "bin" / "dbt"
     args = ["build", "--quiet", "--vars", json.dumps(dbt_vars), "--profiles-dir", ".", "--project-dir", "."]
+    target = Path(env["DBT_TARGET_PATH"])
+    (target / "run_results.json").unlink(missing_ok=True)  # an earlier invocation's nodes are not this one's
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     process = subprocess.Popen([str(dbt), *args], cwd=ROOT / "dbt_project", env={**env, **dbt_env})
     _, status, usage = os.wait4(process.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"size {n_users}: dbt build failed (exit {code})")
     return {
         "dbt_s": time.perf_counter() - start,
+        "dbt_exit": os.waitstatus_to_exitcode(status),
         "peak_rss_mb_dbt": usage.ru_maxrss / 1024,
         "load_dbt": [load_before, os.getloadavg()[0]],
+        "dbt_nodes": dbt_nodes(target),
     }
 
 
@@ -146,6 +197,7 @@ def run_size(
     home_root: Path | None = None,
     on_stage: Callable[[dict], None] | None = None,
     stages: tuple[str, ...] = STAGES,
+    max_temp_directory_size: str = "",
 ) -> dict[str, float]:
     """Run the data layer for one size in fresh processes and a fresh DuckDB file; return its figures.
 
@@ -168,6 +220,7 @@ def run_size(
             **os.environ,
             "RECGEN_DUCKDB_MEMORY_LIMIT": memory_limit,
             "RECGEN_DUCKDB_TEMP_DIRECTORY": temp_directory,
+            "RECGEN_DUCKDB_MAX_TEMP_DIRECTORY_SIZE": max_temp_directory_size,
             "BENCH_DBT_MEMORY_LIMIT": dbt_memory_limit,
             "RECGEN_HOME": home,
             "RECGEN_DUCKDB_PATH": f"{home}/recgen.duckdb",
@@ -181,10 +234,12 @@ def run_size(
         }
         start = time.perf_counter()
         report = on_stage or (lambda _: None)
+        spill = Path(temp_directory or f"{env['RECGEN_DUCKDB_PATH']}.tmp")
         figures = run_stage(SIMULATE, env, n_users, "simulate")
         report({**figures, "unfinished": "ingest, dbt"})
         if "ingest" in stages:
-            figures.update(run_stage(INGEST, env, n_users, "ingest"))
+            with temp_peak(spill, figures, "temp_peak_mb_ingest"):
+                figures.update(run_stage(INGEST, env, n_users, "ingest"))
         else:
             if not Path(env["RECGEN_DUCKDB_PATH"]).exists():
                 raise SystemExit(f"size {n_users}: no warehouse at {env['RECGEN_DUCKDB_PATH']} to run dbt on")
@@ -192,7 +247,12 @@ def run_size(
         dbt_env, dbt_vars = figures.pop("dbt_env"), figures.pop("dbt_vars")
         report({**figures, "unfinished": "dbt"})
         if "dbt" in stages:
-            figures.update(run_dbt(env, dbt_env, dbt_vars, n_users))
+            with temp_peak(spill, figures, "temp_peak_mb_dbt"):
+                figures.update(run_dbt(env, dbt_env, dbt_vars))
+            if figures["dbt_exit"] != 0:
+                report(figures)
+                failed = [n["node"] for n in figures["dbt_nodes"] if n["status"] in ("error", "fail")]
+                raise SystemExit(f"size {n_users}: dbt build failed (exit {figures['dbt_exit']}): {failed}")
         figures["db_mb"] = Path(env["RECGEN_DUCKDB_PATH"]).stat().st_size / 2**20
         figures["total_s"] = time.perf_counter() - start
         return figures
@@ -231,6 +291,11 @@ def main() -> None:
     )
     parser.add_argument("--temp-directory", default="", help="where DuckDB spills (default: <db>.tmp)")
     parser.add_argument(
+        "--max-temp-directory-size",
+        default="",
+        help="the most DuckDB spills there, e.g. 30GB (default: DuckDB's, 90%% of the free disk)",
+    )
+    parser.add_argument(
         "--dbt-memory-limit", default="", help="another memory_limit for dbt only (default: --memory-limit)"
     )
     parser.add_argument(
@@ -253,7 +318,8 @@ def main() -> None:
     default = "default (80% of RAM)"
     print(
         f"DuckDB memory_limit: ingest {args.memory_limit or default}, "
-        f"dbt {args.dbt_memory_limit or args.memory_limit or default}"
+        f"dbt {args.dbt_memory_limit or args.memory_limit or default}; "
+        f"max_temp_directory_size {args.max_temp_directory_size or 'default (90% of the free disk)'}"
     )
     print(
         f"{'users':>9} {'items':>7} {'events':>11} {'simulate s':>10} {'ingest s':>9} {'dbt s':>8} "
@@ -274,6 +340,7 @@ def main() -> None:
             # each stage's figures are written as they come, so a run stopped in dbt keeps its ingest figures
             functools.partial(_write_partial, args.json, list(rows), {"users": n_users, "items": n_items}),
             tuple(args.stages),
+            args.max_temp_directory_size,
         )
         tqdm.write(
             f"{n_users:>9} {n_items:>7} {_stage(f, 'events', 0):>11} {_num(f['simulate_s']):>10} "

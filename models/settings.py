@@ -581,6 +581,12 @@ class Settings(BaseSettings):
     duckdb_temp_directory: str | None = Field(
         None, description="where DuckDB spills; None or empty: DuckDB's default, <duckdb file>.tmp"
     )
+    duckdb_max_temp_directory_size: str | None = Field(
+        None,
+        description="DuckDB max_temp_directory_size: the most it spills into duckdb_temp_directory (e.g. "
+        "'30GB'); a query that needs more fails instead of filling the disk. None or empty: DuckDB's default, "
+        "90% of the available disk space",
+    )
     dataset: DatasetKind = "simulator"
     dataset_path: Path | None = Field(
         None,

@@ -8,9 +8,10 @@ Dagster's run queue (``dagster.yaml``: tag concurrency on ``recgen/duckdb``) ser
 daemon is running; this lock covers the CLI and in-process runs that bypass the queue.
 
 DuckDB's memory grows with the data (ingest and ``dbt build`` of 14.8M events peaked at 6 and 12 GB):
-``settings.duckdb_memory_limit`` (and ``duckdb_temp_directory``, where it spills past the limit) apply to the
-connections opened with :func:`duckdb_config` and, through the environment of :func:`dbt_env`, to dbt's
-(``dbt_project/profiles.yml``). Unset or empty, DuckDB's defaults hold (80% of RAM, ``<file>.tmp``).
+``settings.duckdb_memory_limit`` (and ``duckdb_temp_directory``, where it spills past the limit, and
+``duckdb_max_temp_directory_size``, how much it may spill there) apply to the connections opened with
+:func:`duckdb_config` and, through the environment of :func:`dbt_env`, to dbt's (``dbt_project/profiles.yml``).
+Unset or empty, DuckDB's defaults hold (80% of RAM, ``<file>.tmp``, 90% of the available disk space).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def duckdb_config(settings: Settings) -> dict[str, str]:
         config["memory_limit"] = settings.duckdb_memory_limit
     if settings.duckdb_temp_directory:
         config["temp_directory"] = str(Path(settings.duckdb_temp_directory).resolve())
+    if settings.duckdb_max_temp_directory_size:
+        config["max_temp_directory_size"] = settings.duckdb_max_temp_directory_size
     return config
 
 
@@ -78,6 +81,7 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "RECGEN_DUCKDB_PATH": str(settings.database.resolve()),
         "RECGEN_DUCKDB_MEMORY_LIMIT": config.get("memory_limit", ""),
         "RECGEN_DUCKDB_TEMP_DIRECTORY": config.get("temp_directory", ""),
+        "RECGEN_DUCKDB_MAX_TEMP_DIRECTORY_SIZE": config.get("max_temp_directory_size", ""),
     }
 
 

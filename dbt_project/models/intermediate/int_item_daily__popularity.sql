@@ -2,14 +2,11 @@
     One row per item per day with an impression or a click. Impressions count on the day they were shown,
     clicks on the day they happened, so a day's row only holds what was known by the end of that day; the
     point-in-time item features of training_samples sum the rows of earlier days.
+
+    Both aggregates read int_impressions__labeled itself, not a shared CTE: DuckDB materializes a CTE read
+    twice, which here is every labeled impression (130M at 1M users).
 #}
 with
-
-impressions as (
-
-    select * from {{ ref('int_impressions__labeled') }}
-
-),
 
 shown as (
 
@@ -19,7 +16,7 @@ shown as (
         count(*) as impressions,
         max(event_ts) as last_shown_at
 
-    from impressions
+    from {{ ref('int_impressions__labeled') }}
     group by item_id, event_date
 
 ),
@@ -32,7 +29,7 @@ clicked as (
         count(*) as clicks,
         max(clicked_at) as last_clicked_at
 
-    from impressions
+    from {{ ref('int_impressions__labeled') }}
     where clicked = 1
     group by item_id, cast(clicked_at as date)
 
