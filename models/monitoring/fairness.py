@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from models.monitoring.common import fmt, ndcg_per_user, top_k
+from models.recdata import USER_ATTRIBUTES  # the attributes the report groups users by
 
-USER_ATTRIBUTES = ("user_group", "region")
 CREATOR_ATTRIBUTE = "creator_group"
 UNKNOWN = "unknown"
 
