@@ -43,7 +43,7 @@ from models import metrics
 from models.history import to_hours
 from models.progress import EpochProgress
 from models.ranking.pair_ranker import Ranker, train_ranker
-from models.recdata import MART_COLUMNS, RecData
+from models.recdata import MART_COLUMNS, OPTIONAL_MART_COLUMNS, USER_ATTRIBUTES, RecData
 from models.recommender import (
     FullStackModel,
     StackedFullStack,
@@ -115,10 +115,12 @@ def read_marts(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
     A table scan's row order is not fixed (parallel builds and scans), and the order reaches the sampling and
     batching of training: sorting makes the same marts and seed give the same models.
     """
-    return {
-        name: con.execute(f"select {', '.join(cols)} from marts.{name} order by all").df()
-        for name, cols in MART_COLUMNS.items()
-    }
+    frames = {}
+    for name, cols in MART_COLUMNS.items():
+        stored = set(con.execute(f"select * from marts.{name} limit 0").df().columns)
+        cols = cols + [c for c in OPTIONAL_MART_COLUMNS.get(name, []) if c in stored]
+        frames[name] = con.execute(f"select {', '.join(cols)} from marts.{name} order by all").df()
+    return frames
 
 
 def read_item_embeddings(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
@@ -443,9 +445,10 @@ def evaluate_models(
         rows.append(row)
         if len(per_user):
             user_frames.append(per_user[["user_id", "ndcg@10", "recall@20"]].assign(model=name))
-            per_user["user_group"] = per_user["user_id"].map(user_rows["user_group"])
-            per_user["region"] = per_user["user_id"].map(user_rows["region"])
-            for dim in ("user_group", "region"):
+            dims = [d for d in USER_ATTRIBUTES if d in user_rows.columns and user_rows[d].notna().any()]
+            for dim in dims:
+                per_user[dim] = per_user["user_id"].map(user_rows[dim])
+            for dim in dims:
                 g = metrics.grouped_means(per_user, dim, ["ndcg@10", "recall@20", "hit@10"])
                 group_frames.append(g.assign(model=name, dimension=dim))
         exposure = metrics.exposure_by_group({u: recs.get(u, []) for u in users}, relevant, item_group, 10)

@@ -41,6 +41,12 @@ MART_COLUMNS: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 
+# Columns a mart may lack (a warehouse built before they were added): read when present, else null.
+OPTIONAL_MART_COLUMNS: dict[str, list[str]] = {"user_features": ["gender", "occupation"]}
+
+# The user attributes reports group users by (null or missing ones make the group 'unknown').
+USER_ATTRIBUTES = ("user_group", "region", "gender", "occupation")
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -94,6 +100,11 @@ class RecData:
         absent = [name for name in MART_COLUMNS if name not in frames]
         if missing or absent:
             raise ValueError(f"marts do not match the contract: missing tables {absent}, columns {missing}")
+        frames = dict(frames)
+        for name, optional in OPTIONAL_MART_COLUMNS.items():
+            absent_optional = [c for c in optional if c not in frames[name].columns]
+            if absent_optional:
+                frames[name] = frames[name].assign(**dict.fromkeys(absent_optional))
         items = frames["item_features"].sort_values("item_id").reset_index(drop=True)
         items["published_at"] = pd.to_datetime(items["published_at"])
         emb = dict(zip(item_embeddings["item_id"], item_embeddings["embedding"], strict=True))

@@ -238,6 +238,12 @@ class RankerSettings(BaseModel):
         description="stacked ranker: distance between consecutive training windows' starts as a share of valid's "
         "length (below 1 the windows overlap: more lists from the same history)",
     )
+    stack_cold_weight: float = Field(
+        1.0,
+        gt=0,
+        description="stacked ranker: weight in the listwise loss of a list whose user has no history at its cutoff "
+        "(1 = every list counts the same)",
+    )
     stack_model: Literal["torch", "lightgbm"] = Field(
         "torch",
         description="stacked ranker: the listwise torch ranker (GPU path, AMP on CUDA) or LightGBM lambdarank over "

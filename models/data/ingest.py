@@ -88,6 +88,12 @@ def create_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("create schema if not exists raw")
     for table in RAW_TABLES.values():
         con.execute(table.create_sql())
+        # Tables created before a nullable column was added to the schema gain it (null for their rows).
+        for col in table.columns:
+            if col.nullable:
+                con.execute(
+                    f"alter table raw.{table.name} add column if not exists {col.name} {col.duckdb_type}"
+                )
     con.execute(QUARANTINE_DDL)
     con.execute(BATCHES_DDL)
     # Ledgers written before duplicates were counted apart gain the column (0 for their batches).

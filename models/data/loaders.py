@@ -9,7 +9,8 @@ Mapping choices, so downstream code never special-cases a dataset:
   animation, children's and comedy film.": there is no plot text), category = first
   genre, tags = all genres (lower case), creator 'unknown' / 'unknown'; published_at = release date (100k),
   1 January of the title's year (1M, latest), else the first rating of the item. Users: age band and US zip
-  region from the users file when present, else 'unknown'; signup_at = the user's first rating.
+  region from the users file when present, else 'unknown'; gender ('M' / 'F') and occupation (100k's names;
+  1M's codes mapped to the names of its README) when present, else null; signup_at = the user's first rating.
 - **MIND**: every behaviors row is a request; each listed news item is an impression with position = its
   index in the list, and a ``click`` for label 1. Unlabelled items (the test split) are impressions only. The
   history column holds clicks from before the log with no time: they become impression + click pairs (one-
@@ -24,9 +25,9 @@ Mapping choices, so downstream code never special-cases a dataset:
   Items: title = ``movie_title`` / ``title`` / ``name`` (a token_seq, joined with spaces), the genres
   (``class`` / ``genre`` / ``genres`` / ``categories``, a token_seq) are the tags and the first genre the
   category, published_at = 1 January of ``release_year`` / ``year`` (else the first rating). Users: age band
-  from ``age`` -> user_group, US zip region from ``zip_code`` -> region (the two user attributes of the raw
-  schema that the fairness report groups by; ``gender`` and ``occupation`` have no column there and are not
-  kept). The same ml-100k data read through this loader or the MovieLens one gives the same groups.
+  from ``age`` -> user_group, US zip region from ``zip_code`` -> region, ``gender`` and ``occupation`` as they
+  are (null when the file has no such field or the value is blank): the user attributes the fairness report
+  groups by. The same ml-100k data read through this loader or the MovieLens one gives the same attributes.
 
 Parse errors are not dropped: a value that does not parse (a rating of 'abc', a broken date) stays in its
 column as the raw string (the column then has object dtype), a row with too few fields gets None for the
@@ -92,6 +93,17 @@ ZIP_REGIONS = dict(
         strict=True,
     )
 )
+# MovieLens 1M's occupation codes (its README), as names like 100k's u.user ones.
+MOVIELENS_1M_OCCUPATIONS = dict(
+    enumerate(
+        (
+            "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
+            "doctor/health care", "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer",
+            "programmer", "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer",
+            "tradesman/craftsman", "unemployed", "writer",
+        )
+    )
+)  # fmt: skip
 CLICK_RATING = 4.0  # MovieLens ratings at or above this count as clicks
 UNKNOWN = "unknown"
 MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
@@ -298,7 +310,8 @@ def _first_times(keys: pd.Series, ts: pd.Series) -> pd.Series:
 
 
 def _movielens_users(events: pd.DataFrame, profiles: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per user seen in the ratings or the users file; missing attributes are 'unknown'."""
+    """One row per user seen in the ratings or the users file; a missing age band or region is 'unknown', a
+    missing gender or occupation null."""
     first = _first_times(events["user_id"], events["event_ts"])
     ids = pd.Index(events["user_id"].dropna().unique())
     if profiles is not None:
@@ -310,6 +323,9 @@ def _movielens_users(events: pd.DataFrame, profiles: pd.DataFrame | None) -> pd.
         users["user_group"], users["region"] = UNKNOWN, UNKNOWN
     users["user_group"] = users["user_group"].fillna(UNKNOWN)
     users["region"] = users["region"].fillna(UNKNOWN)
+    for attribute in ("gender", "occupation"):  # nullable: no 'unknown' placeholder
+        known = users[attribute] if attribute in users else pd.Series(None, index=users.index, dtype=object)
+        users[attribute] = known.astype(object).where(known.notna(), None)
     users["preferred_style"] = None
     users["declared_interests"] = None
     users["signup_at"] = users["user_id"].map(first)
@@ -369,7 +385,13 @@ def load_movielens(path: Path) -> RawDataset:
         if (folder / "u.user").exists():
             raw = read_delimited(folder / "u.user", "|", 5, encoding="latin-1")
             profiles = pd.DataFrame(
-                {"user_id": _clean(raw[0]), "user_group": _age_group(raw[1]), "region": _zip_region(raw[4])}
+                {
+                    "user_id": _clean(raw[0]),
+                    "user_group": _age_group(raw[1]),
+                    "region": _zip_region(raw[4]),
+                    "gender": _clean(raw[2]),
+                    "occupation": _clean(raw[3]),
+                }
             )
     elif layout == "1m":
         ratings = read_delimited(folder / "ratings.dat", "::", 4).set_axis(
@@ -386,6 +408,10 @@ def load_movielens(path: Path) -> RawDataset:
                     "user_id": _clean(raw[0]),
                     "user_group": _clean(raw[2]).map(lambda a: MOVIELENS_1M_AGE_GROUPS.get(a, UNKNOWN)),
                     "region": _zip_region(raw[4]),
+                    "gender": _clean(raw[1]),
+                    "occupation": pd.to_numeric(_clean(raw[3]), errors="coerce").map(
+                        MOVIELENS_1M_OCCUPATIONS.get, na_action="ignore"
+                    ),
                 }
             )
     else:
@@ -553,6 +579,8 @@ def load_mind(path: Path) -> RawDataset:
     users = pd.DataFrame({"user_id": pd.Index(events["user_id"].dropna().unique()).astype(object)})
     users["user_group"] = UNKNOWN
     users["region"] = UNKNOWN
+    users["gender"] = None
+    users["occupation"] = None
     users["preferred_style"] = None
     users["declared_interests"] = None
     users["signup_at"] = users["user_id"].map(user_first)
@@ -642,6 +670,8 @@ def load_recbole(path: Path) -> RawDataset:
                 "user_id": _clean(raw_users["user_id"]),
                 "user_group": _age_group(raw_users["age"]) if "age" in raw_users else UNKNOWN,
                 "region": _zip_region(raw_users["zip_code"]) if "zip_code" in raw_users else UNKNOWN,
+                "gender": _clean(raw_users["gender"]) if "gender" in raw_users else None,
+                "occupation": _clean(raw_users["occupation"]) if "occupation" in raw_users else None,
             }
         )
     users = _movielens_users(events, profiles)

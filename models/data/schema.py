@@ -48,6 +48,10 @@ USERS = TableSchema(
         Column("user_id", "VARCHAR"),
         Column("user_group", "VARCHAR"),  # demographic group, e.g. age band
         Column("region", "VARCHAR"),
+        Column(
+            "gender", "VARCHAR", nullable=True
+        ),  # as the dataset spells it (MovieLens 'M' / 'F'); null when unknown
+        Column("occupation", "VARCHAR", nullable=True),  # e.g. 'technician'; null when unknown
         Column("preferred_style", "VARCHAR", nullable=True),  # one of STYLES
         Column("declared_interests", "VARCHAR", nullable=True),  # 'cat_a|cat_b'
         Column("signup_at", "TIMESTAMP"),

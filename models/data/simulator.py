@@ -362,6 +362,9 @@ class ContentPlatformSimulator:
             "user_id": self._ids("u", idx, self._user_width),
             "user_group": pa.array(np.asarray(USER_GROUPS, dtype=object)[self.user_group[idx]], pa.string()),
             "region": pa.array(np.asarray(REGIONS, dtype=object)[self.user_region[idx]], pa.string()),
+            # the simulated users have no gender or occupation (nothing in their behaviour depends on one)
+            "gender": pa.nulls(len(idx), pa.string()),
+            "occupation": pa.nulls(len(idx), pa.string()),
             "preferred_style": pa.array(np.asarray(STYLES, dtype=object)[self.user_style[idx]], pa.string()),
             "declared_interests": pa.array(declared, pa.string()),
             "signup_at": pa.array(self.user_signup_us[idx].astype("datetime64[us]")),

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 
 from models.monitoring.common import fmt, ndcg_per_user, top_k
-from models.recdata import CREATOR_ATTRIBUTE, UNKNOWN
-
-USER_ATTRIBUTES = ("user_group", "region")
+from models.recdata import (  # USER_ATTRIBUTES: what the report groups users by
+    CREATOR_ATTRIBUTE,
+    UNKNOWN,
+    USER_ATTRIBUTES,
+)
 
 
 @dataclass(frozen=True)

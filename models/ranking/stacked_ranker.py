@@ -146,13 +146,22 @@ class StackedRanker:
         return cls(model, config["sources"], cfg, item_text, device, features=config["features"])
 
 
-def listwise_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy over each user's candidates, the positives sharing the target mass (ListNet)."""
+def listwise_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax cross-entropy over each user's candidates, the positives sharing the target mass (ListNet).
+
+    ``weights`` (one per list) make the loss their weighted mean over the lists with a positive.
+    """
     n_pos = labels.sum(1)
     keep = n_pos > 0
     log_p = torch.log_softmax(logits[keep], dim=1).clamp(min=-1e4)
     target = labels[keep] / n_pos[keep, None]
-    return -(target * log_p).sum(1).mean()
+    per_list = -(target * log_p).sum(1)
+    if weights is None:
+        return per_list.mean()
+    w = weights[keep]
+    return (w * per_list).sum() / w.sum().clamp(min=1e-12)
 
 
 def stacked_ndcg(
@@ -201,7 +210,11 @@ def train_stacked_ranker(
             order = rng.permutation(users_with_positives)
             for s in range(0, len(order), cfg.stack_batch_users):
                 batch = train.take(order[s : s + cfg.stack_batch_users])
-                loss = listwise_loss(ranker._logits(batch), torch.as_tensor(batch.labels, device=device))
+                cold = ~(batch.history >= 0).any(1)  # no history at the list's cutoff
+                weights = torch.as_tensor(np.where(cold, cfg.stack_cold_weight, 1.0), device=device)
+                loss = listwise_loss(
+                    ranker._logits(batch), torch.as_tensor(batch.labels, device=device), weights.float()
+                )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

@@ -279,7 +279,7 @@ def quality_report(context: dg.AssetExecutionContext, recgen: RecgenResource) ->
     deps=[*MART_DEPS, EVALUATION_DEP],
     kinds={"evidently", "duckdb"},
     pool="duckdb",
-    description="NDCG@k and CTR by user group and region, top-k exposure by creator group against catalog and "
+    description="NDCG@k and CTR by user attribute (age band, region, gender, occupation), top-k exposure by creator group against catalog and "
     "relevant shares, Gini of exposure, and exposure-aware re-ranking side by side; HTML and PNG charts in "
     "reports/fairness/, figures in monitoring.fairness_metrics.",
 )

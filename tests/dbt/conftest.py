@@ -29,11 +29,11 @@ def ts(day: int, clock: str) -> datetime:
 
 
 USERS = [
-    # user_id, user_group, region, preferred_style, declared_interests, signup_at
-    ("u1", "18-29", "north", "casual", "news|sports", ts(1, "00:00")),
-    ("u2", "30-44", "south", None, None, ts(1, "00:00")),
+    # user_id, user_group, region, gender, occupation, preferred_style, declared_interests, signup_at
+    ("u1", "18-29", "north", "F", "writer", "casual", "news|sports", ts(1, "00:00")),
+    ("u2", "30-44", "south", None, None, None, None, ts(1, "00:00")),  # gender, occupation unknown
     # u3 never shows up in events: user_features must still have a row for it (cold start).
-    ("u3", "45+", "north", "formal", "tech", ts(1, "00:00")),
+    ("u3", "45+", "north", "M", "engineer", "formal", "tech", ts(1, "00:00")),
 ]
 
 ITEMS = [

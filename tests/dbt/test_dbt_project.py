@@ -153,6 +153,11 @@ def test_user_features_have_every_user_including_cold_ones(built_warehouse: Buil
     # r5 (i3, 2 stars): 4 impressions, 2 clicks, dwell mean over clicks (20 + 0) / 2, ratings (5 + 2) / 2;
     # clicked categories sports (i2) and tech (i4) tie, so the alphabetically first wins.
     assert by_user["u2"] == (4, 2, 0.5, 10.0, 2, 3.5, "sports")
+    # gender and occupation pass through from raw.users, nulls kept (u2's are unknown)
+    attributes = built_warehouse.query(
+        "select user_id, gender, occupation from marts.user_features order by user_id"
+    )
+    assert attributes == [("u1", "F", "writer"), ("u2", None, None), ("u3", "M", "engineer")]
 
 
 def test_item_features_hash_content_and_keep_null_tags(built_warehouse: BuiltWarehouse) -> None:

@@ -212,3 +212,22 @@ def test_relevant_items_follow_the_protocol(rec_data: RecData) -> None:
     got = {u: set(ids[list(v)]) for u, v in rec_data.relevant("test").items()}
     assert got == expected
     assert sum(len(v) for v in got.values()) < (hist["split"] == "test").sum()  # something was left out
+
+
+def test_marts_without_gender_or_occupation_still_load_and_with_them_carry_them(
+    synthetic_marts: tuple[dict[str, pd.DataFrame], pd.DataFrame], tmp_path: Path
+) -> None:
+    # a warehouse built before the two attributes existed (the synthetic marts lack them) reads as nulls;
+    # one whose user_features has them reads their values
+    frames, embeddings = synthetic_marts
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    for name, frame in frames.items():
+        write_frame(con, f"marts.{name}", frame)
+    old = training.build_data(training.read_marts(con), embeddings)
+    assert old.users["gender"].isna().all() and old.users["occupation"].isna().all()
+    users = frames["user_features"]
+    genders = np.where(np.arange(len(users)) % 2 == 0, "F", "M")
+    write_frame(con, "marts.user_features", users.assign(gender=genders, occupation="writer"))
+    new = training.build_data(training.read_marts(con), embeddings)
+    assert sorted(new.users["gender"].unique()) == ["F", "M"] and set(new.users["occupation"]) == {"writer"}
+    assert new.users["user_id"].tolist() == old.users["user_id"].tolist()

@@ -210,6 +210,21 @@ def test_ledger_gains_the_duplicate_column_on_an_existing_warehouse(con):
     assert rows == [("new:users", 0), ("old", 0)]
 
 
+def test_users_table_gains_the_nullable_attributes_on_an_existing_warehouse(con):
+    # raw.users as created before gender and occupation were in the schema, with one stored user
+    con.execute("create schema raw")
+    con.execute(
+        "create table raw.users (user_id varchar not null, user_group varchar not null, region varchar not null, "
+        "preferred_style varchar, declared_interests varchar, signup_at timestamp not null, primary key (user_id))"
+    )
+    con.execute("insert into raw.users values ('u0', '30-49', 'west', null, null, timestamp '2025-12-01')")
+    users = _users().assign(gender=["F", None], occupation=["writer", None])
+    report = ingest_table(con, "users", users, batch_id="new", source="test", now=NOW)
+    assert report.rows_clean == 2 and report.rows_quarantined == 0  # a null gender or occupation is not bad
+    rows = con.execute("select user_id, gender, occupation from raw.users order by user_id").fetchall()
+    assert rows == [("u0", None, None), ("u1", "F", "writer"), ("u2", None, None)]
+
+
 def _snapshot_with_defects() -> RawDataset:
     """Users, items and events with bad rows and repeated keys spread so that they span part boundaries."""
     users = pd.concat(

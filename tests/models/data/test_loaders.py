@@ -107,14 +107,18 @@ def test_movielens_100k_ratings_become_impressions_ratings_and_clicks(tmp_path: 
     users = data.users.set_index("user_id")
     assert users.loc["1", "user_group"] == "18-29" and users.loc["1", "region"] == "west"  # zip 8xxxx
     assert users.loc["2", "user_group"] == "50+" and users.loc["2", "region"] == "east"  # zip 1xxxx
-    # User 3 rated but is not in u.user: kept, with unknown attributes.
+    assert users.loc["1", "gender"] == "M" and users.loc["1", "occupation"] == "technician"
+    assert users.loc["2", "gender"] == "F" and users.loc["2", "occupation"] == "other"
+    # User 3 rated but is not in u.user: kept, with unknown age band and region and no gender or occupation.
     assert users.loc["3", "user_group"] == "unknown" and users.loc["3", "region"] == "unknown"
+    assert users.loc["3", "gender"] is None and users.loc["3", "occupation"] is None
     assert users.loc["1", "signup_at"] == pd.Timestamp(881250949, unit="s")  # first rating
 
 
 def test_movielens_without_users_file_has_unknown_groups(tmp_path: Path) -> None:
     data = load_movielens(write_movielens_100k(tmp_path / "ml", with_users=False))
     assert set(data.users.user_group) == {"unknown"} and set(data.users.region) == {"unknown"}
+    assert data.users.gender.isna().all() and data.users.occupation.isna().all()  # nullable: no placeholder
     assert sorted(data.users.user_id) == ["1", "2", "3"]
 
 
@@ -131,6 +135,9 @@ def test_movielens_1m_layout(tmp_path: Path) -> None:
     users = data.users.set_index("user_id")
     assert users.loc["1", "user_group"] == "under-18" and users.loc["6", "user_group"] == "50+"
     assert users.loc["6", "region"] == "south"  # zip 7xxxx
+    # users.dat: UserID::Gender::Age::Occupation::Zip; occupation codes 10 and 16 are named as in 1M's README
+    assert users.loc["1", "gender"] == "F" and users.loc["1", "occupation"] == "K-12 student"
+    assert users.loc["6", "gender"] == "M" and users.loc["6", "occupation"] == "self-employed"
 
 
 def test_movielens_latest_csv_layout(tmp_path: Path) -> None:
@@ -315,6 +322,16 @@ def test_recbole_atomic_files_map_to_the_raw_schema(tmp_path: Path) -> None:
     users = data.users.set_index("user_id")
     assert users.loc["1", "user_group"] == "18-29" and users.loc["1", "region"] == "west"
     assert users.loc["2", "user_group"] == "50+" and users.loc["2", "region"] == "east"
+    assert users.loc["1", "gender"] == "M" and users.loc["1", "occupation"] == "technician"
+    assert users.loc["2", "gender"] == "F" and users.loc["2", "occupation"] == "other"
+
+
+def test_recbole_users_file_without_gender_or_occupation_gives_nulls(tmp_path: Path) -> None:
+    folder = write_recbole(tmp_path / "toy")
+    (folder / "toy.user").write_text("user_id:token\tage:token\n1\t24\n2\t\n")
+    users = load_dataset(get_settings(dataset="recbole", dataset_path=folder)).users.set_index("user_id")
+    assert users.loc["1", "user_group"] == "18-29" and users.loc["2", "user_group"] == "unknown"
+    assert users["gender"].isna().all() and users["occupation"].isna().all()
 
 
 def test_recbole_header_without_a_type_is_named(tmp_path: Path) -> None:

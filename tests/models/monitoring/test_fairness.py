@@ -250,3 +250,22 @@ def test_fairness_report_page_and_table(
     assert mean_ndcg(recs, relevant, 10) == pytest.approx(
         np.mean(list(loop_ndcg(recs, relevant, 10).values()))
     )
+
+
+def test_gender_and_occupation_are_grouped_by_and_a_null_attribute_is_one_unknown_group(world) -> None:
+    # gender follows the age band here (55+ -> 'F'), so the 55+ users' poor lists make a gender gap too;
+    # occupation is null for everyone (a dataset without it): one 'unknown' group, no gap to gate on
+    recs, relevant = make_recs(world, group_quality={"55+": 0.0})
+    users = world["user_features"].assign(
+        gender=np.where(world["user_features"]["user_group"] == "55+", "F", "M"), occupation=None
+    )
+    result = evaluate_fairness(recs, relevant, users, world["item_features"], 10, 0.1, 1.0, min_group_users=1)
+    assert set(result.quality) == {"user_group", "region", "gender", "occupation"}
+    per_user = pd.Series(loop_ndcg(recs, relevant, 10), name="ndcg").rename_axis("user_id").reset_index()
+    by_gender = per_user.merge(users, on="user_id").groupby("gender")["ndcg"].mean()
+    gap = result.ndcg_gaps["gender"]
+    assert (
+        gap is not None and gap.low_group == "F" and gap.gap == pytest.approx(by_gender["M"] - by_gender["F"])
+    )
+    assert result.quality["occupation"]["group"].tolist() == ["unknown"]
+    assert result.ndcg_gaps["occupation"] is None

@@ -18,7 +18,7 @@ from models.ranking.stack_features import (
     newcomer_share,
     stack_feature_names,
 )
-from models.ranking.stacked_ranker import ListwiseRanker, StackedRanker
+from models.ranking.stacked_ranker import ListwiseRanker, StackedRanker, listwise_loss
 from models.recdata import RecData
 from models.settings import RankerSettings
 from tests.models.conftest import START, TinyStack, marts_from_events
@@ -148,3 +148,14 @@ def test_a_stacked_ranker_saved_before_a_feature_was_added_reads_its_own_columns
     assert np.allclose(loaded.score(shifted), scores)
     shifted.dense[..., keep[0]] += 5.0
     assert not np.allclose(loaded.score(shifted), scores)
+
+
+def test_listwise_loss_weights_lists_and_skips_those_without_a_positive() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [5.0, 0.0, 0.0]])
+    labels = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])  # the third list has none
+    log_p = torch.log_softmax(logits, dim=1)
+    # ListNet: the positives share the target mass, so list 0's loss is -(log p0 + log p1) / 2
+    per_list = torch.stack([-(log_p[0, 0] + log_p[0, 1]) / 2, -log_p[1, 1]])
+    assert torch.isclose(listwise_loss(logits, labels), per_list.mean())
+    weighted = listwise_loss(logits, labels, torch.tensor([3.0, 1.0, 100.0]))
+    assert torch.isclose(weighted, (3 * per_list[0] + per_list[1]) / 4)  # list 2's weight never counts
