@@ -223,10 +223,15 @@ DANGLING: frozenset[str] = frozenset(
 DOUBLED = re.compile(r"\b([A-Za-z0-9'-]+(?:\s+[A-Za-z0-9'-]+){0,3})[\s,]+\1\b", re.IGNORECASE)
 
 
+_TERM = r"[A-Za-z0-9'-]+(?:[ -][A-Za-z0-9'-]+){0,3}"
+# one interest, or a list of up to four ("food", "food and baking", "food, baking and Oaxaca")
+_INTEREST = rf"{_TERM}(?:, {_TERM}){{0,2}}(?: and {_TERM})?"
+
+
 def _opening_pattern(opening: str) -> re.Pattern[str]:
-    # "For fans of {interest}:" -> a regex where the interest is one to four words
+    # "For fans of {interest}:" -> a regex where the interest is one term of one to four words, or a list
     parts = [re.escape(p) for p in opening.split("{interest}")]
-    return re.compile("^" + r"[A-Za-z0-9'-]+(?:[ -][A-Za-z0-9'-]+){0,3}".join(parts) + r"\s*")
+    return re.compile("^" + _INTEREST.join(parts) + r"\s*")
 
 
 _OPENINGS: list[re.Pattern[str]] = []
