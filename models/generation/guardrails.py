@@ -223,10 +223,15 @@ DANGLING: frozenset[str] = frozenset(
 DOUBLED = re.compile(r"\b([A-Za-z0-9'-]+(?:\s+[A-Za-z0-9'-]+){0,3})[\s,]+\1\b", re.IGNORECASE)
 
 
+_TERM = r"[A-Za-z0-9'-]+(?:[ -][A-Za-z0-9'-]+){0,3}"
+# one interest, or a list of up to four ("food", "food and baking", "food, baking and Oaxaca")
+_INTEREST = rf"{_TERM}(?:, {_TERM}){{0,2}}(?: and {_TERM})?"
+
+
 def _opening_pattern(opening: str) -> re.Pattern[str]:
-    # "For fans of {interest}:" -> a regex where the interest is one to four words
+    # "For fans of {interest}:" -> a regex where the interest is one term of one to four words, or a list
     parts = [re.escape(p) for p in opening.split("{interest}")]
-    return re.compile("^" + r"[A-Za-z0-9'-]+(?:[ -][A-Za-z0-9'-]+){0,3}".join(parts) + r"\s*")
+    return re.compile("^" + _INTEREST.join(parts) + r"\s*")
 
 
 _OPENINGS: list[re.Pattern[str]] = []
@@ -249,13 +254,70 @@ def strip_opening(text: str) -> tuple[str, str]:
     return opening, rest
 
 
-def sentence_problems(text: str, task: str, min_sentence_words: int = 4) -> list[str]:
+# Words after which the next word modifies a noun ("the hiking trail"), so it is not read as a clause's verb.
+DETERMINERS: frozenset[str] = frozenset(words_of("a an the this that these those its their his her our your"))
+
+
+def _has_verb(words: Sequence[str], start: int = 0, stop: int | None = None) -> bool:
+    # a verb among words[start:stop] that no determiner comes right before
+    stop = len(words) if stop is None else stop
+    return any(is_verb(words[i]) and (i == 0 or words[i - 1] not in DETERMINERS) for i in range(start, stop))
+
+
+def _grams(sources: Iterable[str], n: int) -> set[tuple[str, ...]]:
+    out: set[tuple[str, ...]] = set()
+    for source in sources:
+        for sentence in split_sentences(source or ""):
+            w = words_of(sentence)
+            out.update(tuple(w[i : i + n]) for i in range(len(w) - n + 1))
+    return out
+
+
+def spliced_sentences(text: str, sources: Sequence[str], max_shared: int = 3) -> list[str]:
+    """Sentences of ``text`` that run two source sentences together at shared function words only.
+
+    Copy decoding may pass from one source sentence to another where both have the same words; where those
+    words are only function words ("and the") the rest belongs to another sentence's grammar: "... focuses
+    on the passport and the hedge fund need more scrutiny." A join is where the output's words a, s_1..s_k, b
+    occur in no single source sentence while a, s_1..s_k and s_1..s_k, b each do (k <= ``max_shared``, every
+    s_i a function word); the sentence is reported when a verb comes both before and after the join (two
+    clauses glued together; "The passport and the hedge fund need more scrutiny." has one). A sentence copied
+    whole, however many "and the" it has, has no join.
+    """
+    grams = {n: _grams(sources, n) for n in range(2, max_shared + 3)}
+    out = []
+    for sentence in split_sentences(strip_opening(text)[1]):
+        words = words_of(sentence)
+        joined = ""
+        for k in range(1, max_shared + 1):
+            whole, part = grams[k + 2], grams[k + 1]
+            for i in range(1, len(words) - k):
+                shared = words[i : i + k]
+                if not all(w in STOPWORDS for w in shared) or tuple(words[i - 1 : i + k + 1]) in whole:
+                    continue
+                sides = tuple(words[i - 1 : i + k]) in part and tuple(words[i : i + k + 1]) in part
+                if sides and _has_verb(words, 0, i) and _has_verb(words, i + k):
+                    joined = " ".join(shared)
+                    break
+            if joined:
+                break
+        if joined:
+            short = sentence if len(sentence) <= 40 else sentence[:37] + "..."
+            out.append(f"spliced at {joined!r} {short!r}")
+    return out
+
+
+def sentence_problems(
+    text: str, task: str, min_sentence_words: int = 4, sources: Sequence[str] = ()
+) -> list[str]:
     """Why ``text`` is not made of complete sentences (empty when it is).
 
     After the template opening, every sentence must start with a capital letter or digit, end with ``.``, ``!``
     or ``?``, have at least ``min_sentence_words`` words with a verb among them (a lexicon, see
     ``text.is_verb``), and not end on a function word; no word or phrase may be doubled ("National Assembly
     National Assembly") and no sentence repeated. Titles are checked for doubled phrases and dangling ends only.
+    With the item's ``sources``, no sentence may run two of their sentences together at function words
+    (:func:`spliced_sentences`).
     """
     problems: list[str] = []
     doubled = DOUBLED.search(text)
@@ -289,6 +351,8 @@ def sentence_problems(text: str, task: str, min_sentence_words: int = 4) -> list
         if key in seen:
             problems.append(f"repeated sentence {short!r}")
         seen.add(key)
+    if sources:
+        problems.extend(spliced_sentences(text, sources))
     return problems
 
 
@@ -356,7 +420,7 @@ def check_output(
     if malformed:
         reasons.append(f"malformed: {malformed.group(0)!r}")
     if n_words:
-        problems = sentence_problems(scrubbed, task, config.min_sentence_words)
+        problems = sentence_problems(scrubbed, task, config.min_sentence_words, item_texts)
         if problems:
             reasons.append("not_well_formed: " + " / ".join(problems[:3]))
     blocked = blocked_terms(scrubbed, config.blocklist)

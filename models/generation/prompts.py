@@ -29,7 +29,7 @@ from models.data.schema import STYLES as _SCHEMA_STYLES
 from models.generation.text import lead_sentences, scrub_pii, split_sentences, truncate_words, words_of
 
 # Bump when a template changes: it is part of every cache key, so texts from old prompts are not served.
-PROMPT_VERSION = 5
+PROMPT_VERSION = 6
 TASKS: tuple[str, ...] = ("blurb", "summary", "title", "style_transfer")
 STYLES: tuple[str, ...] = tuple(_SCHEMA_STYLES)
 PROMPT_FORMATS: tuple[str, ...] = ("control", "instruction")
@@ -145,6 +145,8 @@ class PromptFields:
     interests: tuple[str, ...] = ()
     weights: tuple[float, ...] = ()  # one per interest (the profile's weights), shown in the prompt
     fit: str | None = None  # why the item fits the user: the interest the item carries (the explanation's)
+    # the reader's shown interests the item carries, ``fit`` first: what a blurb's opening names
+    shared: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -259,7 +261,7 @@ def training_target(fields: PromptFields, rng: Any, sentence: str | None = None,
     chosen = sentence or (sentences[0] if sentences else title)
     if fields.task == "blurb" and fields.fit:
         template = rng.choice(INTEREST_PHRASINGS[fields.style])
-        text = template.format(interest=quote_data(fields.fit), text=chosen)
+        text = template.format(interest=opening_interest(fields), text=chosen)
     else:
         text = rng.choice(STYLE_PHRASINGS[fields.style]).format(text=chosen)
     if len(text.split()) > max_words:
@@ -267,6 +269,19 @@ def training_target(fields: PromptFields, rng: Any, sentence: str | None = None,
             STYLE_TEMPLATES[fields.style].format(text=chosen) if len(chosen.split()) <= max_words else title
         )
     return text
+
+
+def interest_phrase(terms: Sequence[str]) -> str:
+    """Terms as one phrase: "food", "food and baking", "food, baking and Oaxaca"."""
+    terms = [t for t in (quote_data(t) for t in terms) if t]
+    if len(terms) < 2:
+        return "".join(terms)
+    return f"{', '.join(terms[:-1])} and {terms[-1]}"
+
+
+def opening_interest(fields: PromptFields) -> str:
+    """What a blurb's opening names: every shown interest of the reader the item carries, else the fit."""
+    return interest_phrase(fields.shared) if fields.shared else quote_data(fields.fit)
 
 
 def fit_reason(

@@ -11,6 +11,7 @@ returned in request order.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -22,7 +23,7 @@ import pandas as pd
 from models.generation import cache
 from models.generation.constraints import CopySource
 from models.generation.generator import Generation, Generator
-from models.generation.guardrails import GuardrailConfig, check_output, extractive_fallback
+from models.generation.guardrails import DOUBLED, GuardrailConfig, check_output, extractive_fallback
 from models.generation.prompts import (
     INTEREST_PHRASINGS,
     NO_SEGMENT,
@@ -33,11 +34,12 @@ from models.generation.prompts import (
     build_prompt,
     fact_text,
     fit_reason,
+    opening_interest,
     quote_data,
     resolve_style,
 )
 from models.generation.relevance import scorer_for, spread_over_readers
-from models.generation.text import split_sentences, truncate_words
+from models.generation.text import split_sentences, truncate_words, words_of
 from models.interests import InterestProfile
 from models.settings import GenerationSettings
 
@@ -128,6 +130,8 @@ class GeneratedContent:
 
 
 PROMPT_CATEGORIES, PROMPT_TAGS, PROMPT_KEYWORDS = 2, 2, 2
+# A blurb's opening names up to this many of the reader's shown interests that the item carries (fit first).
+OPENING_INTERESTS = 3
 
 
 def profile_terms(profile: InterestProfile) -> tuple[tuple[str, float], ...]:
@@ -160,6 +164,37 @@ def item_fit(profile: InterestProfile, item: ItemText) -> str | None:
     )
 
 
+def shared_interests(terms: Sequence[str], fit: str | None, item: ItemText, limit: int) -> tuple[str, ...]:
+    """The reader's ``terms`` (as the prompt shows them) that ``item`` carries, ``fit`` first, at most ``limit``.
+
+    A term is carried when it is the item's category or one of its tags, or when its words occur in the item's
+    title or body (a keyword), then written as the item writes it ("oaxaca" -> "Oaxaca"). A term that would
+    double a word of one named before it ("street-food, food") is left out.
+    """
+    if not fit or limit < 1:
+        return ()
+    own = {t.lower() for t in item.terms}
+    text = f"{item.title} {item.body}"
+    words = set(words_of(text))
+    out: list[str] = []
+    for term in dict.fromkeys([fit, *terms]):
+        term_words = words_of(term)
+        if term.lower() in own:
+            written = term
+        elif term_words and set(term_words) <= words:
+            pattern = r"(?<![\w-])" + r"\s+".join(re.escape(w) for w in term_words) + r"(?![\w-])"
+            found = re.search(pattern, text, flags=re.IGNORECASE)
+            written = found.group(0) if found else term
+        else:
+            continue
+        if any(set(term_words) & set(words_of(t)) or DOUBLED.search(f"{t}, {written}") for t in out):
+            continue
+        out.append(written)
+        if len(out) >= limit:
+            break
+    return tuple(out)
+
+
 def request_fields(request: GenerationRequest) -> tuple[PromptFields, str]:
     """The prompt fields and cache segment of a request.
 
@@ -170,19 +205,21 @@ def request_fields(request: GenerationRequest) -> tuple[PromptFields, str]:
     style = resolve_style(request.task, request.style, request.profile.preferred_style)
     terms = profile_terms(request.profile) if personalized else ()
     fit = item_fit(request.profile, request.item) if personalized else None
+    shown = tuple(t for t, _ in terms)
     fields = PromptFields(
         task=request.task,
         style=style,
         title=request.item.title,
         body=request.item.body,
-        interests=tuple(t for t, _ in terms),
+        interests=shown,
         weights=tuple(w for _, w in terms),
         fit=fit,
+        shared=shared_interests(shown, fit, request.item, OPENING_INTERESTS) if personalized else (),
     )
     if not personalized:
         return fields, NO_SEGMENT
-    shown = "|".join(f"{t}={w:.2f}" for t, w in terms)
-    digest = hashlib.md5(f"{shown}#{fit}".encode()).hexdigest()[:12]
+    weighted = "|".join(f"{t}={w:.2f}" for t, w in terms)
+    digest = hashlib.md5(f"{weighted}#{fit}".encode()).hexdigest()[:12]
     return fields, f"{style}:{digest}"
 
 
@@ -208,7 +245,7 @@ def copy_source(fields: PromptFields, fact_words: int, variant: int | None = Non
         phrasings = INTEREST_PHRASINGS[fields.style]
     else:
         phrasings = STYLE_PHRASINGS[fields.style]
-    fit = quote_data(fields.fit)
+    fit = opening_interest(fields)
     heads = [p.split("{text}")[0].strip().replace("{interest}", fit) for p in phrasings]
     if variant is not None:
         heads = [heads[variant % len(heads)]]

@@ -14,6 +14,7 @@ from models.generation.guardrails import GuardrailConfig, check_output
 from models.generation.samples import sample_profile
 from models.generation.service import (
     GenerationRequest,
+    ItemText,
     build_requests,
     generate_content,
     items_by_id,
@@ -141,6 +142,48 @@ def test_readers_get_the_sentence_closest_to_them_and_their_fit_named(
     )
     model = [r for r in rows if r.passed_guardrails]
     assert model and all(mentions_any(r.text, [item.category]) for r in model)
+
+
+def test_a_blurb_opening_names_the_readers_own_interests_that_the_item_carries() -> None:
+    from models.generation.evaluation import style_of
+    from models.generation.guardrails import strip_opening
+    from models.generation.service import copy_source
+    from models.interests import InterestProfile
+
+    item = ItemText(
+        "i000",
+        "Chef Hiro Tanaka serves a crispy harvest",
+        "Rustic Oven Bakery plans to bring its barbecue program to Oaxaca in 2031. The brunch grew by 58.6 "
+        "percent over the past 9 months.",
+        "food",
+        ("cooking", "street-food"),
+        "h0",
+    )
+    # two food readers of the same item: one also follows street-food and brunch, the other cooking and Oaxaca
+    a = InterestProfile("a", [("food", 0.7), ("travel", 0.3)], [("street-food", 0.6), ("vegan", 0.4)],
+                        [("brunch", 0.5), ("opera", 0.5)], "casual", 20)  # fmt: skip
+    b = InterestProfile("b", [("food", 1.0)], [("cooking", 1.0)], [("oaxaca", 0.6), ("barbecue", 0.4)],
+                        "formal", 20)  # fmt: skip
+    fa, _ = request_fields(GenerationRequest("a", item, a))
+    fb, _ = request_fields(GenerationRequest("b", item, b))
+    # the fit first, then the reader's other shown interests the item carries (its tags, words of its text as it
+    # writes them), at most three; never one it does not carry ("travel", "vegan", "opera")
+    assert fa.shared == ("food", "street-food", "brunch")
+    assert fb.shared == ("food", "cooking", "Oaxaca")
+    heads = {r: copy_source(f, 40, variant=0).openings for r, f in (("a", fa), ("b", fb))}
+    assert heads == {
+        "a": ("Into food, street-food and brunch?",),
+        "b": ("Of interest to readers of food, cooking and Oaxaca:",),
+    }
+    # the guardrails read such an opening as an opening: the sentence after it is checked, the style read back
+    for (reader, (head,)), fields in zip(heads.items(), (fa, fb), strict=True):
+        text = f"{head} The brunch grew by 58.6 percent over the past 9 months."
+        assert strip_opening(text)[0] == head and style_of(text) == fields.style, reader
+        assert check_output(text, "blurb", item.sources, (), GuardrailConfig()).passed, text
+    # a reader without a fit gets no interest named; summaries name none
+    c = InterestProfile("c", [("music", 1.0)], [], [], "casual", 5)
+    assert request_fields(GenerationRequest("c", item, c))[0].shared == ()
+    assert request_fields(GenerationRequest("a", item, a, "summary"))[0].shared == ()
 
 
 # What does not change a published text once the model is given: training knobs (part of the model version,
