@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from models.generation.generator import DecodingConfig, Generator
-from models.generation.prompts import PromptFields, build_prompt
+from models.generation.prompts import PROMPT_VERSION, PromptFields, build_prompt
 from models.generation.service import items_by_id
 from models.generation.train import TrainResult
 
@@ -32,7 +32,7 @@ def test_loads_own_model_from_local_path(tiny_model: TrainResult, generator: Gen
     assert generator.model_version == tiny_model.version and generator.prompt_format == "control"
     assert generator.tokenizer.padding_side == "left" and generator.tokenizer.pad_token == "<pad>"
     # prompt templates v5; greedy, 16 new tokens, prompt-constrained ("copy"): the settings' decoding
-    assert generator.version == f"{tiny_model.version}|p5|greedy-16-copy"
+    assert generator.version == f"{tiny_model.version}|p{PROMPT_VERSION}|greedy-16-copy"
     assert (Path(tiny_model.path) / "model.safetensors").exists()
 
 
