@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from models.recdata import RecData, split_list
+from models.settings import ProfileSettings
 from models.text import tokenize
 
 
@@ -65,13 +66,60 @@ class InterestProfile:
         )
 
 
-def compute_idf(items: pd.DataFrame) -> dict[str, float]:
-    """Smoothed inverse document frequency of title+body terms over the catalog."""
+# A keyword must say what a reader is into: a term spread over the catalog's categories as evenly as the items
+# themselves ("matters", "ever" of a headline pattern, "percent", "film" of every movie) is not an interest.
+KEYWORD_MIN_TOPICALITY = ProfileSettings.model_fields["keyword_min_topicality"].default
+KEYWORD_TOPICALITY_MIN_DF = 5
+
+
+def topicality(items: pd.DataFrame, min_df: int = KEYWORD_TOPICALITY_MIN_DF) -> dict[str, float]:
+    """How much a title+body term concentrates in one category: max over categories of P(category | term) / P(category).
+
+    1.0 means the term's items are spread over the categories like the catalog's (a word of the catalog's
+    phrasing, not of a topic); a term of one of C equally large categories scores about C. Only terms in at
+    least ``min_df`` items are scored (fewer are too few to tell, and are specific anyway); a catalog without
+    a ``category`` column, or with a single category, scores nothing.
+    """
+    if "category" not in items.columns:
+        return {}
+    categories = items["category"].astype(object).where(items["category"].notna(), None)
+    prior = categories.value_counts(normalize=True)
+    if len(prior) < 2:
+        return {}
+    by_term: dict[str, Counter[str]] = {}
+    for title, body, category in zip(items["title"], items["body"], categories, strict=True):
+        if category is None:
+            continue
+        for term in set(tokenize(title)) | set(tokenize(body)):
+            by_term.setdefault(term, Counter())[category] += 1
+    out: dict[str, float] = {}
+    for term, counts in by_term.items():
+        total = sum(counts.values())
+        if total >= min_df:
+            out[term] = max(count / total / prior[c] for c, count in counts.items())
+    return out
+
+
+def compute_idf(
+    items: pd.DataFrame,
+    min_topicality: float | None = KEYWORD_MIN_TOPICALITY,
+    min_df: int = KEYWORD_TOPICALITY_MIN_DF,
+) -> dict[str, float]:
+    """Smoothed inverse document frequency of title+body terms over the catalog; 0 for terms that are not topical.
+
+    A term whose :func:`topicality` is below ``min_topicality`` gets weight 0, so it never becomes a keyword
+    (None keeps every term).
+    """
     df: Counter[str] = Counter()
     for title, body in zip(items["title"], items["body"], strict=True):
         df.update(set(tokenize(title)) | set(tokenize(body)))
     n = len(items)
-    return {term: math.log((1 + n) / (1 + count)) + 1.0 for term, count in df.items()}
+    idf = {term: math.log((1 + n) / (1 + count)) + 1.0 for term, count in df.items()}
+    if min_topicality is not None:
+        for term, score in topicality(items, min_df).items():
+            if score < min_topicality:
+                idf[term] = 0.0
+    return idf
 
 
 History = (
@@ -112,7 +160,7 @@ def event_weights(
 
 
 def _top_normalized(weights: Mapping[str, float], top_k: int) -> list[tuple[str, float]]:
-    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+    top = sorted(((k, w) for k, w in weights.items() if w > 0), key=lambda kv: (-kv[1], kv[0]))[:top_k]
     total = sum(w for _, w in top)
     return [(name, round(float(w / total), 4)) for name, w in top] if total > 0 else []
 
@@ -183,10 +231,14 @@ def build_interest_profile(
 
 
 def build_interest_profiles(
-    data: RecData, user_ids: Iterable[str] | None = None, top_k: int = 5, n_keywords: int = 8
+    data: RecData,
+    user_ids: Iterable[str] | None = None,
+    top_k: int = 5,
+    n_keywords: int = 8,
+    min_topicality: float | None = KEYWORD_MIN_TOPICALITY,
 ) -> dict[str, InterestProfile]:
     """Profiles for many users from ``data``'s histories (the whole view) and user rows."""
-    idf = compute_idf(data.items)
+    idf = compute_idf(data.items, min_topicality)
     item_cols = data.items[["item_id", "title", "body", "category", "tags"]]
     joined = data.histories.merge(item_cols, on="item_id", how="left")
     by_user = dict(tuple(joined.groupby("user_id", sort=False)))

@@ -445,7 +445,8 @@ class Recommender:
         self.model = model
         self.max_history_items = max_history_items
         self.fairness = fairness
-        self.idf = compute_idf(model.items)
+        profile_settings = model.encoder.cfg if model.encoder is not None else ProfileSettings()
+        self.idf = compute_idf(model.items, profile_settings.keyword_min_topicality)
         self._items = model.items.set_index("item_id", drop=False)
         self._user_cols = {c: model.users[c].to_numpy(dtype=object) for c in model.users.columns}
         self._history_rows = model.histories.groupby("user_id").indices

@@ -138,6 +138,13 @@ class ProfileSettings(BaseModel):
     )
     learning_rate: float = 3e-3
     top_keywords: int = Field(8, ge=1)
+    keyword_min_topicality: float | None = Field(
+        2.5,
+        ge=0,
+        description="a profile keyword's items must concentrate in one category at least this much "
+        "(max P(category | term) / P(category); the catalog's own phrasing scores about 1, a topic's words 5-10 "
+        "on the simulator's 10 categories, its headline and weekday words 1.1-2.4); None = off",
+    )
     random_negatives: int = Field(
         256,
         ge=0,

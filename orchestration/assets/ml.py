@@ -249,7 +249,10 @@ def user_profiles(context: dg.AssetExecutionContext, recgen: RecgenResource) -> 
     inputs = _inputs_with_profile_model(context, recgen)
     settings, data, artifact, encoder = inputs.settings, inputs.data, inputs.profile, inputs.encoder
     users = data.users["user_id"].tolist()
-    profiles = build_interest_profiles(data, users, top_k=5, n_keywords=settings.profile.top_keywords)
+    profiles = build_interest_profiles(
+        data, users, top_k=5, n_keywords=settings.profile.top_keywords,
+        min_topicality=settings.profile.keyword_min_topicality,
+    )  # fmt: skip
     two_tower = TwoTowerRecommender(encoder, settings.profile.cold_start_interest_weight).fit(data)
     vectors = two_tower.user_vectors(users)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
