@@ -84,11 +84,19 @@ def main() -> None:
         users = daily.active_users(con, day, gen.max_users)
         items = daily.read_items(con)
         recs = daily.stored_recommendations(con, users, day, gen.top_n_items)
-        stored = daily.stored_profiles(con, users) or {}
-        profiles = {**daily.profiles_from_marts(con, users, day), **stored}
+        stored = daily.stored_profiles(con, users)
+        marts = daily.profiles_from_marts(con, users, day)
+        recommender = None
+        if recs is None:
+            from models.recommender import Recommender
+
+            recommender = Recommender.load(settings)  # what the generated_content asset falls back to
+        profiles, profile_source, recs, rec_source = daily.choose_inputs(
+            users, recs, stored, marts, recommender, gen.top_n_items,
+            lambda p: daily.popular_recommendations(con, p, gen.top_n_items),
+        )  # fmt: skip
         con.close()
-    if recs is None:
-        raise SystemExit(f"no {daily.RECOMMENDATIONS_TABLE} in the warehouse: run make run first")
+    print(f"profiles from {profile_source}, recommendations from {rec_source}")
     generator = load_generator(settings)
     item_texts = items_by_id(items)
     requests = build_requests(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -120,6 +121,38 @@ def profiles_from_marts(
             cold_start=cold,
         )
     return out
+
+
+def choose_inputs(
+    users: Sequence[str],
+    recs: pd.DataFrame | None,
+    stored: Mapping[str, InterestProfile] | None,
+    marts: Mapping[str, InterestProfile],
+    recommender: Any | None,
+    top_n: int,
+    popular: Callable[[dict[str, InterestProfile]], pd.DataFrame],
+) -> tuple[dict[str, InterestProfile], str, pd.DataFrame, str]:
+    """The day's profiles and recommendations, each with where it came from.
+
+    Profiles: ``ml.user_profiles`` (``stored``; users newer than it get their ``marts`` profile), else the champion
+    ``recommender``'s (a :class:`models.recommender.Recommender`, None when there is none), else ``marts``.
+    Recommendations: ``recs`` (``ml.recommendations``), else the champion's top ``top_n`` for the users it
+    knows, else ``popular(profiles)``.
+    """
+    if stored is not None:
+        profiles, profile_source = {**marts, **stored}, PROFILES_TABLE
+    elif recommender is not None:
+        profiles = {u: recommender.profile(u) if recommender.known_user(u) else marts[u] for u in marts}
+        profile_source = "champion recommender"
+    else:
+        profiles, profile_source = dict(marts), "marts (engagement categories and tags)"
+    if recs is not None:
+        return profiles, profile_source, recs, RECOMMENDATIONS_TABLE
+    if recommender is not None:
+        known = [u for u in users if recommender.known_user(u)]
+        pairs = [(u, r.item_id) for u in known for r in recommender.recommend(u, k=top_n)]
+        return profiles, profile_source, pd.DataFrame(pairs, columns=["user_id", "item_id"]), "champion recommender"
+    return profiles, profile_source, popular(profiles), "popular in the user's top category (no recommender yet)"
 
 
 def _weights(counts: Counter[str], k: int) -> list[tuple[str, float]]:

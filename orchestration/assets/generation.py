@@ -155,28 +155,15 @@ def generated_content(context: dg.AssetExecutionContext, recgen: RecgenResource)
         cached = cache.read_frame(con, generator.version_for(gen))
         stored_profiles = daily.stored_profiles(con, users)
         marts_profiles = daily.profiles_from_marts(con, users, day)
-    rec_source = daily.RECOMMENDATIONS_TABLE
     recommender = _champion_recommender(settings) if users and recs is None else None
-    if stored_profiles is not None:
-        # users missing from ml.user_profiles (newer than it) get the marts profile
-        profiles = {**marts_profiles, **stored_profiles}
-        profile_source = daily.PROFILES_TABLE
-    elif recommender is not None:
-        profiles = {
-            u: recommender.profile(u) if recommender.known_user(u) else marts_profiles[u]
-            for u in marts_profiles
-        }
-        profile_source = "champion recommender"
-    else:
-        profiles, profile_source = marts_profiles, "marts (engagement categories and tags)"
-    if recs is None and recommender is not None:
-        known = [u for u in users if recommender.known_user(u)]
-        pairs = [(u, r.item_id) for u in known for r in recommender.recommend(u, k=gen.top_n_items)]
-        recs, rec_source = pd.DataFrame(pairs, columns=["user_id", "item_id"]), "champion recommender"
-    if recs is None:
+
+    def popular(profiles: dict) -> pd.DataFrame:
         with recgen.connect() as con:
-            recs = daily.popular_recommendations(con, profiles, gen.top_n_items)
-        rec_source = "popular in the user's top category (no recommender yet)"
+            return daily.popular_recommendations(con, profiles, gen.top_n_items)
+
+    profiles, profile_source, recs, rec_source = daily.choose_inputs(
+        users, recs, stored_profiles, marts_profiles, recommender, gen.top_n_items, popular
+    )
     item_texts = items_by_id(items)
     requests = build_requests(
         recs[["user_id", "item_id"]].itertuples(index=False), item_texts, profiles, gen.tasks
