@@ -151,8 +151,18 @@ def choose_inputs(
     if recommender is not None:
         known = [u for u in users if recommender.known_user(u)]
         pairs = [(u, r.item_id) for u in known for r in recommender.recommend(u, k=top_n)]
-        return profiles, profile_source, pd.DataFrame(pairs, columns=["user_id", "item_id"]), "champion recommender"
-    return profiles, profile_source, popular(profiles), "popular in the user's top category (no recommender yet)"
+        return (
+            profiles,
+            profile_source,
+            pd.DataFrame(pairs, columns=["user_id", "item_id"]),
+            "champion recommender",
+        )
+    return (
+        profiles,
+        profile_source,
+        popular(profiles),
+        "popular in the user's top category (no recommender yet)",
+    )
 
 
 def _weights(counts: Counter[str], k: int) -> list[tuple[str, float]]:

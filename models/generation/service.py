@@ -153,14 +153,18 @@ def segment_interests(profile: InterestProfile) -> tuple[str, ...]:
 
 
 def item_fit(profile: InterestProfile, item: ItemText) -> str | None:
-    """Why ``item`` fits ``profile`` (the explanation's reason): a shared category, else tag, else keyword."""
+    """Why ``item`` fits ``profile`` (the explanation's reason): a shared category, else tag, else keyword.
+
+    A keyword the item's text has only inside a longer name ("civic" of "Civic Reform Party") is no reason.
+    """
+    text = f"{item.title} {item.body}"
     return fit_reason(
         [c for c, _ in profile.top_categories],
         [t for t, _ in profile.top_tags],
-        [k for k, _ in profile.keywords],
+        [k for k, _ in profile.keywords if words_of(k) and _written_as(words_of(k), text) is not None],
         item.category,
         item.tags,
-        f"{item.title} {item.body}",
+        text,
     )
 
 
@@ -182,9 +186,9 @@ def shared_interests(terms: Sequence[str], fit: str | None, item: ItemText, limi
         if term.lower() in own:
             written = term
         elif term_words and set(term_words) <= words:
-            pattern = r"(?<![\w-])" + r"\s+".join(re.escape(w) for w in term_words) + r"(?![\w-])"
-            found = re.search(pattern, text, flags=re.IGNORECASE)
-            written = found.group(0) if found else term
+            written = _written_as(term_words, text)
+            if written is None:
+                continue
         else:
             continue
         if any(set(term_words) & set(words_of(t)) or DOUBLED.search(f"{t}, {written}") for t in out):
@@ -193,6 +197,31 @@ def shared_interests(terms: Sequence[str], fit: str | None, item: ItemText, limi
         if len(out) >= limit:
             break
     return tuple(out)
+
+
+_CAPITALIZED = re.compile(r"[A-Z][\w'.-]*")
+
+
+def _written_as(term_words: Sequence[str], text: str) -> str | None:
+    """How ``text`` writes the keyword ``term_words``, or None where it only occurs inside a longer name.
+
+    "Washington" alone is an interest the item carries; "civic" read from "Civic Reform Party" or "air" from
+    "Horizon Air" is part of an organisation's name, and "Into Civic?" would not read as an interest.
+    """
+    pattern = r"(?<![\w-])" + r"\s+".join(re.escape(w) for w in term_words) + r"(?![\w-])"
+    for found in re.finditer(pattern, text, flags=re.IGNORECASE):
+        if _CAPITALIZED.fullmatch(found.group(0).split()[0]):
+            before = text[: found.start()].split()[-1:]
+            after = text[found.end() :].split()[:1]
+            # a capitalized neighbour (not a sentence's first word) makes the match part of a longer name
+            neighbour_before = (
+                bool(before) and bool(_CAPITALIZED.match(before[0])) and before[0][-1] not in ".!?:"
+            )
+            neighbour_after = bool(after) and bool(_CAPITALIZED.match(after[0]))
+            if neighbour_before or neighbour_after:
+                continue
+        return found.group(0)
+    return None
 
 
 def request_fields(request: GenerationRequest) -> tuple[PromptFields, str]:

@@ -11,7 +11,11 @@ from models.interests import build_interest_profile, compute_idf, topicality
 def _catalog() -> pd.DataFrame:
     # every headline says "matters more than ever" (the catalog's phrasing); each category has its own nouns
     rows = []
-    for category, nouns in {"food": ["sourdough", "bakery"], "travel": ["cruise", "glacier"], "tech": ["chip", "laptop"]}.items():
+    for category, nouns in {
+        "food": ["sourdough", "bakery"],
+        "travel": ["cruise", "glacier"],
+        "tech": ["chip", "laptop"],
+    }.items():
         for i in range(10):
             noun = nouns[i % 2]
             rows.append(
@@ -36,8 +40,10 @@ def test_topicality_separates_a_categorys_words_from_the_catalogs_phrasing() -> 
 
 def test_words_of_the_catalogs_phrasing_never_become_keywords() -> None:
     items = _catalog()
-    history = items[items["category"] == "food"].head(4).assign(
-        event_ts=pd.Timestamp("2026-01-01"), dwell_seconds=30.0, rating=float("nan")
+    history = (
+        items[items["category"] == "food"]
+        .head(4)
+        .assign(event_ts=pd.Timestamp("2026-01-01"), dwell_seconds=30.0, rating=float("nan"))
     )
     kept = build_interest_profile("u", history, None, idf=compute_idf(items))
     words = [w for w, _ in kept.keywords]

@@ -186,6 +186,29 @@ def test_a_blurb_opening_names_the_readers_own_interests_that_the_item_carries()
     assert request_fields(GenerationRequest("a", item, a, "summary"))[0].shared == ()
 
 
+def test_a_word_of_a_longer_name_is_not_named_as_the_readers_interest() -> None:
+    from models.interests import InterestProfile
+
+    item = ItemText(
+        "i001",
+        "Inside the municipal treaty reshaping Canberra",
+        "Civic Reform Party legislates a municipal treaty in Canberra this Monday. Figures from Horizon Air "
+        "covering 2,200 cases point to steady gains in the senate.",
+        "politics",
+        ("elections",),
+        "h1",
+    )
+    # keywords read from the item's names ("civic", "party", "air") and one it writes on its own ("canberra")
+    reader = InterestProfile("r", [("food", 1.0)], [], [("civic", 0.3), ("party", 0.3), ("air", 0.2),
+                                                        ("canberra", 0.2)], "casual", 12)  # fmt: skip
+    fields, _ = request_fields(GenerationRequest("r", item, reader))
+    assert fields.shared == ("Canberra",)
+    # when a name's word would be the only reason, the blurb names no reason at all
+    only_names = InterestProfile("s", [("food", 1.0)], [], [("civic", 0.5), ("air", 0.5)], "casual", 12)
+    fields, _ = request_fields(GenerationRequest("s", item, only_names))
+    assert fields.fit is None and fields.shared == ()
+
+
 # What does not change a published text once the model is given: training knobs (part of the model version,
 # ``train.lm_version``), which requests are made, batching, and the check's thresholds.
 NOT_OUTPUT_SETTINGS = {
