@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 import duckdb
+import pandas as pd
 from dagster._core.execution.stats import StepEventStatus
 from dagster._core.storage.dagster_run import RunsFilter
 
@@ -166,6 +167,27 @@ def latest_day() -> str:
         con.close()
 
 
+def _mean_std(mean: float, std: float) -> str:
+    return f"{mean:.4f}" if pd.isna(std) or std == 0 else f"{mean:.4f} ± {std:.4f}"
+
+
+def evaluation_table(frame: pd.DataFrame) -> str:
+    """reports/evaluation.csv as the few columns a reader compares first (the CSV has them all)."""
+    lines = [f"    {'model':<20}{'ndcg@10':<20}{'recall@20':<20}{'mrr@10':<10}{'fit s':>8}"]
+    for r in frame.to_dict("records"):
+        lines.append(
+            f"    {r['model']:<20}{_mean_std(r['ndcg@10'], r.get('ndcg@10_std')):<20}"
+            f"{_mean_std(r['recall@20'], r.get('recall@20_std')):<20}{r.get('mrr@10', float('nan')):<10.4f}"
+            f"{r.get('fit_seconds', float('nan')):>8.1f}"
+        )
+        if pd.notna(r.get("delta_ndcg@10")):
+            lines.append(
+                f"    {'':<20}ndcg@10 minus the best baseline {r['delta_ndcg@10']:+.4f}, paired 95% interval "
+                f"{r['delta_ci_low']:+.4f} .. {r['delta_ci_high']:+.4f}"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     """Print the paths and headline figures of the last materialization."""
     if "--latest-day" in sys.argv:
@@ -188,8 +210,8 @@ def main() -> None:
         con.close()
     evaluation = settings.reports_dir / "evaluation.csv"
     if evaluation.exists():
-        print(f"\n  evaluation {evaluation.resolve()}\n")
-        print(evaluation.read_text())
+        print(f"\n  evaluation {evaluation.resolve()}")
+        print(evaluation_table(pd.read_csv(evaluation)))
     generation = settings.reports_dir / "generation_summary.json"
     if generation.exists():
         print(f"  generation {generation.resolve()}")

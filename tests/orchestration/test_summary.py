@@ -73,3 +73,33 @@ def test_a_failed_step_is_named() -> None:
         assert not result.success
         (stage,) = stage_times(instance, result.run_id, {"broken": "models"})
     assert stage.failed == ["broken"] and "failed: broken" in stage.describe()
+
+
+def test_the_evaluation_table_shows_mean_and_spread_and_the_full_stacks_interval() -> None:
+    import pandas as pd
+
+    from orchestration.summary import evaluation_table
+
+    frame = pd.DataFrame(
+        [
+            {"model": "itemknn", "ndcg@10": 0.0847, "ndcg@10_std": 0.0, "recall@20": 0.2088, "recall@20_std": 0.0,
+             "mrr@10": 0.095, "fit_seconds": 0.11},
+            {"model": "full_stack", "ndcg@10": 0.0974, "ndcg@10_std": 0.0025, "recall@20": 0.2393,
+             "recall@20_std": 0.0038, "mrr@10": 0.1095, "fit_seconds": 86.9, "delta_ndcg@10": 0.0127,
+             "delta_ci_low": 0.0041, "delta_ci_high": 0.0212},
+        ]
+    )  # fmt: skip
+    lines = evaluation_table(frame).splitlines()
+    assert lines[1].split() == ["itemknn", "0.0847", "0.2088", "0.0950", "0.1"]
+    assert lines[2].split() == [
+        "full_stack",
+        "0.0974",
+        "±",
+        "0.0025",
+        "0.2393",
+        "±",
+        "0.0038",
+        "0.1095",
+        "86.9",
+    ]
+    assert "+0.0127" in lines[3] and "+0.0041 .. +0.0212" in lines[3]
