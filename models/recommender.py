@@ -56,6 +56,7 @@ from models.retrieval.baselines import (
 )
 from models.retrieval.candidates import CandidateSource, FreshPopularity, generate_candidates, window_relevant
 from models.retrieval.index import SOURCE_FRESH, SOURCE_POPULAR, RetrievalIndex
+from models.retrieval.transitions import TransitionRecommender
 from models.retrieval.two_tower import ColdStart, TwoTowerRetriever, user_vectors_at
 from models.settings import ProfileSettings, RetrievalSettings, Settings
 
@@ -648,6 +649,8 @@ class StackSources:
     fresh_half_life_days: float = 14.0
     encoder: TwoTowerRetriever | None = None
     cold_interest_weight: float = 0.7
+    # next-item transitions (models.retrieval.transitions) as a source when set: TransitionRecommender's kwargs
+    transitions: dict[str, float] | None = None
 
     def __call__(self, view: RecData) -> dict[str, CandidateSource]:
         """Every source fitted on ``view``."""
@@ -657,6 +660,8 @@ class StackSources:
             "popularity": PopularityRecommender().fit(view),
             "fresh": FreshPopularity(self.fresh_half_life_days).fit(view),
         }
+        if self.transitions is not None:
+            out["transitions"] = TransitionRecommender(**self.transitions).fit(view)
         if self.encoder is not None:
             out["two_tower"] = TwoTowerRecommender(self.encoder, self.cold_interest_weight).fit(view)
         return out
@@ -679,14 +684,16 @@ class StackSources:
             ),
             encoder=encoder,
             cold_interest_weight=settings.profile.cold_start_interest_weight,
-        )
+            transitions=settings.ranker.transition_params() if "transitions" in settings.ranker.stack_candidates
+            else None,
+        )  # fmt: skip
 
     def config(self) -> dict[str, Any]:
         """The hyperparameters (JSON), without the encoder."""
         return {
             "ease_l2": self.ease_l2, "knn_neighbors": self.knn_neighbors, "knn_shrinkage": self.knn_shrinkage,
             "fresh_half_life_days": self.fresh_half_life_days, "two_tower": self.encoder is not None,
-            "cold_interest_weight": self.cold_interest_weight,
+            "cold_interest_weight": self.cold_interest_weight, "transitions": self.transitions,
         }  # fmt: skip
 
 
