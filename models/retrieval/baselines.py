@@ -230,19 +230,31 @@ class ItemKNNRecommender(BaseRecommender):
         )
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
-        prior = self._popularity_prior()
-        out = prior.unsqueeze(0).repeat(len(user_ids), 1)
-        known = [(r, self.user_row[u]) for r, u in enumerate(user_ids) if u in self.user_row]
-        if known:
-            rows = self.user_items[[m for _, m in known]]
-            # score(u, i) = sum over history items j of sim(j, i)
-            scores = np.asarray((rows @ self.similarity).todense(), dtype=np.float32)
-            out[[r for r, _ in known]] += torch.as_tensor(scores)
-        return out
+        # score(u, i) = sum over history items j of sim(j, i)
+        return sparse_scores(
+            self._popularity_prior(), user_ids, self.user_row, self.user_items, self.similarity
+        )
 
     def save(self, path: Path) -> None:
         super().save(path)
         sp.save_npz(path / "similarity.npz", self.similarity)
+
+
+def sparse_scores(
+    prior: torch.Tensor,
+    user_ids: Sequence[str],
+    user_row: dict[str, int],
+    user_matrix: sp.csr_matrix,
+    item_item: sp.csr_matrix,
+) -> torch.Tensor:
+    """(users x items) ``prior`` plus, for users in ``user_row``, their row of ``user_matrix @ item_item``."""
+    out = prior.unsqueeze(0).repeat(len(user_ids), 1)
+    known = [(r, user_row[u]) for r, u in enumerate(user_ids) if u in user_row]
+    if known:
+        rows = user_matrix[[m for _, m in known]]
+        scores = np.asarray((rows @ item_item).todense(), dtype=np.float32)
+        out[[r for r, _ in known]] += torch.as_tensor(scores)
+    return out
 
 
 def _user_item_matrix(history: dict[str, np.ndarray], n_items: int) -> tuple[dict[str, int], sp.csr_matrix]:

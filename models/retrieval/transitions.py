@@ -23,7 +23,7 @@ import torch
 
 from models.history import HistoryStore
 from models.recdata import RecData
-from models.retrieval.baselines import BaseRecommender
+from models.retrieval.baselines import BaseRecommender, sparse_scores
 
 
 def transition_matrix(
@@ -107,13 +107,9 @@ class TransitionRecommender(BaseRecommender):
         return {u: r for r, u in enumerate(users)}, matrix
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
-        out = self._popularity_prior().unsqueeze(0).repeat(len(user_ids), 1)
-        known = [(r, self.user_row[u]) for r, u in enumerate(user_ids) if u in self.user_row]
-        if known:
-            rows = self.user_recent[[m for _, m in known]]
-            scores = np.asarray((rows @ self.transitions).todense(), dtype=np.float32)
-            out[[r for r, _ in known]] += torch.as_tensor(scores)
-        return out
+        return sparse_scores(
+            self._popularity_prior(), user_ids, self.user_row, self.user_recent, self.transitions
+        )
 
     def save(self, path: Path) -> None:
         super().save(path)
