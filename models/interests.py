@@ -72,13 +72,21 @@ KEYWORD_MIN_TOPICALITY = ProfileSettings.model_fields["keyword_min_topicality"].
 KEYWORD_TOPICALITY_MIN_DF = 5
 
 
-def topicality(items: pd.DataFrame, min_df: int = KEYWORD_TOPICALITY_MIN_DF) -> dict[str, float]:
+def _item_terms(items: pd.DataFrame) -> list[set[str]]:
+    """Each item's distinct title+body terms."""
+    return [set(tokenize(t)) | set(tokenize(b)) for t, b in zip(items["title"], items["body"], strict=True)]
+
+
+def topicality(
+    items: pd.DataFrame, min_df: int = KEYWORD_TOPICALITY_MIN_DF, terms: list[set[str]] | None = None
+) -> dict[str, float]:
     """How much a title+body term concentrates in one category: max over categories of P(category | term) / P(category).
 
     1.0 means the term's items are spread over the categories like the catalog's (a word of the catalog's
     phrasing, not of a topic); a term of one of C equally large categories scores about C. Only terms in at
     least ``min_df`` items are scored (fewer are too few to tell, and are specific anyway); a catalog without
-    a ``category`` column, or with a single category, scores nothing.
+    a ``category`` column, or with a single category, scores nothing. ``terms``: the items' term sets when
+    the caller has them (:func:`compute_idf`), so the catalog is tokenized once.
     """
     if "category" not in items.columns:
         return {}
@@ -87,10 +95,10 @@ def topicality(items: pd.DataFrame, min_df: int = KEYWORD_TOPICALITY_MIN_DF) -> 
     if len(prior) < 2:
         return {}
     by_term: dict[str, Counter[str]] = {}
-    for title, body, category in zip(items["title"], items["body"], categories, strict=True):
+    for item_terms, category in zip(terms or _item_terms(items), categories, strict=True):
         if category is None:
             continue
-        for term in set(tokenize(title)) | set(tokenize(body)):
+        for term in item_terms:
             by_term.setdefault(term, Counter())[category] += 1
     out: dict[str, float] = {}
     for term, counts in by_term.items():
@@ -110,13 +118,14 @@ def compute_idf(
     A term whose :func:`topicality` is below ``min_topicality`` gets weight 0, so it never becomes a keyword
     (None keeps every term).
     """
+    terms = _item_terms(items)
     df: Counter[str] = Counter()
-    for title, body in zip(items["title"], items["body"], strict=True):
-        df.update(set(tokenize(title)) | set(tokenize(body)))
+    for item_terms in terms:
+        df.update(item_terms)
     n = len(items)
     idf = {term: math.log((1 + n) / (1 + count)) + 1.0 for term, count in df.items()}
     if min_topicality is not None:
-        for term, score in topicality(items, min_df).items():
+        for term, score in topicality(items, min_df, terms).items():
             if score < min_topicality:
                 idf[term] = 0.0
     return idf
