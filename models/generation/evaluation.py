@@ -85,8 +85,10 @@ def distinct_2_copy_ceiling(rows: Sequence[GeneratedContent], items: Mapping[str
     """The highest distinct-2 outputs of this length could reach while copying only their items' text.
 
     (distinct bigrams of the sources of the items the rows are about + distinct bigrams of the rows found in
-    none of those sources) / all bigrams of the rows. Copy decoding writes no other bigram, so its distinct-2
-    cannot pass this; a day with many readers per item has a low ceiling (NaN without rows).
+    none of those sources) / all bigrams of the rows, at most 1 (no set of rows has more distinct bigrams than
+    bigrams: where the items' text holds more than the rows write, the ceiling does not bind). Copy decoding
+    writes no other bigram, so its distinct-2 cannot pass this; a day with many readers per item has a low
+    ceiling (NaN without rows).
     """
     pool: set[tuple[str, ...]] = set()
     for item_id in {r.item_id for r in rows}:
@@ -102,7 +104,7 @@ def distinct_2_copy_ceiling(rows: Sequence[GeneratedContent], items: Mapping[str
         grams = list(zip(w, w[1:], strict=False))
         total += len(grams)
         written.update(grams)
-    return (len(pool) + len(written - pool)) / total if total else float("nan")
+    return min(1.0, (len(pool) + len(written - pool)) / total) if total else float("nan")
 
 
 def distinct_2(texts: Sequence[str]) -> float:

@@ -165,5 +165,6 @@ def test_copy_ceiling_bounds_the_distinct_2_of_copied_rows() -> None:
     assert figures["distinct_2"] == pytest.approx(0.25)
     assert figures["distinct_2"] <= figures["distinct_2_copy_ceiling"] < 1.0
     invented = [_row("u1", "i1", "summary", "Zorblax Quentin wins nine shiny prizes today.")]
-    # nothing of it is copied: every bigram it writes counts on top of the item's own
-    assert quality_figures(invented, ITEMS, {})["distinct_2_copy_ceiling"] > 1.0
+    # nothing of it is copied: its bigrams count on top of the item's own, and the ceiling stops at 1 (a
+    # distinct-2 cannot pass it; on a day of few rows per item the items' text could hold more than is written)
+    assert quality_figures(invented, ITEMS, {})["distinct_2_copy_ceiling"] == 1.0
