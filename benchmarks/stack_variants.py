@@ -16,7 +16,10 @@ Usage::
         '{"default": {}, "hidden32": {"hidden_dim": 32}, "fresh_hl14": {"_fresh_hl": 14.0}}'
 
 ``_fresh_hl`` overrides the half-life of the stack's recency-popularity source (otherwise the baseline's, as
-chosen on valid); every other key is a ``RankerSettings`` field.
+chosen on valid); ``_refit_ranker`` (true) trains the ranker again on every window including valid's, for the
+epochs chosen on valid, before test (the "refit on train + valid" protocol for the ranker); ``_refit_sources``
+(true) fits the sources again on the test view (EASE's and item-kNN's weights from train + valid) instead of
+observing it; every other key is a ``RankerSettings`` field. The valid column is the no-refit ranker's either way.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ def main() -> None:
 
     from models import evaluation as ev
     from models.data import warehouse
-    from models.recommender import StackedFullStack
+    from models.ranking.stack_features import concat_examples
+    from models.ranking.stacked_ranker import train_stacked_ranker
+    from models.recommender import StackedFullStack, StackSources, fit_stacked_ranker, stacking_lists
     from models.retrieval.two_tower import TwoTowerRetriever
     from models.settings import get_settings
     from models.torch_utils import limit_cpu_threads
@@ -96,15 +101,27 @@ def main() -> None:
         my_tuned = json.loads(json.dumps(tuned))
         if "_fresh_hl" in overrides:
             my_tuned["recency_popularity"]["half_life_days"] = float(overrides.pop("_fresh_hl"))
+        refit_ranker = bool(overrides.pop("_refit_ranker", False))
+        refit_sources = bool(overrides.pop("_refit_sources", False))
         variant = settings.model_copy(update={"ranker": settings.ranker.model_copy(update=overrides)})
         rows, per_user = [], []
         t0 = time.perf_counter()
         for seed in args.seeds:
             seeded = variant.model_copy(update={"seed": seed})
-            sources, n, fit = ev.fit_stack(seeded, data, encoders[seed], my_tuned, seed)
+            sources = StackSources.from_tuned(my_tuned, encoders[seed], seeded)
+            n = ev.stack_candidates(seeded, True)
+            lists = stacking_lists(data, sources, n, seeded)
+            fit = fit_stacked_ranker(data, sources, n, seeded, seed=seed, lists=lists)
             model = StackedFullStack(sources, n, fit.ranker, fit.mmr_lambda, encoders[seed]).fit(train_view)
             valid = ev.evaluate_models(variant, data, {"full_stack": model}, "valid").table.iloc[0]["ndcg@10"]
-            test = ev.evaluate_models(variant, data, {"full_stack": ev.observe(model, test_view)}, "test")
+            if refit_ranker:
+                ranker, _ = train_stacked_ranker(
+                    concat_examples([*lists.train, lists.valid]), None, None, list(n), data.item_text,
+                    seeded.ranker, seeded.resolved_device, seed, epochs=fit.epochs,
+                )  # fmt: skip
+                model = StackedFullStack(sources, n, ranker, fit.mmr_lambda, encoders[seed]).fit(train_view)
+            tested = model.fit(test_view) if refit_sources else ev.observe(model, test_view)
+            test = ev.evaluate_models(variant, data, {"full_stack": tested}, "test")
             per_user.append(test.per_user.set_index("user_id")["ndcg@10"])
             rows.append({"valid": float(valid), "test": float(per_user[-1].mean()), "epochs": fit.epochs})
         table = pd.DataFrame(rows)
