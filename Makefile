@@ -87,7 +87,7 @@ java:
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } || echo "java not installed: the Spark target test will fail"
 
 test: setup browser java
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not integration and not slow"
