@@ -192,12 +192,17 @@ def style_of(text: str) -> str:
     """The style a rule set reads off an output: its template opening, else its punctuation and register."""
     opening, _ = strip_opening(text)
     if opening:
-        for table in (STYLE_PHRASINGS, INTEREST_PHRASINGS):
-            for style, phrasings in table.items():
-                for template in phrasings:
-                    head = template.split("{text}")[0].strip()
-                    if head and _opening_matches(head, opening):
-                        return style
+        # the most specific template wins: "On the subject of travel:" is formal, though "On {interest}:"
+        # (concise) matches it too
+        matches = [
+            (len(head.replace("{interest}", "")), style)
+            for table in (STYLE_PHRASINGS, INTEREST_PHRASINGS)
+            for style, phrasings in table.items()
+            for head in (p.split("{text}")[0].strip() for p in phrasings)
+            if head and _opening_matches(head, opening)
+        ]
+        if matches:
+            return max(matches)[1]
     if "!" in text:
         return "enthusiastic"
     if re.search(r"\b(you|your|you're|it's|don't)\b", text, re.IGNORECASE):

@@ -29,7 +29,7 @@ from models.data.schema import STYLES as _SCHEMA_STYLES
 from models.generation.text import lead_sentences, scrub_pii, split_sentences, truncate_words, words_of
 
 # Bump when a template changes: it is part of every cache key, so texts from old prompts are not served.
-PROMPT_VERSION = 7
+PROMPT_VERSION = 8
 TASKS: tuple[str, ...] = ("blurb", "summary", "title", "style_transfer")
 STYLES: tuple[str, ...] = tuple(_SCHEMA_STYLES)
 PROMPT_FORMATS: tuple[str, ...] = ("control", "instruction")
@@ -75,46 +75,93 @@ STYLE_TEMPLATES: dict[str, str] = {
 BLURB_TEMPLATE = "For fans of {interest}: {text}"
 # Several phrasings per style; ``{interest}`` is the reason the item fits the user (a term the item carries).
 STYLE_PHRASINGS: dict[str, tuple[str, ...]] = {
-    "concise": ("{text}", "In brief: {text}", "In short: {text}"),
-    "casual": ("Quick read: {text}", "Worth a look: {text}", "Heads up: {text}", "Check this out: {text}"),
+    "concise": (
+        "{text}",
+        "In brief: {text}",
+        "In short: {text}",
+        "Briefly: {text}",
+        "The gist: {text}",
+        "Key point: {text}",
+    ),
+    "casual": (
+        "Quick read: {text}",
+        "Worth a look: {text}",
+        "Heads up: {text}",
+        "Check this out: {text}",
+        "Have a look: {text}",
+        "Take a peek: {text}",
+        "Here is one for you: {text}",
+    ),
     "formal": (
         "This article reports the following. {text}",
         "The report states the following. {text}",
         "Of note: {text}",
         "For the record: {text}",
+        "According to the report: {text}",
+        "Please note: {text}",
+        "The article notes the following. {text}",
     ),
     "enthusiastic": (
         "Great news! {text}",
         "Exciting news! {text}",
         "Do not miss this! {text}",
         "What a story! {text}",
+        "Amazing news! {text}",
+        "You have to see this! {text}",
+        "Fantastic news! {text}",
     ),
 }
-# Several openings per style naming why the item fits the reader; the copy of one item varies across readers.
+# Several openings per style naming why the item fits the reader; the copy of one item varies across readers
+# (one opening per item and reader segment, ``generation.vary_phrasing``), and a day's feed, where one item
+# reaches many readers, does not open most of its blurbs with the same few words.
 INTEREST_PHRASINGS: dict[str, tuple[str, ...]] = {
     "concise": (
         "For fans of {interest}: {text}",
         "On {interest}: {text}",
         "If you follow {interest}: {text}",
         "Picked for your interest in {interest}: {text}",
+        "Because you read about {interest}: {text}",
+        "More on {interest}: {text}",
+        "For {interest} readers: {text}",
+        "Your {interest} pick: {text}",
+        "Related to {interest}: {text}",
+        "From the world of {interest}: {text}",
     ),
     "casual": (
         "Into {interest}? {text}",
         "Quick read for {interest} fans: {text}",
         "You like {interest}, so here goes: {text}",
         "Got a minute for {interest}? {text}",
+        "Still reading up on {interest}? {text}",
+        "A {interest} story for you: {text}",
+        "Keen on {interest}? {text}",
+        "Since you like {interest}: {text}",
+        "More {interest} for you: {text}",
+        "This one is for {interest} fans: {text}",
     ),
     "formal": (
         "Of interest to readers of {interest}: {text}",
         "On the subject of {interest}: {text}",
         "Selected for readers following {interest}: {text}",
         "With regard to {interest}: {text}",
+        "For readers with an interest in {interest}: {text}",
+        "In the area of {interest}: {text}",
+        "Relevant to your reading on {interest}: {text}",
+        "As part of the coverage of {interest}: {text}",
+        "Concerning {interest}: {text}",
+        "A development in {interest}: {text}",
     ),
     "enthusiastic": (
         "Love {interest}? Great news! {text}",
         "Big news for {interest} fans! {text}",
         "A must for {interest} lovers! {text}",
         "Calling all {interest} fans! {text}",
+        "Huge news for {interest} fans! {text}",
+        "You will love this if you love {interest}! {text}",
+        "Fantastic {interest} news! {text}",
+        "Big day for {interest}! {text}",
+        "Hot off the {interest} press! {text}",
+        "Fresh {interest} news, and it is exciting! {text}",
     ),
 }
 

@@ -128,7 +128,7 @@ def test_copy_decoding_ends_every_output_on_a_copied_sentence(tiny_model, catalo
     from models.generation.service import copy_source, fitted_prompt, items_by_id, request_fields
     from tests.models.generation.test_service import _requests
 
-    hot = {"do_sample": True, "temperature": 3.0, "top_p": 1.0, "seed": 2, "max_new_tokens": 64}
+    hot = {"do_sample": True, "temperature": 3.0, "top_p": 1.0, "seed": 2, "max_new_tokens": 96}
     requests = _requests(catalog, ["i0000", "i0001", "i0002"])
     fields = [request_fields(r)[0] for r in requests]
     copying = Generator.load(tiny_model.path, decoding(copy_context=2, **hot), device="cpu")

@@ -24,6 +24,7 @@ from models.generation.evaluation import (
     style_of,
     write_summary,
 )
+from models.generation.prompts import INTEREST_PHRASINGS, STYLE_PHRASINGS
 from models.generation.samples import sample_profile
 from models.generation.service import GeneratedContent, ItemText
 from models.settings import GenerationSettings
@@ -136,6 +137,16 @@ def test_style_rules_tell_the_four_styles_apart() -> None:
     assert style_of("Quick read: About 4,200 runners followed the race.") == "casual"
     assert style_of("Of interest to readers of sports: About 4,200 runners followed the race.") == "formal"
     assert style_of("About 4,200 runners followed the race.") == "concise"
+
+
+@pytest.mark.parametrize("interest", ["travel", "food and baking", "politics, Washington and trade"])
+def test_every_phrasing_is_read_back_as_its_own_style(interest: str) -> None:
+    # "On the subject of travel:" (formal) also matches "On {interest}:" (concise): the longer template wins
+    for table in (STYLE_PHRASINGS, INTEREST_PHRASINGS):
+        for style, phrasings in table.items():
+            for template in phrasings:
+                text = template.format(interest=interest, text="About 4,200 runners followed the race.")
+                assert style_of(text) == style, text
 
 
 def test_check_fails_on_each_threshold() -> None:
