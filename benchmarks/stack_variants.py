@@ -20,6 +20,8 @@ chosen on valid); ``_refit_ranker`` (true) trains the ranker again on every wind
 epochs chosen on valid, before test (the "refit on train + valid" protocol for the ranker); ``_refit_sources``
 (true) fits the sources again on the test view (EASE's and item-kNN's weights from train + valid) instead of
 observing it; every other key is a ``RankerSettings`` field. The valid column is the no-refit ranker's either way.
+``"default": {}`` is today's default, the blended ranker; the rows of the README measured before it was the
+default ran with the torch ranker, ``{"stack_model": "torch"}``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def main() -> None:
         refit_ranker = bool(overrides.pop("_refit_ranker", False))
         refit_sources = bool(overrides.pop("_refit_sources", False))
         variant = settings.model_copy(update={"ranker": settings.ranker.model_copy(update=overrides)})
+        if refit_ranker and variant.ranker.stack_model != "torch":
+            raise SystemExit(f'{name}: _refit_ranker refits the torch ranker only: add "stack_model": "torch"')
         rows, per_user = [], []
         t0 = time.perf_counter()
         for seed in args.seeds:

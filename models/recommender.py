@@ -28,7 +28,8 @@ import torch
 from models import metrics
 from models.history import HistoryStore, HistoryWindows, to_hours
 from models.interests import InterestProfile, build_interest_profile, compute_idf
-from models.ranking.gbdt_ranker import GBDTStackedRanker, train_gbdt_ranker
+from models.ranking.blended_ranker import BlendedStackedRanker, ListRanker, load_stacked_ranker
+from models.ranking.gbdt_ranker import train_gbdt_ranker
 from models.ranking.pair_features import (
     TWO_TOWER_FEATURE,
     PairContext,
@@ -45,7 +46,7 @@ from models.ranking.stack_features import (
     group_share,
     point_in_time_item_features,
 )
-from models.ranking.stacked_ranker import StackedRanker, train_stacked_ranker
+from models.ranking.stacked_ranker import stacked_ndcg, train_stacked_ranker
 from models.recdata import MART_COLUMNS, RecData, exclusion_lists, split_list
 from models.retrieval.baselines import (
     BaseRecommender,
@@ -698,7 +699,10 @@ class StackSources:
 
 
 class StackedFullStack:
-    """Candidates from every source (unioned) -> :class:`StackedRanker` over point-in-time features -> MMR.
+    """Candidates from every source (unioned) -> a stacked ranker over point-in-time features -> MMR.
+
+    The ranker is the blend of the torch :class:`StackedRanker` and LightGBM (:class:`BlendedStackedRanker`,
+    the default ``ranker.stack_model``) or either one alone.
 
     ``make_sources(view)`` returns the candidate sources fitted on ``view`` (two-tower, EASE, item-kNN,
     popularity, fresh); :meth:`fit` calls it, :meth:`observe` moves the fitted sources to a later view without
@@ -714,7 +718,7 @@ class StackedFullStack:
 
     def __init__(
         self, make_sources: SourceFactory, n_per_source: Mapping[str, int],
-        ranker: StackedRanker | GBDTStackedRanker, mmr_lambda: float = 1.0, encoder: TwoTowerRetriever | None = None,
+        ranker: ListRanker, mmr_lambda: float = 1.0, encoder: TwoTowerRetriever | None = None,
     ) -> None:  # fmt: skip
         self.make_sources = make_sources
         self.n_per_source = dict(n_per_source)
@@ -954,12 +958,7 @@ class StackedFullStack:
         spec = dict(config["sources"])
         encoder = TwoTowerRetriever.load(path / "profile", device) if spec.pop("two_tower") else None
         sources = StackSources(**spec, encoder=encoder)
-        ranker_kind = json.loads((path / "ranker" / "ranker_config.json").read_text()).get("model")
-        ranker = (
-            GBDTStackedRanker.load(path / "ranker")
-            if ranker_kind == "lightgbm"
-            else StackedRanker.load(path / "ranker", view.item_text, device)
-        )
+        ranker = load_stacked_ranker(path / "ranker", view.item_text, device)
         return cls(sources, config["n_per_source"], ranker, config["mmr_lambda"], encoder).fit(view)
 
 
@@ -974,7 +973,7 @@ def load_full_stack(path: Path, device: str = "cpu") -> FullStackModel | Stacked
 class StackFit:
     """What :func:`fit_stacked_ranker` learned and how it chose it."""
 
-    ranker: StackedRanker | GBDTStackedRanker
+    ranker: ListRanker
     mmr_lambda: float
     epochs: int
     log: pd.DataFrame
@@ -1064,13 +1063,28 @@ def fit_stacked_ranker(
         held = np.random.default_rng(seed).random(len(last)) < cfg.stack_holdout_share
         train, holdout = last.take(np.flatnonzero(~held)), last.take(np.flatnonzero(held))
     sources = list(n_per_source)
+    ranker: ListRanker
     if cfg.stack_model == "lightgbm":
         ranker, log_frame = train_gbdt_ranker(train, holdout, last_labels, sources, cfg, seed)
     else:
         ranker, log_frame = train_stacked_ranker(
             train, holdout, last_labels, sources, data.item_text, cfg, device, seed
         )
+    # the epoch count is the torch ranker's whenever it is trained (the boosting rounds are the trees' own)
     epochs = int(log_frame.loc[log_frame["valid_ndcg@10"].idxmax(), "epoch"])
+    if cfg.stack_model == "blend":
+        # both members learn from the same lists, each stopping at its own best valid NDCG@10
+        trees, tree_log = train_gbdt_ranker(train, holdout, last_labels, sources, cfg, seed)
+        w = cfg.stack_blend_torch_weight
+        ranker = BlendedStackedRanker([ranker, trees], [w, 1.0 - w])
+        log_frame = pd.concat(
+            [log_frame.assign(member="torch"), tree_log.assign(member="lightgbm")], ignore_index=True
+        )
+        log.info(
+            "blended stack ranker: torch %d epochs (valid NDCG@10 %.4f), lightgbm %d rounds (%.4f), blend %.4f",
+            epochs, log_frame.loc[log_frame["member"] == "torch", "valid_ndcg@10"].max(), trees.iterations,
+            tree_log["valid_ndcg@10"].max(), stacked_ndcg(ranker, holdout, last_labels),  # type: ignore[arg-type]
+        )  # fmt: skip
     text_vecs = data.item_text / np.clip(np.linalg.norm(data.item_text, axis=1, keepdims=True), 1e-12, None)
     scores = ranker.score(holdout)
     rows = []

@@ -273,10 +273,17 @@ class RankerSettings(BaseModel):
         description="stacked ranker: weight in the listwise loss of a list whose user has no history at its cutoff "
         "(1 = every list counts the same)",
     )
-    stack_model: Literal["torch", "lightgbm"] = Field(
-        "torch",
-        description="stacked ranker: the listwise torch ranker (GPU path, AMP on CUDA) or LightGBM lambdarank over "
-        "the same lists (a comparison point; needs the lightgbm package)",
+    stack_model: Literal["blend", "torch", "lightgbm"] = Field(
+        "blend",
+        description="stacked ranker: a blend of the listwise torch ranker (GPU path, AMP on CUDA) and LightGBM "
+        "lambdarank trained on the same lists (each one's scores standardized within a list, weighted by "
+        "stack_blend_torch_weight), or either one alone",
+    )
+    stack_blend_torch_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="blended stacked ranker: the torch ranker's weight (LightGBM's is 1 minus it); fixed, not tuned",
     )
     stack_gbdt_rounds: int = Field(300, ge=10, description="lightgbm stack ranker: most boosting rounds")
     stack_gbdt_learning_rate: float = Field(0.05, gt=0, description="lightgbm stack ranker: shrinkage")

@@ -22,9 +22,9 @@ import pandas as pd
 from models import evaluation as training
 from models.encoders import TextEncoder, embed_items, write_item_embeddings
 from models.interests import build_interest_profiles
+from models.ranking.blended_ranker import load_stacked_ranker
 from models.ranking.pair_features import feature_schema
 from models.ranking.pair_ranker import Ranker
-from models.ranking.stacked_ranker import StackedRanker
 from models.recdata import RecData, write_frame
 from models.recommender import StackedFullStack, StackFit, StackSources, TwoTowerRecommender
 from models.registry import ArtifactVersion, ModelRegistry, data_snapshot_id, marts_snapshot_stats
@@ -507,7 +507,7 @@ def evaluation(context: dg.AssetExecutionContext, recgen: RecgenResource) -> dg.
     # the first seed's neural models are the ones the profile_model and ranker assets trained (with
     # settings.seed); further seeds are trained here, on train, with the same settings
     if stacked:
-        stack = StackedRanker.load(ranker_version.path, data.item_text, settings.resolved_device)
+        stack = load_stacked_ranker(ranker_version.path, data.item_text, settings.resolved_device)
         cfg = ranker_version.config
         fit = StackFit(stack, float(cfg["mmr_lambda"]), int(cfg["epochs"]), pd.DataFrame(), pd.DataFrame(),
                        float(cfg.get("candidate_recall", float("nan"))))  # fmt: skip
