@@ -13,11 +13,23 @@ ABBREVIATIONS: frozenset[str] = frozenset(
 )
 
 
+# Initialisms written with full stops ("L.A. Confidential", "G.I. Jane", "the U.S. Senate") and a person's
+# initial ("John F. Kennedy"): single letters each followed by a full stop (one capital, or two or more letters). A part ending in one continues into the next part; a sentence that really
+# ends on one ("... moved to the U.S. It grew.") is then read as one longer sentence, which copies and checks
+# the same words, where splitting would cut a title in two.
+_INITIALISM = re.compile(r"^[\"'(\[]?(?:[A-Z]\.|(?:[A-Za-z]\.){2,})$")
+
+
+def _ends_in_abbreviation(part: str) -> bool:
+    last = part.rsplit(None, 1)[-1]
+    return part.endswith(".") and (last.rstrip(".") in ABBREVIATIONS or bool(_INITIALISM.match(last)))
+
+
 def _joined_abbreviations(parts: list[str]) -> list[str]:
     # "Dr." + "Priya Raman spoke." -> one sentence; a part ending in an abbreviation continues into the next
     out: list[str] = []
     for part in parts:
-        if out and out[-1].rsplit(None, 1)[-1].rstrip(".") in ABBREVIATIONS and out[-1].endswith("."):
+        if out and _ends_in_abbreviation(out[-1]):
             out[-1] = f"{out[-1]} {part}"
         else:
             out.append(part)

@@ -217,6 +217,45 @@ def test_well_formed_outputs_pass() -> None:
         assert sentence_problems(text, "blurb") == [], text
 
 
+# ml-100k movies whose copy fell back in `make run` on 2026-12-03: an initialism's full stops were read as sentence
+# ends ("For fans of crime: L.A." was a "sentence" the model could stop after) and a title's own repetition was
+# read as a doubled phrase
+MOVIES = {
+    "302": "L.A. Confidential is a 1997 crime, film-noir, mystery and thriller film.",
+    "326": "G.I. Jane is a 1997 action, drama and war film.",
+    "294": "Liar Liar is a 1997 comedy film.",
+}
+
+
+def test_an_initialism_does_not_end_a_sentence() -> None:
+    assert split_sentences(MOVIES["302"]) == [MOVIES["302"]]
+    assert split_sentences(f"{MOVIES['326']} It stars Demi Moore.") == [MOVIES["326"], "It stars Demi Moore."]
+    assert split_sentences("John F. Kennedy spoke. The U.S. Senate voted.") == [
+        "John F. Kennedy spoke.",
+        "The U.S. Senate voted.",
+    ]
+    # what the model wrote when it could stop after "L.A." is still caught
+    assert any(
+        p.startswith("fragment")
+        for p in sentence_problems("For fans of crime: L.A.", "blurb", 4, [MOVIES["302"]])
+    )
+    for body in MOVIES.values():
+        assert sentence_problems(f"For fans of film: {body}", "blurb", 4, [body]) == [], body
+
+
+def test_a_doubled_phrase_the_item_writes_itself_is_not_a_fault() -> None:
+    liar = MOVIES["294"]
+    assert sentence_problems(f"For fans of comedy: {liar}", "blurb", 4, [liar]) == []
+    assert any(
+        p.startswith("doubled phrase") for p in sentence_problems(f"For fans of comedy: {liar}", "blurb")
+    )
+    # a doubling the item does not write is still caught, even when the item writes another one
+    doubled = "For fans of comedy: Liar Liar is a 1997 comedy comedy film."
+    assert any(
+        p.startswith("doubled phrase 'comedy'") for p in sentence_problems(doubled, "blurb", 4, [liar])
+    )
+
+
 # i414 of the default simulator catalog, where a panel blurb spliced its first and last sentences at "and the"
 SPLICE_ITEM = ItemText(
     "i414",
