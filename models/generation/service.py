@@ -23,7 +23,13 @@ import pandas as pd
 from models.generation import cache
 from models.generation.constraints import CopySource
 from models.generation.generator import Generation, Generator
-from models.generation.guardrails import DOUBLED, GuardrailConfig, check_output, extractive_fallback
+from models.generation.guardrails import (
+    DOUBLED,
+    GuardrailConfig,
+    check_output,
+    extractive_fallback,
+    strip_opening,
+)
 from models.generation.prompts import (
     INTEREST_PHRASINGS,
     NO_SEGMENT,
@@ -340,7 +346,10 @@ def finalize_text(
 ) -> Checked:
     """Run the guardrails on a raw model output; a rejected one is replaced by the item's own sentences."""
     # A small model stops by running out of budget or by looping: keep what it wrote before either happened.
-    raw = trim_repetition(raw)
+    # Only what follows the template opening can loop: an opening naming the reader's interests ("From the world
+    # of crime and thriller:") is often repeated by the item's own sentence ("... a 1995 crime and thriller film.").
+    opening, rest = strip_opening(raw)
+    raw = f"{opening} {trim_repetition(rest)}" if opening else trim_repetition(raw)
     if not finished:
         raw = trim_unfinished(raw)
     # Only the item's own facts ground an output: an interest the item does not carry is not a fact about it.

@@ -243,6 +243,23 @@ def test_an_initialism_does_not_end_a_sentence() -> None:
         assert sentence_problems(f"For fans of film: {body}", "blurb", 4, [body]) == [], body
 
 
+def test_an_opening_repeated_by_the_items_sentence_is_not_cut_as_a_loop() -> None:
+    # make run on ml-100k: the opening names the reader's interests, the movie's one sentence repeats them, and
+    # the loop trimmer cut the sentence at "crime and thriller" ("The Usual Suspects is a 1995"), which fell back
+    body = "The Usual Suspects is a 1995 crime and thriller film."
+    item = ItemText("12", "Usual Suspects, The", body, "crime", ("crime", "thriller"), "h12")
+    fields = PromptFields(
+        "blurb", "casual", item.title, body, ("crime", "thriller"), fit="crime", shared=("crime", "thriller")
+    )
+    raw = f"From the world of crime and thriller: {body}"
+    checked = finalize_text(raw, fields, item, GenerationSettings())
+    assert checked.passed, checked.reason
+    assert checked.text == raw
+    # a loop after the opening is still cut
+    looping = f"From the world of crime and thriller: {body} The Usual Suspects is a 1995 crime"
+    assert finalize_text(looping, fields, item, GenerationSettings()).text == raw
+
+
 def test_a_doubled_phrase_the_item_writes_itself_is_not_a_fault() -> None:
     liar = MOVIES["294"]
     assert sentence_problems(f"For fans of comedy: {liar}", "blurb", 4, [liar]) == []
