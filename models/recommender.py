@@ -1085,16 +1085,26 @@ def fit_stacked_ranker(
             epochs, log_frame.loc[log_frame["member"] == "torch", "valid_ndcg@10"].max(), trees.iterations,
             tree_log["valid_ndcg@10"].max(), stacked_ndcg(ranker, holdout, last_labels),  # type: ignore[arg-type]
         )  # fmt: skip
-    text_vecs = data.item_text / np.clip(np.linalg.norm(data.item_text, axis=1, keepdims=True), 1e-12, None)
+    mmr_lambda, mmr_table = choose_mmr(ranker, holdout, last_labels, data.item_text, cfg.mmr_lambda_grid)
+    return StackFit(ranker, mmr_lambda, epochs, log_frame, mmr_table, lists.candidate_recall)
+
+
+def choose_mmr(
+    ranker: ListRanker, holdout: StackExamples, relevant: Mapping[str, set[int]], item_text: np.ndarray,
+    grid: Sequence[float],
+) -> tuple[float, pd.DataFrame]:  # fmt: skip
+    """The MMR weight of ``grid`` with the best full-ranking NDCG@10 on ``holdout`` (ties: the larger weight, i.e.
+    less diversity), and the table of every weight's NDCG@10."""
+    text_vecs = item_text / np.clip(np.linalg.norm(item_text, axis=1, keepdims=True), 1e-12, None)
     scores = ranker.score(holdout)
     rows = []
-    for lam in cfg.mmr_lambda_grid:
+    for lam in grid:
         values = []
         for r, user in enumerate(holdout.user_ids):
             m = holdout.mask[r]
             top = mmr_rerank(holdout.items[r][m], scores[r][m], text_vecs, 10, lam)
-            values.append(metrics.ndcg_at_k(top.tolist(), last_labels[user], 10))
+            values.append(metrics.ndcg_at_k(top.tolist(), relevant[user], 10))
         rows.append({"mmr_lambda": lam, "holdout_ndcg@10": metrics.mean_defined(values)})
-    mmr_table = pd.DataFrame(rows)
-    best = mmr_table.sort_values(["holdout_ndcg@10", "mmr_lambda"], ascending=[False, False]).iloc[0]
-    return StackFit(ranker, float(best["mmr_lambda"]), epochs, log_frame, mmr_table, lists.candidate_recall)
+    table = pd.DataFrame(rows)
+    best = table.sort_values(["holdout_ndcg@10", "mmr_lambda"], ascending=[False, False]).iloc[0]
+    return float(best["mmr_lambda"]), table
