@@ -94,19 +94,19 @@ def _wordlist(text: str) -> frozenset[str]:
 # A verb lexicon for the well-formedness check (no POS tagger ships offline: NLTK's and spaCy's models are
 # downloads). Base forms; inflections (-s, -es, -ed, -ing, a final e dropped) are folded in :func:`is_verb`.
 VERBS: frozenset[str] = _wordlist(
-    """accept add affect agree aim allow announce appear apply argue arrive ask attract back bake become begin
-    believe benchmark bet bring build buy call campaign celebrate change chart cheer clinch close compare
+    """accept acquire add affect agree aim allow announce appear apply argue arrive ask attract back bake become
+    begin believe benchmark bet book borrow bring build buy call campaign celebrate change chart cheer clinch close compare
     compete complete confirm consider continue cook cost count cover create cruise cut debate decide
     defeat deliver demand describe design detect develop diagnose discover dominate draw drive drop earn
     ease embrace end endorse enter equalize escape examine expand expect explain explore face fall feel
-    ferment find finish focus follow forecast gain get give go grill grow head headline heal help hike hire
+    ferment find finish focus follow forecast gain get give go grill grow head headline heal hedge help hike hire
     hit hold hope host improve include increase introduce invest join keep know land launch lead learn leave
-    legislate lift like link look lose love make map mark matter mean measure meet miss move name need
-    negotiate note observe offer open outline pay plan plate play point predict prepare present prescribe
+    legislate lend lift like link look lose love make map mark matter mean measure meet miss move name need
+    negotiate note observe offer open open-source outline patch pay plan plate play point predict prepare present prescribe
     prevent promise propose protect prove publish push put qualify question raise rally ratify reach read
     rebound recommend record recover reduce release remain reopen replicate report reshape resign respond
-    rest return reveal review revive rise roast run save say score screen season see sell send sequence
-    serve set share ship show sign signal slow sprint stand start stay stop study suggest support survey
+    rest return reveal review revive rise roast roll run save say score screen season see sell send sequence
+    secure serve set share ship show sign signal slow slump sprint stand start stay stop study suggest support survey
     survive take talk taste tell test think track trade train travel treat trend try turn unveil update
     upgrade use veto visit vote wait walk wander want warn watch weigh welcome win work write"""
 )
