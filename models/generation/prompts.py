@@ -29,9 +29,8 @@ from models.data.schema import STYLES as _SCHEMA_STYLES
 from models.generation.text import lead_sentences, scrub_pii, split_sentences, truncate_words, words_of
 
 # Bump when a template changes: it is part of every cache key, so texts from old prompts are not served.
-PROMPT_VERSION = (
-    11  # 9: initialisms ("L.A.") end no sentence; 10: the loop trimmer skips the opening; 11: verbs
-)
+# 9: an initialism ("L.A.") ends no sentence; 10: the loop trimmer skips the opening; 11: more lexicon verbs.
+PROMPT_VERSION = 11
 TASKS: tuple[str, ...] = ("blurb", "summary", "title", "style_transfer")
 STYLES: tuple[str, ...] = tuple(_SCHEMA_STYLES)
 PROMPT_FORMATS: tuple[str, ...] = ("control", "instruction")

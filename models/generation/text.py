@@ -14,9 +14,10 @@ ABBREVIATIONS: frozenset[str] = frozenset(
 
 
 # Initialisms written with full stops ("L.A. Confidential", "G.I. Jane", "the U.S. Senate") and a person's
-# initial ("John F. Kennedy"): single letters each followed by a full stop (one capital, or two or more letters). A part ending in one continues into the next part; a sentence that really
-# ends on one ("... moved to the U.S. It grew.") is then read as one longer sentence, which copies and checks
-# the same words, where splitting would cut a title in two.
+# initial ("John F. Kennedy"): single letters each followed by a full stop (one capital, or two or more
+# letters). A part ending in one continues into the next part; a sentence that really ends on one ("... moved
+# to the U.S. It grew.") is then read as one longer sentence, which copies and checks the same words, where
+# splitting would cut a title in two.
 _INITIALISM = re.compile(r"^[\"'(\[]?(?:[A-Z]\.|(?:[A-Za-z]\.){2,})$")
 
 
@@ -94,21 +95,22 @@ def _wordlist(text: str) -> frozenset[str]:
 # A verb lexicon for the well-formedness check (no POS tagger ships offline: NLTK's and spaCy's models are
 # downloads). Base forms; inflections (-s, -es, -ed, -ing, a final e dropped) are folded in :func:`is_verb`.
 VERBS: frozenset[str] = _wordlist(
-    """accept acquire add affect agree aim allow announce appear apply argue arrive ask attract back bake become
-    begin believe benchmark bet book borrow bring build buy call campaign celebrate change chart cheer clinch close compare
-    compete complete confirm consider continue cook cost count cover create cruise cut debate decide
-    defeat deliver demand describe design detect develop diagnose discover dominate draw drive drop earn
-    ease embrace end endorse enter equalize escape examine expand expect explain explore face fall feel
-    ferment find finish focus follow forecast gain get give go grill grow head headline heal hedge help hike hire
-    hit hold hope host improve include increase introduce invest join keep know land launch lead learn leave
-    legislate lend lift like link look lose love make map mark matter mean measure meet miss move name need
-    negotiate note observe offer open open-source outline patch pay plan plate play point predict prepare present prescribe
-    prevent promise propose protect prove publish push put qualify question raise rally ratify reach read
-    rebound recommend record recover reduce release remain reopen replicate report reshape resign respond
-    rest return reveal review revive rise roast roll run save say score screen season see sell send sequence
-    secure serve set share ship show sign signal slow slump sprint stand start stay stop study suggest support survey
-    survive take talk taste tell test think track trade train travel treat trend try turn unveil update
-    upgrade use veto visit vote wait walk wander want warn watch weigh welcome win work write"""
+    """accept acquire add affect agree aim allow announce appear apply argue arrive ask attract back bake
+    become begin believe benchmark bet book borrow bring build buy call campaign celebrate change chart
+    cheer clinch close compare compete complete confirm consider continue cook cost count cover create
+    cruise cut debate decide defeat deliver demand describe design detect develop diagnose discover
+    dominate draw drive drop earn ease embrace end endorse enter equalize escape examine expand expect
+    explain explore face fall feel ferment find finish focus follow forecast gain get give go grill grow
+    head headline heal hedge help hike hire hit hold hope host improve include increase introduce invest
+    join keep know land launch lead learn leave legislate lend lift like link look lose love make map
+    mark matter mean measure meet miss move name need negotiate note observe offer open open-source
+    outline patch pay plan plate play point predict prepare present prescribe prevent promise propose
+    protect prove publish push put qualify question raise rally ratify reach read rebound recommend
+    record recover reduce release remain reopen replicate report reshape resign respond rest return
+    reveal review revive rise roast roll run save say score screen season see sell send sequence secure
+    serve set share ship show sign signal slow slump sprint stand start stay stop study suggest support
+    survey survive take talk taste tell test think track trade train travel treat trend try turn unveil
+    update upgrade use veto visit vote wait walk wander want warn watch weigh welcome win work write"""
 )
 AUXILIARIES: frozenset[str] = _wordlist(
     """is are was were be been being am has have had do does did will would can could may might must shall
