@@ -29,8 +29,9 @@ from models.data.schema import STYLES as _SCHEMA_STYLES
 from models.generation.text import lead_sentences, scrub_pii, split_sentences, truncate_words, words_of
 
 # Bump when a template changes: it is part of every cache key, so texts from old prompts are not served.
-# 9: an initialism ("L.A.") ends no sentence; 10: the loop trimmer skips the opening; 11: more lexicon verbs.
-PROMPT_VERSION = 11
+# 9: an initialism ("L.A.") ends no sentence; 10: the loop trimmer skips the opening; 11: more lexicon verbs;
+# 12: twenty openings per style naming the reader's interest.
+PROMPT_VERSION = 12
 TASKS: tuple[str, ...] = ("blurb", "summary", "title", "style_transfer")
 STYLES: tuple[str, ...] = tuple(_SCHEMA_STYLES)
 PROMPT_FORMATS: tuple[str, ...] = ("control", "instruction")
@@ -127,6 +128,16 @@ INTEREST_PHRASINGS: dict[str, tuple[str, ...]] = {
         "Your {interest} pick: {text}",
         "Related to {interest}: {text}",
         "From the world of {interest}: {text}",
+        "Also in {interest}: {text}",
+        "Next in {interest}: {text}",
+        "Fresh in {interest}: {text}",
+        "New in {interest}: {text}",
+        "Today in {interest}: {text}",
+        "Latest on {interest}: {text}",
+        "Noted for {interest} readers: {text}",
+        "Top {interest} item: {text}",
+        "One for {interest}: {text}",
+        "Worth knowing in {interest}: {text}",
     ),
     "casual": (
         "Into {interest}? {text}",
@@ -139,6 +150,16 @@ INTEREST_PHRASINGS: dict[str, tuple[str, ...]] = {
         "Since you like {interest}: {text}",
         "More {interest} for you: {text}",
         "This one is for {interest} fans: {text}",
+        "Fancy some {interest}? {text}",
+        "Here is some {interest} for you: {text}",
+        "A little {interest} for your day: {text}",
+        "Big on {interest}? {text}",
+        "Your next {interest} read: {text}",
+        "Thought of you and {interest}: {text}",
+        "Spotted this for {interest} fans: {text}",
+        "Something for the {interest} crowd: {text}",
+        "Fellow {interest} fan? {text}",
+        "Up for some {interest}? {text}",
     ),
     "formal": (
         "Of interest to readers of {interest}: {text}",
@@ -151,6 +172,16 @@ INTEREST_PHRASINGS: dict[str, tuple[str, ...]] = {
         "As part of the coverage of {interest}: {text}",
         "Concerning {interest}: {text}",
         "A development in {interest}: {text}",
+        "Recommended in connection with {interest}: {text}",
+        "Pertaining to {interest}: {text}",
+        "In the field of {interest}: {text}",
+        "Regarding {interest}: {text}",
+        "Noteworthy for the study of {interest}: {text}",
+        "A report in {interest}: {text}",
+        "From recent coverage of {interest}: {text}",
+        "In relation to {interest}: {text}",
+        "Presented for readers of {interest}: {text}",
+        "Within {interest}: {text}",
     ),
     "enthusiastic": (
         "Love {interest}? Great news! {text}",
@@ -163,6 +194,16 @@ INTEREST_PHRASINGS: dict[str, tuple[str, ...]] = {
         "Big day for {interest}! {text}",
         "Hot off the {interest} press! {text}",
         "Fresh {interest} news, and it is exciting! {text}",
+        "Wow, {interest} fans! {text}",
+        "Brilliant {interest} news! {text}",
+        "Thrilling times for {interest}! {text}",
+        "Oh, {interest} fans will adore this! {text}",
+        "Incredible {interest} news! {text}",
+        "Get excited, {interest} fans! {text}",
+        "Wonderful news for {interest} fans! {text}",
+        "Best {interest} news of the day! {text}",
+        "A treat for {interest} fans! {text}",
+        "Stop everything, {interest} fans! {text}",
     ),
 }
 

@@ -47,7 +47,7 @@ from models.progress import EpochProgress
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 5  # bump when the example format changes, so old artifacts get new versions
+FORMAT_VERSION = 6  # bump when the example format changes, so old artifacts get new versions
 # How often each task appears per item per round: blurbs and style transfer vary with interests and style.
 TASK_MIX: tuple[str, ...] = ("summary", "title", "blurb", "blurb", "style_transfer", "style_transfer")
 EVAL_EXAMPLES = 64
