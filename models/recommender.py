@@ -46,7 +46,7 @@ from models.ranking.stack_features import (
     group_share,
     point_in_time_item_features,
 )
-from models.ranking.stacked_ranker import stacked_ndcg, train_stacked_ranker
+from models.ranking.stacked_ranker import train_stacked_ranker
 from models.recdata import MART_COLUMNS, RecData, exclusion_lists, split_list
 from models.retrieval.baselines import (
     BaseRecommender,
@@ -1080,12 +1080,15 @@ def fit_stacked_ranker(
         log_frame = pd.concat(
             [log_frame.assign(member="torch"), tree_log.assign(member="lightgbm")], ignore_index=True
         )
-        log.info(
-            "blended stack ranker: torch %d epochs (valid NDCG@10 %.4f), lightgbm %d rounds (%.4f), blend %.4f",
-            epochs, log_frame.loc[log_frame["member"] == "torch", "valid_ndcg@10"].max(), trees.iterations,
-            tree_log["valid_ndcg@10"].max(), stacked_ndcg(ranker, holdout, last_labels),  # type: ignore[arg-type]
-        )  # fmt: skip
     mmr_lambda, mmr_table = choose_mmr(ranker, holdout, last_labels, data.item_text, cfg.mmr_lambda_grid)
+    if cfg.stack_model == "blend":
+        members = log_frame.groupby("member")["valid_ndcg@10"].max()
+        log.info(
+            "blended stack ranker: torch %d epochs (valid NDCG@10 %.4f), lightgbm %d rounds (%.4f), blend %.4f "
+            "at MMR weight %g",
+            epochs, members["torch"], ranker.members[1].iterations, members["lightgbm"],
+            mmr_table["holdout_ndcg@10"].max(), mmr_lambda,
+        )  # fmt: skip
     return StackFit(ranker, mmr_lambda, epochs, log_frame, mmr_table, lists.candidate_recall)
 
 

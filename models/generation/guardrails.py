@@ -321,9 +321,11 @@ def sentence_problems(
     """
     problems: list[str] = []
     # a repetition the item's own text writes ("Liar Liar", "New York, New York") is the item's, not a fault
-    written = " ".join(" ".join(words_of(src)) for src in sources if src)
+    written = None  # the sources' words, read only when the output doubles something
     for doubled in DOUBLED.finditer(text):
-        if f" {' '.join(words_of(doubled.group(0)))} " not in f" {written} ":
+        if written is None:
+            written = f" {' '.join(' '.join(words_of(src)) for src in sources if src)} "
+        if f" {' '.join(words_of(doubled.group(0)))} " not in written:
             problems.append(f"doubled phrase {doubled.group(1)!r}")
             break
     if task == "title":
