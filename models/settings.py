@@ -286,6 +286,9 @@ class RankerSettings(BaseModel):
         description="blended stacked ranker: the torch ranker's weight (LightGBM's is 1 minus it); fixed, not tuned",
     )
     stack_gbdt_rounds: int = Field(300, ge=10, description="lightgbm stack ranker: most boosting rounds")
+    stack_gbdt_objective: Literal["lambdarank", "rank_xendcg"] = Field(
+        "lambdarank", description="lightgbm stack ranker: listwise objective (LambdaRank or XE-NDCG)"
+    )
     stack_gbdt_learning_rate: float = Field(0.05, gt=0, description="lightgbm stack ranker: shrinkage")
     stack_gbdt_leaves: int = Field(15, ge=2, description="lightgbm stack ranker: leaves per tree")
     stack_gbdt_min_leaf: int = Field(50, ge=1, description="lightgbm stack ranker: least rows per leaf")

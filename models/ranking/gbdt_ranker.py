@@ -89,21 +89,29 @@ def train_gbdt_ranker(
     keep = train.labels.sum(1) > 0  # lists without a positive carry no ranking signal
     x, y = train.dense[keep][train.mask[keep]], train.labels[keep][train.mask[keep]]
     params = {
-        "objective": "lambdarank", "learning_rate": cfg.stack_gbdt_learning_rate,
+        "objective": cfg.stack_gbdt_objective, "learning_rate": cfg.stack_gbdt_learning_rate,
         "num_leaves": cfg.stack_gbdt_leaves, "min_data_in_leaf": cfg.stack_gbdt_min_leaf,
         "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambdarank_truncation_level": 20,
         "verbose": -1, "seed": seed, "num_threads": 1,
     }  # fmt: skip
     data = lightgbm.Dataset(x, y, group=train.mask[keep].sum(1))
-    t0 = time.perf_counter()
-    booster = lightgbm.train(params, data, num_boost_round=cfg.stack_gbdt_rounds)
-    rows = []
     step = 10
+    # the wall clock at the end of every block of ``step`` rounds, so each row's seconds are its own block's
+    # training time, as the torch ranker's rows are one epoch's (the blend's log holds both)
+    clock = [time.perf_counter()]
+
+    def _mark(env: Any) -> None:
+        if (env.iteration + 1) % step == 0:
+            clock.append(time.perf_counter())
+
+    booster = lightgbm.train(params, data, num_boost_round=cfg.stack_gbdt_rounds, callbacks=[_mark])
+    rows = []
     with EpochProgress("gbdt ranker", total=cfg.stack_gbdt_rounds // step, log=log) as progress:
-        for it in range(step, cfg.stack_gbdt_rounds + 1, step):
+        for block, it in enumerate(range(step, cfg.stack_gbdt_rounds + 1, step), start=1):
             ranker = GBDTStackedRanker(booster, sources, cfg, it)
             score = stacked_ndcg(ranker, valid, valid_relevant)  # type: ignore[arg-type]
-            rows.append({"epoch": it, "valid_ndcg@10": score, "seconds": time.perf_counter() - t0})
+            seconds = clock[block] - clock[block - 1] if block < len(clock) else float("nan")
+            rows.append({"epoch": it, "valid_ndcg@10": score, "seconds": seconds})
             progress.step(valid_ndcg10=score)
     frame = pd.DataFrame(rows)
     best = int(frame.loc[frame["valid_ndcg@10"].idxmax(), "epoch"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,27 @@ def test_a_saved_blend_of_torch_and_lightgbm_loads_and_scores_the_same(tmp_path:
     assert np.allclose(
         load_stacked_ranker(tmp_path / "ranker" / "member_1", item_text).score(valid), trees.score(valid)
     )
+
+
+def test_the_lightgbm_log_times_each_block_of_rounds_not_the_running_total() -> None:
+    """Each row's seconds are its own 10 rounds' training time (as the torch ranker's are one epoch's)."""
+    train, valid = _examples(n_users=60, seed=0), _examples(seed=1)
+    relevant = {u: set(valid.items[r][valid.labels[r] > 0].tolist()) for r, u in enumerate(valid.user_ids)}
+    started = time.perf_counter()
+    _, log_frame = train_gbdt_ranker(
+        train, valid, relevant, SOURCES, RankerSettings(stack_gbdt_rounds=60, stack_gbdt_min_leaf=5), seed=0
+    )
+    wall = time.perf_counter() - started
+    seconds = log_frame["seconds"].to_numpy()
+    assert len(seconds) == 6 and np.isfinite(seconds).all() and (seconds > 0).all()
+    # blocks add up to at most the whole call; a running total would add up to several times it
+    assert seconds.sum() <= wall
+
+
+@pytest.mark.parametrize("objective", ["lambdarank", "rank_xendcg"])
+def test_the_lightgbm_objective_comes_from_the_settings(objective: str) -> None:
+    train, valid = _examples(seed=0), _examples(seed=1)
+    relevant = {u: set(valid.items[r][valid.labels[r] > 0].tolist()) for r, u in enumerate(valid.user_ids)}
+    cfg = RankerSettings(stack_gbdt_rounds=20, stack_gbdt_min_leaf=5, stack_gbdt_objective=objective)
+    trees, _ = train_gbdt_ranker(train, valid, relevant, SOURCES, cfg, seed=0)
+    assert trees.booster.params["objective"] == objective
