@@ -53,6 +53,7 @@ from models.retrieval.baselines import (
     EASERecommender,
     ItemKNNRecommender,
     PopularityRecommender,
+    RecentEASERecommender,
     recency_popularity,
 )
 from models.retrieval.candidates import CandidateSource, FreshPopularity, generate_candidates, window_relevant
@@ -652,6 +653,8 @@ class StackSources:
     cold_interest_weight: float = 0.7
     # next-item transitions (models.retrieval.transitions) as a source when set: TransitionRecommender's kwargs
     transitions: dict[str, float] | None = None
+    # EASE read from the user's last engagements (RecentEASERecommender) when set: (recent, decay)
+    ease_recent: tuple[int, float] | None = None
 
     def __call__(self, view: RecData) -> dict[str, CandidateSource]:
         """Every source fitted on ``view``."""
@@ -661,6 +664,8 @@ class StackSources:
             "popularity": PopularityRecommender().fit(view),
             "fresh": FreshPopularity(self.fresh_half_life_days).fit(view),
         }
+        if self.ease_recent is not None:
+            out["ease_recent"] = RecentEASERecommender(self.ease_l2, *self.ease_recent).fit(view)
         if self.transitions is not None:
             out["transitions"] = TransitionRecommender(**self.transitions).fit(view)
         if self.encoder is not None:
@@ -687,6 +692,8 @@ class StackSources:
             cold_interest_weight=settings.profile.cold_start_interest_weight,
             transitions=settings.ranker.transition_params() if "transitions" in settings.ranker.stack_candidates
             else None,
+            ease_recent=(settings.ranker.stack_recent_items, settings.ranker.stack_recent_decay)
+            if "ease_recent" in settings.ranker.stack_candidates else None,
         )  # fmt: skip
 
     def config(self) -> dict[str, Any]:
@@ -695,6 +702,7 @@ class StackSources:
             "ease_l2": self.ease_l2, "knn_neighbors": self.knn_neighbors, "knn_shrinkage": self.knn_shrinkage,
             "fresh_half_life_days": self.fresh_half_life_days, "two_tower": self.encoder is not None,
             "cold_interest_weight": self.cold_interest_weight, "transitions": self.transitions,
+            "ease_recent": self.ease_recent,
         }  # fmt: skip
 
 

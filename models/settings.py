@@ -252,6 +252,14 @@ class RankerSettings(BaseModel):
             "recent_decay": self.transition_recent_decay, "shrinkage": self.transition_shrinkage,
         }  # fmt: skip
 
+    # EASE read from each user's last engagements as a stack source, when "ease_recent" is in stack_candidates
+    # (models.retrieval.baselines.RecentEASERecommender; EASE's l2 is the one chosen on valid)
+    stack_recent_items: int = Field(
+        10, ge=1, description="ease_recent source: the user's last engagements read"
+    )
+    stack_recent_decay: float = Field(
+        0.8, gt=0, le=1, description="ease_recent source: weight per step back from the latest engagement"
+    )
     stack_batch_users: int = Field(32, ge=1, description="stacked ranker: users (candidate lists) per step")
     stack_epochs: int = Field(12, ge=1, description="stacked ranker: most epochs (the best on valid is kept)")
     stack_learning_rate: float = Field(5e-4, gt=0, description="stacked ranker: AdamW learning rate")

@@ -154,3 +154,23 @@ def torch_equal(a: object, b: object) -> bool:
     import torch
 
     return bool(torch.equal(a, b))  # type: ignore[arg-type]
+
+
+def test_recent_ease_reads_only_the_last_engagements_latest_weighted_most() -> None:
+    # The same weights as EASE; u2's history in time order is i2, i3, i4 (and i2 again, counted once at its
+    # latest), so with recent = 2 and decay 0.5 its row is i2 (latest) 1.0, i4 0.5 and i3 is not read.
+    from models.retrieval.baselines import EASERecommender, RecentEASERecommender
+
+    rows = [("u0", "i0"), ("u0", "i1"), ("u1", "i0"), ("u2", "i2"), ("u2", "i3"), ("u2", "i4"), ("u2", "i2")]
+    rows += [("u3", "i3"), ("u3", "i4")]
+    view = _hand_made_view(rows)
+    plain = EASERecommender(l2=1.0).fit(view)
+    recent = RecentEASERecommender(l2=1.0, recent=2, decay=0.5).fit(view)
+    np.testing.assert_allclose(recent.weights.numpy(), plain.weights.numpy())
+    b = plain.weights.numpy()
+    expected = 1.0 * b[2] + 0.5 * b[4]
+    prior = plain._popularity_prior().numpy()
+    got = recent.score_all(["u2"]).numpy()[0]
+    np.testing.assert_allclose(got, prior + expected, atol=1e-5)
+    whole = plain.score_all(["u2"]).numpy()[0]
+    assert not np.allclose(got, whole)  # the whole history also reads i3
