@@ -31,7 +31,38 @@ ROOT = Path(__file__).resolve().parent.parent
 DATASETS = {
     "simulator": {"dataset": "simulator"},
     "ml-100k": {"dataset": "recbole", "dataset_path": str(ROOT / "data" / "datasets" / "ml-100k")},
+    # a backtest for choosing variants without the test window: ml-100k without its test window's events, split
+    # again by share (1/9 of the rest is about the last 10 % of the whole), so this dataset's test window is
+    # about ml-100k's valid window and its valid window the 10 % before (see earlier_atomic_files)
+    "ml-100k-earlier": {
+        "dataset": "recbole",
+        "dataset_path": str(ROOT / "data" / "datasets" / "ml-100k-earlier"),
+        "split": {"test_share": "0.111111", "valid_share": "0.111111"},
+    },
 }
+
+
+def earlier_atomic_files(source: Path, target: Path, built_home: Path) -> None:
+    """``source``'s RecBole atomic files without the events at or after the test start of the warehouse built
+    from them in ``built_home`` (its ``marts.split_boundaries``), written to ``target``."""
+    import shutil
+
+    import duckdb
+
+    if (target / f"{target.name}.inter").exists():
+        return
+    with duckdb.connect(str(built_home / "recgen.duckdb"), read_only=True) as con:
+        (test_start,) = con.execute(
+            "select epoch(starts_at) from marts.split_boundaries where split = 'test'"
+        ).fetchone()
+    target.mkdir(parents=True, exist_ok=True)
+    inter = pd.read_csv(source / f"{source.name}.inter", sep="\t", dtype=str)
+    stamp = [c for c in inter.columns if c.startswith("timestamp")][0]
+    kept = inter[inter[stamp].astype(float) < float(test_start)]
+    kept.to_csv(target / f"{target.name}.inter", sep="\t", index=False)
+    for suffix in ("item", "user"):
+        shutil.copy(source / f"{source.name}.{suffix}", target / f"{target.name}.{suffix}")
+    print(f"[{target.name}] {len(kept)} of {len(inter)} events (before the test start {test_start:.0f})")
 
 
 def build_warehouse(name: str, home: Path, rebuild: bool) -> None:
@@ -136,8 +167,25 @@ def main() -> None:
     for name in args.datasets:
         home = args.home / name
         overrides = DATASETS[name]
-        if name == "ml-100k" and not Path(overrides["dataset_path"]).exists():
-            raise SystemExit(f"{overrides['dataset_path']} is missing: run `make data-ml100k` first")
+        if name.startswith("ml-100k") and not Path(DATASETS["ml-100k"]["dataset_path"]).exists():
+            raise SystemExit(
+                f"{DATASETS['ml-100k']['dataset_path']} is missing: run `make data-ml100k` first"
+            )
+        if name == "ml-100k-earlier":
+            if not (args.home / "ml-100k" / "built.json").exists():
+                raise SystemExit(
+                    "ml-100k-earlier is cut from the ml-100k warehouse: run --datasets ml-100k first"
+                )
+            earlier_atomic_files(
+                Path(DATASETS["ml-100k"]["dataset_path"]),
+                Path(overrides["dataset_path"]),
+                args.home / "ml-100k",
+            )
+        for key in ("test_share", "valid_share"):
+            if key in overrides.get("split", {}):
+                os.environ[f"RECGEN_SPLIT__{key.upper()}"] = overrides["split"][key]
+            else:
+                os.environ.pop(f"RECGEN_SPLIT__{key.upper()}", None)
         os.environ.update(
             {
                 "RECGEN_HOME": str(home),
