@@ -192,7 +192,8 @@ def _report(label, table, per_user, base, history, settings, t0) -> None:
     warm = [u for u in pair.index if len(history.get(u, ())) > 0]
     print(
         f"{label}: valid {table['valid'].mean():.4f} +/- {table['valid'].std():.4f} | per seed "
-        f"{[round(v, 4) for v in table['valid']]} | test {table['test'].mean():.4f} +/- {table['test'].std():.4f}, "
+        f"{[round(v, 4) for v in table['valid']]} | test {table['test'].mean():.4f} +/- {table['test'].std():.4f} "
+        f"{[round(v, 4) for v in table['test']]}, "
         f"ratio {pair['fs'].mean() / pair['b'].mean():.3f}, delta {delta:+.4f} [{low:+.4f}, {high:+.4f}] | "
         f"no history ({len(cold)}) {pair.loc[cold, 'fs'].mean():.4f} vs {pair.loc[cold, 'b'].mean():.4f}, "
         f"with history ({len(warm)}) {pair.loc[warm, 'fs'].mean():.4f} vs {pair.loc[warm, 'b'].mean():.4f} | "

@@ -1046,6 +1046,9 @@ def stacking_lists(
     return StackingLists(parts[:-1], parts[-1], labels, recall, windows)
 
 
+_BAG_SEED_STEP = 1009  # seed offset between the bagged fits of one member kind
+
+
 def fit_stacked_ranker(
     data: RecData, make_sources: SourceFactory, n_per_source: Mapping[str, int], settings: Settings,
     seed: int | None = None, lists: StackingLists | None = None,
@@ -1071,31 +1074,37 @@ def fit_stacked_ranker(
         held = np.random.default_rng(seed).random(len(last)) < cfg.stack_holdout_share
         train, holdout = last.take(np.flatnonzero(~held)), last.take(np.flatnonzero(held))
     sources = list(n_per_source)
-    ranker: ListRanker
-    if cfg.stack_model == "lightgbm":
-        ranker, log_frame = train_gbdt_ranker(train, holdout, last_labels, sources, cfg, seed)
-    else:
-        ranker, log_frame = train_stacked_ranker(
-            train, holdout, last_labels, sources, data.item_text, cfg, device, seed
-        )
-    # the epoch count is the torch ranker's whenever it is trained (the boosting rounds are the trees' own)
-    epochs = int(log_frame.loc[log_frame["valid_ndcg@10"].idxmax(), "epoch"])
-    if cfg.stack_model == "blend":
-        # both members learn from the same lists, each stopping at its own best valid NDCG@10
-        trees, tree_log = train_gbdt_ranker(train, holdout, last_labels, sources, cfg, seed)
-        w = cfg.stack_blend_torch_weight
-        ranker = BlendedStackedRanker([ranker, trees], [w, 1.0 - w])
-        log_frame = pd.concat(
-            [log_frame.assign(member="torch"), tree_log.assign(member="lightgbm")], ignore_index=True
-        )
+    kinds = ["torch", "lightgbm"] if cfg.stack_model == "blend" else [cfg.stack_model]
+    share = {"torch": cfg.stack_blend_torch_weight, "lightgbm": 1.0 - cfg.stack_blend_torch_weight}
+    members: list[ListRanker] = []
+    weights: list[float] = []
+    logs = []
+    for kind in kinds:
+        # every member kind learns from the same lists, each fit stopping at its own best valid NDCG@10; with
+        # stack_bags > 1 each kind is fitted once per derived seed and the fits share the kind's weight
+        for bag in range(cfg.stack_bags):
+            bag_seed = seed + _BAG_SEED_STEP * bag
+            if kind == "lightgbm":
+                fitted, frame = train_gbdt_ranker(train, holdout, last_labels, sources, cfg, bag_seed)
+            else:
+                fitted, frame = train_stacked_ranker(
+                    train, holdout, last_labels, sources, data.item_text, cfg, device, bag_seed
+                )
+            members.append(fitted)
+            weights.append((share[kind] if len(kinds) > 1 else 1.0) / cfg.stack_bags)
+            logs.append(frame.assign(member=kind, bag=bag) if len(kinds) > 1 or cfg.stack_bags > 1 else frame)
+    log_frame = pd.concat(logs, ignore_index=True)
+    # the epoch count is the first torch fit's whenever one is trained (the boosting rounds are the trees' own)
+    first = logs[0]
+    epochs = int(first.loc[first["valid_ndcg@10"].idxmax(), "epoch"])
+    ranker: ListRanker = members[0] if len(members) == 1 else BlendedStackedRanker(members, weights)
     mmr_lambda, mmr_table = choose_mmr(ranker, holdout, last_labels, data.item_text, cfg.mmr_lambda_grid)
-    if cfg.stack_model == "blend":
-        members = log_frame.groupby("member")["valid_ndcg@10"].max()
+    if len(members) > 1:
+        best = log_frame.groupby("member")["valid_ndcg@10"].max().to_dict() if "member" in log_frame else {}
         log.info(
-            "blended stack ranker: torch %d epochs (valid NDCG@10 %.4f), lightgbm %d rounds (%.4f), blend %.4f "
-            "at MMR weight %g",
-            epochs, members["torch"], ranker.members[1].iterations, members["lightgbm"],
-            mmr_table["holdout_ndcg@10"].max(), mmr_lambda,
+            "blended stack ranker: %d fits (%s, best valid NDCG@10 of each kind %s), blend %.4f at MMR weight %g",
+            len(members), " + ".join(f"{cfg.stack_bags} {k}" for k in kinds),
+            {k: round(v, 4) for k, v in best.items()}, mmr_table["holdout_ndcg@10"].max(), mmr_lambda,
         )  # fmt: skip
     return StackFit(ranker, mmr_lambda, epochs, log_frame, mmr_table, lists.candidate_recall)
 

@@ -293,6 +293,11 @@ class RankerSettings(BaseModel):
         le=1,
         description="blended stacked ranker: the torch ranker's weight (LightGBM's is 1 minus it); fixed, not tuned",
     )
+    stack_bags: int = Field(
+        1,
+        ge=1,
+        description="stacked ranker: fits of each member kind with derived seeds, blended with equal shares",
+    )
     stack_gbdt_rounds: int = Field(300, ge=10, description="lightgbm stack ranker: most boosting rounds")
     stack_gbdt_objective: Literal["lambdarank", "rank_xendcg"] = Field(
         "lambdarank", description="lightgbm stack ranker: listwise objective (LambdaRank or XE-NDCG)"

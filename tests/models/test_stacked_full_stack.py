@@ -17,6 +17,7 @@ from models.recommender import (
     StackSources,
     fit_stacked_ranker,
     load_full_stack,
+    stacking_lists,
 )
 from tests.models.conftest import TinyStack, tiny_settings
 
@@ -80,3 +81,34 @@ def test_the_request_view_holds_only_the_requesting_users_rows(stacked: StackedF
     assert set(view.histories["user_id"]) == {ANONYMOUS}
     assert view.histories["item_id"].tolist() == [stacked.item_ids[items[0]]]
     assert view.histories["event_ts"].max() < stacked.now
+
+
+def test_bagged_fits_are_blended_with_equal_shares_of_each_kinds_weight(tiny_stack: TinyStack) -> None:
+    """stack_bags = 2: two torch and two LightGBM fits with derived seeds, the torch weight split between its
+    two fits; the bagged blend scores unlike a single fit's."""
+    from models.ranking.blended_ranker import BlendedStackedRanker
+
+    settings = tiny_settings(
+        ranker={
+            "stack_epochs": 2,
+            "hidden_dim": 16,
+            "stack_windows": 2,
+            "stack_bags": 2,
+            "stack_gbdt_rounds": 20,
+        }
+    )
+    sources = StackSources(
+        ease_l2=50.0, knn_neighbors=20, fresh_half_life_days=3.0, encoder=tiny_stack.encoder
+    )
+    fit = fit_stacked_ranker(tiny_stack.data, sources, N_PER_SOURCE, settings, seed=0)
+    assert isinstance(fit.ranker, BlendedStackedRanker)
+    assert [type(m).__name__ for m in fit.ranker.members] == [
+        "StackedRanker", "StackedRanker", "GBDTStackedRanker", "GBDTStackedRanker"
+    ]  # fmt: skip
+    assert fit.ranker.weights == pytest.approx([0.25, 0.25, 0.25, 0.25])
+    assert sorted(set(zip(fit.log["member"], fit.log["bag"], strict=True))) == [
+        ("lightgbm", 0), ("lightgbm", 1), ("torch", 0), ("torch", 1)
+    ]  # fmt: skip
+    valid = stacking_lists(tiny_stack.data, sources, N_PER_SOURCE, settings).valid
+    first, second = (m.score(valid) for m in fit.ranker.members[:2])
+    assert not np.allclose(first[valid.mask], second[valid.mask])  # different seeds, different rankers
