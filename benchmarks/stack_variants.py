@@ -117,7 +117,7 @@ def main() -> None:
         blend_weights = overrides.pop("_blend_weights", None)
         gbdt_overrides = overrides.pop("_gbdt", None)
         members = blend_weights is not None or gbdt_overrides is not None
-        variant = settings.model_copy(update={"ranker": settings.ranker.model_copy(update=overrides)})
+        variant = _ranker(settings, **overrides)
         if refit_ranker and (members or variant.ranker.stack_model != "torch"):
             raise SystemExit(
                 f'{name}: _refit_ranker refits the torch ranker only: add "stack_model": "torch"'

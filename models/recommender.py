@@ -1100,7 +1100,7 @@ def fit_stacked_ranker(
     ranker: ListRanker = members[0] if len(members) == 1 else BlendedStackedRanker(members, weights)
     mmr_lambda, mmr_table = choose_mmr(ranker, holdout, last_labels, data.item_text, cfg.mmr_lambda_grid)
     if len(members) > 1:
-        best = log_frame.groupby("member")["valid_ndcg@10"].max().to_dict() if "member" in log_frame else {}
+        best = log_frame.groupby("member")["valid_ndcg@10"].max().to_dict()
         log.info(
             "blended stack ranker: %d fits (%s, best valid NDCG@10 of each kind %s), blend %.4f at MMR weight %g",
             len(members), " + ".join(f"{cfg.stack_bags} {k}" for k in kinds),

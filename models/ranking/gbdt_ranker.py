@@ -110,8 +110,7 @@ def train_gbdt_ranker(
         for block, it in enumerate(range(step, cfg.stack_gbdt_rounds + 1, step), start=1):
             ranker = GBDTStackedRanker(booster, sources, cfg, it)
             score = stacked_ndcg(ranker, valid, valid_relevant)  # type: ignore[arg-type]
-            seconds = clock[block] - clock[block - 1] if block < len(clock) else float("nan")
-            rows.append({"epoch": it, "valid_ndcg@10": score, "seconds": seconds})
+            rows.append({"epoch": it, "valid_ndcg@10": score, "seconds": clock[block] - clock[block - 1]})
             progress.step(valid_ndcg10=score)
     frame = pd.DataFrame(rows)
     best = int(frame.loc[frame["valid_ndcg@10"].idxmax(), "epoch"])

@@ -315,15 +315,18 @@ class EASERecommender(BaseRecommender):
 
 
 def recent_rows(
-    history: dict[str, np.ndarray], n_items: int, recent: int, decay: float
+    history: dict[str, np.ndarray], n_items: int, recent: int, decay: float, distinct: bool = False
 ) -> tuple[dict[str, int], sp.csr_matrix]:
-    """Each user's last ``recent`` distinct engagements as a (users x items) row weighted ``decay**k`` (k = 0 latest)."""
+    """Each user's last ``recent`` engagements (time-ordered ``history``) as a (users x items) row weighted
+    ``decay**k`` (k = 0 the latest); with ``distinct`` a repeated engagement counts once, at its latest."""
     users = list(history)
     rows, cols, vals = [], [], []
     for r, u in enumerate(users):
         latest_first = history[u][::-1]
-        _, first = np.unique(latest_first, return_index=True)
-        last = latest_first[np.sort(first)][:recent]  # a repeated engagement counts once, at its latest
+        if distinct:
+            _, first = np.unique(latest_first, return_index=True)
+            latest_first = latest_first[np.sort(first)]
+        last = latest_first[:recent]
         rows.append(np.full(len(last), r))
         cols.append(last)
         vals.append(decay ** np.arange(len(last), dtype=np.float64))
@@ -349,13 +352,17 @@ class RecentEASERecommender(EASERecommender):
         self.recent, self.decay = recent, decay
 
     def _observe(self, view: RecData) -> None:
-        self.user_row, self.user_items = recent_rows(self._history, view.n_items, self.recent, self.decay)
+        self.user_row, self.user_items = recent_rows(
+            self._history, view.n_items, self.recent, self.decay, distinct=True
+        )
 
     def for_store(self, store: HistoryStore, user_ids: Sequence[str]) -> RecentEASERecommender:
         """The same weights reading ``user_ids``' last engagements from ``store`` (in time order)."""
         clone = copy.copy(self)
         history = {u: np.asarray(store.user_items(u), dtype=np.int64) for u in user_ids}
-        clone.user_row, clone.user_items = recent_rows(history, len(self.item_ids), self.recent, self.decay)
+        clone.user_row, clone.user_items = recent_rows(
+            history, len(self.item_ids), self.recent, self.decay, distinct=True
+        )
         return clone
 
     def save(self, path: Path) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from models.history import HistoryStore
 from models.recdata import RecData
-from models.retrieval.baselines import BaseRecommender, sparse_scores
+from models.retrieval.baselines import BaseRecommender, recent_rows, sparse_scores
 
 
 def transition_matrix(
@@ -91,20 +91,7 @@ class TransitionRecommender(BaseRecommender):
         self, history: dict[str, np.ndarray], n_items: int
     ) -> tuple[dict[str, int], sp.csr_matrix]:
         """Each user's last ``recent`` engagements as a weighted (users x items) row, the latest weighted most."""
-        users = list(history)
-        rows, cols, vals = [], [], []
-        for r, u in enumerate(users):
-            last = history[u][::-1][: self.recent]  # most recent first
-            rows.append(np.full(len(last), r))
-            cols.append(last)
-            vals.append(self.recent_decay ** np.arange(len(last), dtype=np.float64))
-        shape = (len(users), n_items)
-        matrix = (
-            sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
-            if users
-            else sp.csr_matrix(shape)
-        )
-        return {u: r for r, u in enumerate(users)}, matrix
+        return recent_rows(history, n_items, self.recent, self.recent_decay)
 
     def score_all(self, user_ids: list[str]) -> torch.Tensor:
         return sparse_scores(
