@@ -44,6 +44,7 @@ KEYS = (
     "well_formed_share",
     "distinct_2",
     "distinct_2_copy_ceiling",
+    "distinct_2_same_item",
     "personalization_lift",
     "style_accuracy",
     "heldout_fallback_rate",

@@ -36,6 +36,7 @@ SUMMARY_KEYS = (
     "distinct_1",
     "distinct_2",
     "distinct_2_copy_ceiling",
+    "distinct_2_same_item",
     "repeated_3gram_rate",
     "style_accuracy",
     "tokens_per_s",
@@ -105,6 +106,27 @@ def distinct_2_copy_ceiling(rows: Sequence[GeneratedContent], items: Mapping[str
         total += len(grams)
         written.update(grams)
     return min(1.0, (len(pool) + len(written - pool)) / total) if total else float("nan")
+
+
+def distinct_2_same_item(rows: Sequence[GeneratedContent]) -> float:
+    """Distinct-2 among the readers of one item: how differently the same item's copy reads to each reader.
+
+    Per (item, task) with at least two rows: its distinct bigrams; summed over those groups and divided by
+    their bigrams (NaN without such a group). Corpus distinct-2 also falls when many readers get one item
+    whose copy is correctly drawn from the same few sentences; this figure sets that apart from copy that
+    repeats across items.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        groups.setdefault((r.item_id, r.task), []).append(r.text)
+    distinct = total = 0
+    for texts in groups.values():
+        if len(texts) < 2:
+            continue
+        grams = [g for t in texts for g in zip(words_of(t), words_of(t)[1:], strict=False)]
+        distinct += len(set(grams))
+        total += len(grams)
+    return distinct / total if total else float("nan")
 
 
 def distinct_2(texts: Sequence[str]) -> float:
@@ -315,6 +337,7 @@ def quality_figures(
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "distinct_2_copy_ceiling": distinct_2_copy_ceiling(written, items),
+        "distinct_2_same_item": distinct_2_same_item(written),
         "repeated_3gram_rate": repeated_ngram_rate(texts, 3),
         "style_accuracy": style_accuracy(written),
         "mentions_interest": personalization(written, profiles),

@@ -93,6 +93,7 @@ def generated_content_quality(recgen: RecgenResource) -> dg.AssetCheckResult:
         "faithfulness",
         "distinct_2",
         "distinct_2_copy_ceiling",
+        "distinct_2_same_item",
         "well_formed_share",
         "style_accuracy",
     ):

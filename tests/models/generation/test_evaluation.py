@@ -179,3 +179,23 @@ def test_copy_ceiling_bounds_the_distinct_2_of_copied_rows() -> None:
     # nothing of it is copied: its bigrams count on top of the item's own, and the ceiling stops at 1 (a
     # distinct-2 cannot pass it; on a day of few rows per item the items' text could hold more than is written)
     assert quality_figures(invented, ITEMS, {})["distinct_2_copy_ceiling"] == 1.0
+
+
+def test_distinct_2_same_item_reads_readers_of_one_item_apart_from_repeats_across_items() -> None:
+    same = "About 4,200 runners followed the race."
+    # three readers of i1 get the same sentence behind different openings; i2 has a single reader
+    rows = [
+        _row("u1", "i1", "blurb", f"Heads up: {same}"),
+        _row("u2", "i1", "blurb", f"In brief: {same}"),
+        _row("u3", "i1", "blurb", same),
+        _row("u1", "i2", "blurb", "Zorblax Quentin wins nine shiny prizes today."),
+    ]
+    figures = quality_figures(rows, ITEMS, {})
+    # i1's rows: 8 + 8 + 6 word pairs ("4,200" is two words), distinct: the sentence's 6, and 2 per opening
+    # ("heads up", "up about"; "in brief", "brief about"); i2's row is left out
+    assert figures["distinct_2_same_item"] == pytest.approx(10 / 22)
+    # one reader per item: no pair of readers to compare
+    assert math.isnan(quality_figures(rows[3:], ITEMS, {})["distinct_2_same_item"])
+    # every reader of i1 reading something else raises it to 1
+    varied = [_row(f"u{k}", "i1", "blurb", t) for k, t in enumerate(["Runners met at dawn.", "The race ended late."])]
+    assert quality_figures(varied, ITEMS, {})["distinct_2_same_item"] == 1.0
