@@ -197,5 +197,8 @@ def test_distinct_2_same_item_reads_readers_of_one_item_apart_from_repeats_acros
     # one reader per item: no pair of readers to compare
     assert math.isnan(quality_figures(rows[3:], ITEMS, {})["distinct_2_same_item"])
     # every reader of i1 reading something else raises it to 1
-    varied = [_row(f"u{k}", "i1", "blurb", t) for k, t in enumerate(["Runners met at dawn.", "The race ended late."])]
+    varied = [
+        _row(f"u{k}", "i1", "blurb", t)
+        for k, t in enumerate(["Runners met at dawn.", "The race ended late."])
+    ]
     assert quality_figures(varied, ITEMS, {})["distinct_2_same_item"] == 1.0
