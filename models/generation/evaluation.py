@@ -19,7 +19,7 @@ import numpy as np
 from models.generation.guardrails import strip_opening, unsupported_claims
 from models.generation.prompts import INTEREST_PHRASINGS, STYLE_PHRASINGS, STYLED_TASKS
 from models.generation.service import GeneratedContent, ItemText
-from models.generation.text import lead_sentences, split_sentences, words_of
+from models.generation.text import lead_sentences, split_sentences, word_ngrams, words_of
 from models.interests import InterestProfile
 
 SUMMARY_KEYS = (
@@ -75,10 +75,7 @@ def rouge_l(candidate: str, reference: str) -> float:
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     """Unique n-grams over all n-grams across ``texts`` (corpus-level distinct-n; 0 when there are none)."""
-    grams: list[tuple[str, ...]] = []
-    for text in texts:
-        words = words_of(text)
-        grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    grams = [g for text in texts for g in word_ngrams(text, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -96,13 +93,11 @@ def distinct_2_copy_ceiling(rows: Sequence[GeneratedContent], items: Mapping[str
         item = items.get(item_id)
         for text in item.sources if item else ():
             for sentence in split_sentences(text):
-                w = words_of(sentence)
-                pool.update(zip(w, w[1:], strict=False))
+                pool.update(word_ngrams(sentence, 2))
     written: set[tuple[str, ...]] = set()
     total = 0
     for r in rows:
-        w = words_of(r.text)
-        grams = list(zip(w, w[1:], strict=False))
+        grams = word_ngrams(r.text, 2)
         total += len(grams)
         written.update(grams)
     return min(1.0, (len(pool) + len(written - pool)) / total) if total else float("nan")
@@ -123,7 +118,7 @@ def distinct_2_same_item(rows: Sequence[GeneratedContent]) -> float:
     for texts in groups.values():
         if len(texts) < 2:
             continue
-        grams = [g for t in texts for g in zip(words_of(t), words_of(t)[1:], strict=False)]
+        grams = [g for t in texts for g in word_ngrams(t, 2)]
         distinct += len(set(grams))
         total += len(grams)
     return distinct / total if total else float("nan")

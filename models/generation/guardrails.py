@@ -24,7 +24,14 @@ from models.generation.prompts import (
     template_openings,
     template_words,
 )
-from models.generation.text import PII_PLACEHOLDERS, is_verb, scrub_pii, split_sentences, words_of
+from models.generation.text import (
+    PII_PLACEHOLDERS,
+    is_verb,
+    scrub_pii,
+    split_sentences,
+    word_ngrams,
+    words_of,
+)
 
 # Function words and generic connectives any fluent sentence may use without a source.
 STOPWORDS: frozenset[str] = frozenset(
@@ -200,8 +207,7 @@ def content_words(text: str) -> int:
 
 def repeated_ngrams(text: str, n: int = 3) -> int:
     """How many n-gram occurrences repeat an earlier one (0 for a text without repeats)."""
-    words = words_of(text)
-    counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    counts = Counter(word_ngrams(text, n))
     return sum(c - 1 for c in counts.values() if c > 1)
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from models.generation.prompts import PERSONALIZED_TASKS, PromptFields, quote_data
-from models.generation.text import split_sentences, words_of
+from models.generation.text import split_sentences, word_ngrams, words_of
 
 SentenceScorer = Callable[[Sequence[str], Sequence[str]], list[list[float]]]
 
@@ -86,9 +86,8 @@ def by_relevance(fields: PromptFields, scorer: SentenceScorer | None) -> PromptF
     return replace(fields, body=" ".join(ranked_sentences(fields.body, fields.interests, scorer)))
 
 
-def _bigrams(sentence: str) -> set[tuple[str, str]]:
-    words = words_of(sentence)
-    return set(zip(words, words[1:], strict=False))
+def _bigrams(sentence: str) -> set[tuple[str, ...]]:
+    return set(word_ngrams(sentence, 2))
 
 
 def spread_over_readers(

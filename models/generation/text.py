@@ -88,6 +88,12 @@ def words_of(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
+def word_ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    """The word n-grams of ``text`` in order (of :func:`words_of`; none when it has fewer than n words)."""
+    words = words_of(text)
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
 def _wordlist(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
