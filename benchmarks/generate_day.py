@@ -46,6 +46,7 @@ KEYS = (
     "distinct_2_copy_ceiling",
     "distinct_2_same_item",
     "personalization_lift",
+    "opening_agreement",
     "style_accuracy",
     "heldout_fallback_rate",
     "heldout_faithfulness",

@@ -449,6 +449,12 @@ class GenerationSettings(BaseModel):
         "pairs that sentences chosen earlier in the batch carry, so one phrasing the catalog repeats across "
         "items does not open every other blurb (0 = off)",
     )
+    sentence_focus: Literal["profile", "opening"] = Field(
+        "profile",
+        description="with fact_order=relevance: a blurb's sentence is scored against the reader's whole profile, "
+        'or against the interests its opening names (so "For food fans:" is followed by the item\'s food '
+        "sentence, not its politics one); readers whose opening names nothing are scored on the profile",
+    )
     example_rounds: int = Field(2, ge=1, description="training examples drawn per item and task")
     train_on_corpus: bool = Field(
         True, description="also train the own LM on the items' own titles and bodies as plain text"

@@ -33,6 +33,7 @@ SUMMARY_KEYS = (
     "faithfulness",
     "raw_faithfulness",
     "personalization_lift",
+    "opening_agreement",
     "distinct_1",
     "distinct_2",
     "distinct_2_copy_ceiling",
@@ -280,6 +281,35 @@ def personalization_lift(
     return (float(np.mean(lifts)) if lifts else float("nan")), same_item
 
 
+def opening_agreement(
+    rows: Sequence[GeneratedContent], items: Mapping[str, ItemText], embed: Embed | None
+) -> tuple[float, int]:
+    """Share of blurbs whose opening names a catalog category that the sentence after it is about.
+
+    Over model blurbs whose template opening names at least one of the catalog's categories ("A treat for food
+    fans!"); the sentence after the opening is about the category nearest to it by the encoder's similarity to
+    the category names (a zero-shot topic, nothing the generator chose by). Returns the share (NaN without an
+    encoder or such rows) and the number of rows it is over.
+    """
+    categories = sorted({it.category for it in items.values() if it.category})
+    if embed is None or len(categories) < 2:
+        return float("nan"), 0
+    patterns = {c: re.compile(rf"\b{re.escape(c.lower())}\b") for c in categories}
+    named, rests = [], []
+    for r in rows:
+        if r.task != "blurb":
+            continue
+        opening, rest = strip_opening(r.text)
+        hits = {c for c, p in patterns.items() if opening and p.search(opening.lower())}
+        if hits and rest:
+            named.append(hits)
+            rests.append(rest)
+    if not rests:
+        return float("nan"), 0
+    topic = np.asarray(categories)[np.argmax(embed(rests) @ embed(categories).T, axis=1)]
+    return float(np.mean([t in hits for t, hits in zip(topic, named, strict=True)])), len(rests)
+
+
 def summary_rouge_l(rows: Sequence[GeneratedContent], items: Mapping[str, ItemText]) -> float:
     """Mean ROUGE-L of published summaries against the item's lead sentences (NaN without summaries)."""
     scores = [
@@ -317,6 +347,7 @@ def quality_figures(
     written = model_rows(rows)
     texts = [r.text for r in written]
     lift, same_item = personalization_lift(written, profiles, embed)
+    agreement, agreement_rows = opening_agreement(written, items, embed)
     return {
         "n_rows": len(rows),
         "n_model_rows": len(written),
@@ -329,6 +360,8 @@ def quality_figures(
         "raw_faithfulness": raw_faithfulness(rows),
         "personalization_lift": lift,
         "lift_same_item_rows": same_item,
+        "opening_agreement": agreement,
+        "opening_agreement_rows": agreement_rows,
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "distinct_2_copy_ceiling": distinct_2_copy_ceiling(written, items),

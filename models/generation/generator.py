@@ -38,6 +38,7 @@ OUTPUT_SETTINGS: tuple[str, ...] = (
     "target_scorer",
     "reader_diversity",
     "batch_diversity",
+    "sentence_focus",
     "max_fact_words",
     "max_words",
     "min_words",

@@ -86,6 +86,12 @@ def by_relevance(fields: PromptFields, scorer: SentenceScorer | None) -> PromptF
     return replace(fields, body=" ".join(ranked_sentences(fields.body, fields.interests, scorer)))
 
 
+def opening_terms(fields: PromptFields) -> list[str]:
+    """What a blurb's opening names (the reader's interests the item carries, else the fit), else the profile."""
+    named = [t for t in (fields.shared or ((fields.fit,) if fields.fit else ())) if t]
+    return named or list(fields.interests)
+
+
 def _bigrams(sentence: str) -> set[tuple[str, ...]]:
     return set(word_ngrams(sentence, 2))
 
@@ -95,6 +101,7 @@ def spread_over_readers(
     scorer: SentenceScorer | None,
     weight: float,
     batch_weight: float = 0.0,
+    focus: str = "profile",
 ) -> list[PromptFields]:
     """Each blurb's facts with the sentence chosen for its reader first, spread over readers and the batch.
 
@@ -105,6 +112,7 @@ def spread_over_readers(
     sentences chosen earlier in the batch already carry (so a phrase the catalog repeats across items, such
     as "The project, led by ...", does not open every other blurb). The other sentences follow by relevance.
     With both weights 0 this is :func:`by_relevance`; other tasks and readers without interests are as given.
+    ``focus="opening"`` scores against :func:`opening_terms` instead of the whole profile.
     """
     uses: dict[str, dict[str, int]] = {}
     written: set[tuple[str, str]] = set()
@@ -117,7 +125,8 @@ def spread_over_readers(
         if len(sentences) < 2:
             out.append(fields)
             continue
-        scores = scorer(sentences, list(fields.interests))[0]
+        terms = opening_terms(fields) if focus == "opening" else list(fields.interests)
+        scores = scorer(sentences, terms)[0]
         given = uses.setdefault(item_id, {sentences[0]: 1})
         pairs = [_bigrams(x) for x in sentences]
         values = [

@@ -374,6 +374,7 @@ def _written(
         scorer,
         settings.reader_diversity,
         settings.batch_diversity,
+        settings.sentence_focus,
     )
     pending = [(key, fields, item) for (key, _, item), fields in zip(pending, ordered, strict=True)]
     fitted = [fitted_prompt(fields, generator, settings.max_fact_words) for _, fields, _ in pending]

@@ -18,6 +18,7 @@ from models.generation.evaluation import (
     fallback_rate,
     fallback_reasons,
     lcs_length,
+    opening_agreement,
     personalization_lift,
     quality_figures,
     rouge_l,
@@ -130,6 +131,32 @@ def test_personalization_lift_rewards_copy_closer_to_its_own_user() -> None:
     assert lift == pytest.approx(0.7) and same_item == 2
     swapped = [_row("u1", "i1", "blurb", "A food text."), _row("u2", "i1", "blurb", "A sports text.")]
     assert personalization_lift(swapped, profiles, embed)[0] == pytest.approx(-0.7)
+
+
+def test_opening_agreement_reads_whether_the_sentence_is_about_the_category_its_opening_names() -> None:
+    def embed(texts: list[str]) -> np.ndarray:
+        # a two-topic encoder: sports words on one axis, food words on the other
+        def vec(t: str) -> list[float]:
+            low = t.lower()
+            v = [
+                float(sum(w in low for w in ("sports", "race", "runners"))),
+                float(sum(w in low for w in ("food", "bread", "bakery"))),
+            ]
+            return [x / (np.hypot(*v) or 1.0) for x in v]
+
+        return np.array([vec(t) for t in texts])
+
+    rows = [
+        _row("u1", "i1", "blurb", "For fans of sports: About 4,200 runners followed the race."),  # agrees
+        _row("u2", "i1", "blurb", "For fans of food: About 4,200 runners followed the race."),  # names food
+        _row("u3", "i2", "blurb", "Great news! About 650 people tasted the bread."),  # names nothing
+        _row("u1", "i2", "summary", "For fans of food: About 650 people tasted the bread."),  # not a blurb
+    ]
+    share, n = opening_agreement(rows, ITEMS, embed)
+    assert (share, n) == (0.5, 2)
+    assert opening_agreement(rows[1:2], ITEMS, embed) == (0.0, 1)
+    assert math.isnan(opening_agreement(rows, ITEMS, None)[0])
+    assert math.isnan(opening_agreement(rows[2:], ITEMS, embed)[0])
 
 
 def test_style_rules_tell_the_four_styles_apart() -> None:

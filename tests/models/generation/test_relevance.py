@@ -73,3 +73,29 @@ def test_a_phrasing_repeated_across_items_is_not_chosen_for_every_blurb() -> Non
     assert all(_first(f).startswith("The project") for f in plain)  # the most relevant sentence, twice
     spread = spread_over_readers(readers, _scorer, weight=0.0, batch_weight=5.0)
     assert _first(spread[0]).startswith("The project") and not _first(spread[1]).startswith("The project")
+
+
+def test_opening_focus_picks_the_sentence_about_what_the_opening_names() -> None:
+    body = "The food market opens early. The senate debates politics today."
+    fields = PromptFields(
+        "blurb",
+        "casual",
+        "Market day",
+        body,
+        interests=("politics", "senate", "food"),
+        weights=(1.0, 1.0, 1.0),
+        fit="food",
+        shared=("food",),
+    )
+    # on the whole profile the politics sentence is more relevant (two shared words against one) ...
+    assert (
+        _first(spread_over_readers([("i1", fields)], _scorer, 0.0)[0]) == "The senate debates politics today."
+    )
+    # ... but the opening names food ("Into food?"), so with focus="opening" the food sentence follows it
+    opened = spread_over_readers([("i1", fields)], _scorer, 0.0, focus="opening")
+    assert _first(opened[0]) == "The food market opens early."
+    # a reader whose opening names nothing is scored on the profile either way
+    plain = replace(fields, fit=None, shared=())
+    assert _first(spread_over_readers([("i1", plain)], _scorer, 0.0, focus="opening")[0]).startswith(
+        "The senate"
+    )
