@@ -449,11 +449,12 @@ class GenerationSettings(BaseModel):
         "pairs that sentences chosen earlier in the batch carry, so one phrasing the catalog repeats across "
         "items does not open every other blurb (0 = off)",
     )
-    sentence_focus: Literal["profile", "opening"] = Field(
+    sentence_focus: Literal["profile", "opening", "sentence"] = Field(
         "profile",
-        description="with fact_order=relevance: a blurb's sentence is scored against the reader's whole profile, "
-        'or against the interests its opening names (so "For food fans:" is followed by the item\'s food '
-        "sentence, not its politics one); readers whose opening names nothing are scored on the profile",
+        description="with fact_order=relevance: a blurb's sentence is the most relevant to the reader's whole "
+        'profile (profile); or to what its opening names (opening: "For food fans:" is followed by the item\'s '
+        "food sentence); or to the profile, with the opening naming only the interests that sentence is about "
+        '(sentence: no "For food fans:" before the item\'s politics sentence)',
     )
     example_rounds: int = Field(2, ge=1, description="training examples drawn per item and task")
     train_on_corpus: bool = Field(

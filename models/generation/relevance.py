@@ -92,6 +92,31 @@ def opening_terms(fields: PromptFields) -> list[str]:
     return named or list(fields.interests)
 
 
+def named_by_sentence(
+    fields: PromptFields, sentences: Sequence[str], chosen: int, scorer: SentenceScorer
+) -> PromptFields:
+    """``fields`` whose opening names only the interests that ``sentences[chosen]`` is about.
+
+    A named interest (``fields.shared``, else ``fields.fit``) stays when the chosen sentence is among the upper
+    half of the item's sentences by relevance to it; with none left the blurb opens with a plain phrasing of
+    its style ("Have a look: ...") instead of naming an interest its sentence is not about.
+    """
+    named = [t for t in (fields.shared or ((fields.fit,) if fields.fit else ())) if t]
+    if not named or len(sentences) < 2:
+        return fields
+    half = (len(sentences) + 1) // 2
+    keep = []
+    for term in named:
+        scores = scorer(sentences, [term])[0]
+        above = sum(scores[i] > scores[chosen] for i in range(len(sentences)))
+        if above < half:
+            keep.append(term)
+    if len(keep) == len(named):
+        return fields
+    fit = fields.fit if fields.fit in keep else (keep[0] if keep else None)
+    return replace(fields, fit=fit, shared=tuple(t for t in fields.shared if t in keep))
+
+
 def _bigrams(sentence: str) -> set[tuple[str, ...]]:
     return set(word_ngrams(sentence, 2))
 
@@ -112,7 +137,9 @@ def spread_over_readers(
     sentences chosen earlier in the batch already carry (so a phrase the catalog repeats across items, such
     as "The project, led by ...", does not open every other blurb). The other sentences follow by relevance.
     With both weights 0 this is :func:`by_relevance`; other tasks and readers without interests are as given.
-    ``focus="opening"`` scores against :func:`opening_terms` instead of the whole profile.
+    ``focus="opening"`` scores against :func:`opening_terms` instead of the whole profile; ``focus="sentence"``
+    scores on the profile and then keeps in the opening only what the chosen sentence is about
+    (:func:`named_by_sentence`).
     """
     uses: dict[str, dict[str, int]] = {}
     written: set[tuple[str, str]] = set()
@@ -139,5 +166,6 @@ def spread_over_readers(
         given[sentences[best]] = given.get(sentences[best], 0) + 1
         written.update(pairs[best])
         rest = sorted((i for i in range(len(sentences)) if i != best), key=lambda i: (-scores[i], i))
-        out.append(replace(fields, body=" ".join(sentences[i] for i in [best, *rest])))
+        chosen = replace(fields, body=" ".join(sentences[i] for i in [best, *rest]))
+        out.append(named_by_sentence(chosen, sentences, best, scorer) if focus == "sentence" else chosen)
     return out

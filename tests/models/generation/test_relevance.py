@@ -99,3 +99,26 @@ def test_opening_focus_picks_the_sentence_about_what_the_opening_names() -> None
     assert _first(spread_over_readers([("i1", plain)], _scorer, 0.0, focus="opening")[0]).startswith(
         "The senate"
     )
+
+
+def test_sentence_focus_keeps_in_the_opening_only_what_the_chosen_sentence_is_about() -> None:
+    body = "The food market opens early. The senate debates politics today."
+    fields = PromptFields(
+        "blurb",
+        "casual",
+        "Market day",
+        body,
+        interests=("politics", "senate", "food"),
+        weights=(1.0, 1.0, 1.0),
+        fit="food",
+        shared=("food",),
+    )
+    # the politics sentence is chosen on the profile, and the opening no longer names food before it
+    politics = spread_over_readers([("i1", fields)], _scorer, 0.0, focus="sentence")[0]
+    assert _first(politics) == "The senate debates politics today."
+    assert politics.fit is None and politics.shared == ()
+    # a reader who gets the food sentence keeps "food" in the opening
+    foodie = replace(fields, interests=("food", "market"))
+    kept = spread_over_readers([("i1", foodie)], _scorer, 0.0, focus="sentence")[0]
+    assert _first(kept) == "The food market opens early."
+    assert kept.fit == "food" and kept.shared == ("food",)
