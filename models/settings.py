@@ -449,12 +449,13 @@ class GenerationSettings(BaseModel):
         "pairs that sentences chosen earlier in the batch carry, so one phrasing the catalog repeats across "
         "items does not open every other blurb (0 = off)",
     )
-    sentence_focus: Literal["profile", "opening", "sentence"] = Field(
+    sentence_focus: Literal["profile", "opening", "named", "sentence"] = Field(
         "profile",
         description="with fact_order=relevance: a blurb's sentence is the most relevant to the reader's whole "
         'profile (profile); or to what its opening names (opening: "For food fans:" is followed by the item\'s '
-        "food sentence); or to the profile, with the opening naming only the interests that sentence is about "
-        '(sentence: no "For food fans:" before the item\'s politics sentence)',
+        "food sentence); or to the profile among the sentences about what its opening names (named); or to the "
+        'profile, with the opening naming only the interests that sentence is about (sentence: no "For food '
+        "fans:\" before the item's politics sentence)",
     )
     example_rounds: int = Field(2, ge=1, description="training examples drawn per item and task")
     train_on_corpus: bool = Field(

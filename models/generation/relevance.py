@@ -88,8 +88,19 @@ def by_relevance(fields: PromptFields, scorer: SentenceScorer | None) -> PromptF
 
 def opening_terms(fields: PromptFields) -> list[str]:
     """What a blurb's opening names (the reader's interests the item carries, else the fit), else the profile."""
-    named = [t for t in (fields.shared or ((fields.fit,) if fields.fit else ())) if t]
-    return named or list(fields.interests)
+    return named_terms(fields) or list(fields.interests)
+
+
+def named_terms(fields: PromptFields) -> list[str]:
+    """What a blurb's opening names: the reader's interests the item carries, else the fit (may be empty)."""
+    return [t for t in (fields.shared or ((fields.fit,) if fields.fit else ())) if t]
+
+
+def upper_half(sentences: Sequence[str], term: str, scorer: SentenceScorer) -> set[int]:
+    """Indices of the sentences about ``term``: fewer than half of the others are more relevant to it."""
+    scores = scorer(sentences, [term])[0]
+    half = (len(sentences) + 1) // 2
+    return {i for i in range(len(sentences)) if sum(x > scores[i] for x in scores) < half}
 
 
 def named_by_sentence(
@@ -101,16 +112,10 @@ def named_by_sentence(
     half of the item's sentences by relevance to it; with none left the blurb opens with a plain phrasing of
     its style ("Have a look: ...") instead of naming an interest its sentence is not about.
     """
-    named = [t for t in (fields.shared or ((fields.fit,) if fields.fit else ())) if t]
+    named = named_terms(fields)
     if not named or len(sentences) < 2:
         return fields
-    half = (len(sentences) + 1) // 2
-    keep = []
-    for term in named:
-        scores = scorer(sentences, [term])[0]
-        above = sum(scores[i] > scores[chosen] for i in range(len(sentences)))
-        if above < half:
-            keep.append(term)
+    keep = [t for t in named if chosen in upper_half(sentences, t, scorer)]
     if len(keep) == len(named):
         return fields
     fit = fields.fit if fields.fit in keep else (keep[0] if keep else None)
@@ -137,9 +142,10 @@ def spread_over_readers(
     sentences chosen earlier in the batch already carry (so a phrase the catalog repeats across items, such
     as "The project, led by ...", does not open every other blurb). The other sentences follow by relevance.
     With both weights 0 this is :func:`by_relevance`; other tasks and readers without interests are as given.
-    ``focus="opening"`` scores against :func:`opening_terms` instead of the whole profile; ``focus="sentence"``
-    scores on the profile and then keeps in the opening only what the chosen sentence is about
-    (:func:`named_by_sentence`).
+    ``focus="opening"`` scores against :func:`opening_terms` instead of the whole profile; ``focus="named"``
+    chooses on the profile among the sentences about what the opening names (:func:`upper_half`);
+    ``focus="sentence"`` chooses on the profile and then keeps in the opening only what the chosen sentence is
+    about (:func:`named_by_sentence`).
     """
     uses: dict[str, dict[str, int]] = {}
     written: set[tuple[str, str]] = set()
@@ -162,7 +168,11 @@ def spread_over_readers(
             - batch_weight * (len(pairs[i] & written) / len(pairs[i]) if pairs[i] else 0.0)
             for i in range(len(sentences))
         ]
-        best = max(range(len(sentences)), key=lambda i: (values[i], -i))
+        eligible = range(len(sentences))
+        if focus == "named" and named_terms(fields):
+            # only sentences about what the opening names, and among them the one closest to the reader
+            eligible = sorted(set().union(*(upper_half(sentences, t, scorer) for t in named_terms(fields))))
+        best = max(eligible, key=lambda i: (values[i], -i))
         given[sentences[best]] = given.get(sentences[best], 0) + 1
         written.update(pairs[best])
         rest = sorted((i for i in range(len(sentences)) if i != best), key=lambda i: (-scores[i], i))

@@ -122,3 +122,28 @@ def test_sentence_focus_keeps_in_the_opening_only_what_the_chosen_sentence_is_ab
     kept = spread_over_readers([("i1", foodie)], _scorer, 0.0, focus="sentence")[0]
     assert _first(kept) == "The food market opens early."
     assert kept.fit == "food" and kept.shared == ("food",)
+
+
+def test_named_focus_picks_among_the_sentences_about_the_opening_the_one_closest_to_the_reader() -> None:
+    body = (
+        "The food market opens by the senate. The senate debates politics today. "
+        "A bakery sells food and more food. Voters elect a new senate."
+    )
+    fields = PromptFields(
+        "blurb",
+        "casual",
+        "Market day",
+        body,
+        interests=("politics", "senate", "debates", "food"),
+        weights=(1.0,) * 4,
+        fit="food",
+        shared=("food",),
+    )
+
+    def first(focus: str) -> str:
+        return _first(spread_over_readers([("i1", fields)], _scorer, 0.0, focus=focus)[0])
+
+    assert first("profile") == "The senate debates politics today."  # the closest to the reader, not food
+    assert first("opening") == "A bakery sells food and more food."  # the closest to "food" alone
+    # about food (the upper half by relevance to it), and of those the closest to the whole profile
+    assert first("named") == "The food market opens by the senate."
