@@ -97,7 +97,7 @@ def named_terms(fields: PromptFields) -> list[str]:
 
 
 def upper_half(sentences: Sequence[str], term: str, scorer: SentenceScorer) -> set[int]:
-    """Indices of the sentences about ``term``: fewer than half of the others are more relevant to it."""
+    """Indices of the sentences about ``term``: the upper half by relevance to it (ties kept; n=5 keeps 3)."""
     scores = scorer(sentences, [term])[0]
     half = (len(sentences) + 1) // 2
     return {i for i in range(len(sentences)) if sum(x > scores[i] for x in scores) < half}
