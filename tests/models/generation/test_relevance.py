@@ -75,18 +75,22 @@ def test_a_phrasing_repeated_across_items_is_not_chosen_for_every_blurb() -> Non
     assert _first(spread[0]).startswith("The project") and not _first(spread[1]).startswith("The project")
 
 
-def test_opening_focus_picks_the_sentence_about_what_the_opening_names() -> None:
-    body = "The food market opens early. The senate debates politics today."
-    fields = PromptFields(
+def _food_item_for_a_politics_reader() -> PromptFields:
+    """A food item with a politics sentence; its reader likes politics and food, and the opening names food."""
+    return PromptFields(
         "blurb",
         "casual",
         "Market day",
-        body,
+        "The food market opens early. The senate debates politics today.",
         interests=("politics", "senate", "food"),
         weights=(1.0, 1.0, 1.0),
         fit="food",
         shared=("food",),
     )
+
+
+def test_opening_focus_picks_the_sentence_about_what_the_opening_names() -> None:
+    fields = _food_item_for_a_politics_reader()
     # on the whole profile the politics sentence is more relevant (two shared words against one) ...
     assert (
         _first(spread_over_readers([("i1", fields)], _scorer, 0.0)[0]) == "The senate debates politics today."
@@ -102,17 +106,7 @@ def test_opening_focus_picks_the_sentence_about_what_the_opening_names() -> None
 
 
 def test_sentence_focus_keeps_in_the_opening_only_what_the_chosen_sentence_is_about() -> None:
-    body = "The food market opens early. The senate debates politics today."
-    fields = PromptFields(
-        "blurb",
-        "casual",
-        "Market day",
-        body,
-        interests=("politics", "senate", "food"),
-        weights=(1.0, 1.0, 1.0),
-        fit="food",
-        shared=("food",),
-    )
+    fields = _food_item_for_a_politics_reader()
     # the politics sentence is chosen on the profile, and the opening no longer names food before it
     politics = spread_over_readers([("i1", fields)], _scorer, 0.0, focus="sentence")[0]
     assert _first(politics) == "The senate debates politics today."
