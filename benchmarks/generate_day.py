@@ -43,6 +43,7 @@ KEYS = (
     "faithfulness",
     "well_formed_share",
     "distinct_2",
+    "distinct_2_at_100",
     "distinct_2_copy_ceiling",
     "distinct_2_same_item",
     "personalization_lift",

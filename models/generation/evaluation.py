@@ -36,6 +36,7 @@ SUMMARY_KEYS = (
     "opening_agreement",
     "distinct_1",
     "distinct_2",
+    "distinct_2_at_100",
     "distinct_2_copy_ceiling",
     "distinct_2_same_item",
     "repeated_3gram_rate",
@@ -78,6 +79,22 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     """Unique n-grams over all n-grams across ``texts`` (corpus-level distinct-n; 0 when there are none)."""
     grams = [g for text in texts for g in word_ngrams(text, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct_2_at(texts: Sequence[str], n: int = 100, draws: int = 20, seed: int = 0) -> tuple[float, float]:
+    """Distinct-2 of ``n`` texts drawn at random, mean and std over ``draws`` draws (NaN with fewer texts).
+
+    Corpus distinct-n falls as a corpus grows (every new text can only repeat more of what came before), so a
+    day that writes copy for more readers or deeper slates reads as less varied even when each part of it is
+    more varied. This holds the number of texts fixed, so days of different sizes compare.
+    """
+    if len(texts) < n or n < 1:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = [
+        distinct_n([texts[i] for i in rng.choice(len(texts), n, replace=False)], 2) for _ in range(draws)
+    ]
+    return float(np.mean(values)), float(np.std(values))
 
 
 def distinct_2_copy_ceiling(rows: Sequence[GeneratedContent], items: Mapping[str, ItemText]) -> float:
@@ -348,6 +365,7 @@ def quality_figures(
     texts = [r.text for r in written]
     lift, same_item = personalization_lift(written, profiles, embed)
     agreement, agreement_rows = opening_agreement(written, items, embed)
+    at_100, at_100_std = distinct_2_at(texts, 100)
     return {
         "n_rows": len(rows),
         "n_model_rows": len(written),
@@ -364,6 +382,8 @@ def quality_figures(
         "opening_agreement_rows": agreement_rows,
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
+        "distinct_2_at_100": at_100,
+        "distinct_2_at_100_std": at_100_std,
         "distinct_2_copy_ceiling": distinct_2_copy_ceiling(written, items),
         "distinct_2_same_item": distinct_2_same_item(written),
         "repeated_3gram_rate": repeated_ngram_rate(texts, 3),

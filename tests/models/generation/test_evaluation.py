@@ -13,6 +13,8 @@ from models.generation.evaluation import (
     SUMMARY_KEYS,
     check_failures,
     distinct_2,
+    distinct_2_at,
+    distinct_n,
     evaluate,
     faithfulness,
     fallback_rate,
@@ -157,6 +159,19 @@ def test_opening_agreement_reads_whether_the_sentence_is_about_the_category_its_
     assert opening_agreement(rows[1:2], ITEMS, embed) == (0.0, 1)
     assert math.isnan(opening_agreement(rows, ITEMS, None)[0])
     assert math.isnan(opening_agreement(rows[2:], ITEMS, embed)[0])
+
+
+def test_distinct_2_at_a_fixed_size_does_not_fall_as_the_corpus_grows() -> None:
+    texts = [f"Reader {k} gets story {k} today." for k in range(10)]  # each text alone has no repeated pair
+    # all of them: the corpus figure itself, the same in every draw
+    assert distinct_2_at(texts, 10) == (pytest.approx(distinct_n(texts, 2)), pytest.approx(0.0))
+    # one text at a time: every draw is a text without repeats
+    assert distinct_2_at(texts, 1)[0] == pytest.approx(1.0)
+    # ten copies of the corpus: corpus distinct-2 falls tenfold, one text at a time still reads 1.0
+    grown = texts * 10
+    assert distinct_n(grown, 2) == pytest.approx(distinct_n(texts, 2) / 10)
+    assert distinct_2_at(grown, 1)[0] == pytest.approx(1.0)
+    assert all(math.isnan(x) for x in distinct_2_at(texts, 11))
 
 
 def test_style_rules_tell_the_four_styles_apart() -> None:
