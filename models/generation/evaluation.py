@@ -304,9 +304,10 @@ def opening_agreement(
     """Share of blurbs whose opening names a catalog category that the sentence after it is about.
 
     Over model blurbs whose template opening names at least one of the catalog's categories ("A treat for food
-    fans!"); the sentence after the opening is about the category nearest to it by the encoder's similarity to
-    the category names (a zero-shot topic, nothing the generator chose by). Returns the share (NaN without an
-    encoder or such rows) and the number of rows it is over.
+    fans!"); the sentence after the opening agrees when it writes one of the named categories itself ("... is a
+    1997 drama film." after "New in drama:", as a movie's facts do), else when the category nearest to it by the
+    encoder's similarity to the category names (a zero-shot topic, nothing the generator chose by) is one of
+    them. Returns the share (NaN without an encoder or such rows) and the number of rows it is over.
     """
     categories = sorted({it.category for it in items.values() if it.category})
     if embed is None or len(categories) < 2:
@@ -324,7 +325,11 @@ def opening_agreement(
     if not rests:
         return float("nan"), 0
     topic = np.asarray(categories)[np.argmax(embed(rests) @ embed(categories).T, axis=1)]
-    return float(np.mean([t in hits for t, hits in zip(topic, named, strict=True)])), len(rests)
+    agree = [
+        t in hits or any(patterns[c].search(rest.lower()) for c in hits)
+        for t, hits, rest in zip(topic, named, rests, strict=True)
+    ]
+    return float(np.mean(agree)), len(rests)
 
 
 def summary_rouge_l(rows: Sequence[GeneratedContent], items: Mapping[str, ItemText]) -> float:
