@@ -160,7 +160,9 @@ def test_opening_agreement_reads_whether_the_sentence_is_about_the_category_its_
     assert math.isnan(opening_agreement(rows, ITEMS, None)[0])
     assert math.isnan(opening_agreement(rows[2:], ITEMS, embed)[0])
     # a sentence that writes the named category agrees, whatever its nearest topic ("sports" is nearest here)
-    movie = [_row("u4", "i1", "blurb", "For fans of food: The race for runners is a 1997 food and sports film.")]
+    movie = [
+        _row("u4", "i1", "blurb", "For fans of food: The race for runners is a 1997 food and sports film.")
+    ]
     assert opening_agreement(movie, ITEMS, embed) == (1.0, 1)
 
 
