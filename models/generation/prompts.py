@@ -368,9 +368,14 @@ def interest_phrase(terms: Sequence[str]) -> str:
     return f"{', '.join(terms[:-1])} and {terms[-1]}"
 
 
+def opening_terms(fields: PromptFields) -> list[str]:
+    """The interests a blurb's opening names: every shown interest of the reader the item carries, else the fit."""
+    return [t for t in (fields.shared or ((fields.fit,) if fields.fit else ())) if t]
+
+
 def opening_interest(fields: PromptFields) -> str:
-    """What a blurb's opening names: every shown interest of the reader the item carries, else the fit."""
-    return interest_phrase(fields.shared) if fields.shared else quote_data(fields.fit)
+    """What a blurb's opening names, as one phrase (:func:`opening_terms`)."""
+    return interest_phrase(opening_terms(fields))
 
 
 def fit_reason(

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.generation.prompts import PERSONALIZED_TASKS, PromptFields, quote_data
+from models.generation.prompts import PERSONALIZED_TASKS, PromptFields, opening_terms, quote_data
 from models.generation.text import split_sentences, word_ngrams, words_of
 
 SentenceScorer = Callable[[Sequence[str], Sequence[str]], list[list[float]]]
@@ -86,16 +86,6 @@ def by_relevance(fields: PromptFields, scorer: SentenceScorer | None) -> PromptF
     return replace(fields, body=" ".join(ranked_sentences(fields.body, fields.interests, scorer)))
 
 
-def opening_terms(fields: PromptFields) -> list[str]:
-    """What a blurb's opening names (the reader's interests the item carries, else the fit), else the profile."""
-    return named_terms(fields) or list(fields.interests)
-
-
-def named_terms(fields: PromptFields) -> list[str]:
-    """What a blurb's opening names: the reader's interests the item carries, else the fit (may be empty)."""
-    return [t for t in (fields.shared or ((fields.fit,) if fields.fit else ())) if t]
-
-
 def upper_half(sentences: Sequence[str], term: str, scorer: SentenceScorer) -> set[int]:
     """Indices of the sentences about ``term``: the upper half by relevance to it (ties kept; n=5 keeps 3)."""
     scores = scorer(sentences, [term])[0]
@@ -112,7 +102,7 @@ def named_by_sentence(
     half of the item's sentences by relevance to it; with none left the blurb opens with a plain phrasing of
     its style ("Have a look: ...") instead of naming an interest its sentence is not about.
     """
-    named = named_terms(fields)
+    named = opening_terms(fields)
     if not named or len(sentences) < 2:
         return fields
     keep = [t for t in named if chosen in upper_half(sentences, t, scorer)]
@@ -142,7 +132,8 @@ def spread_over_readers(
     sentences chosen earlier in the batch already carry (so a phrase the catalog repeats across items, such
     as "The project, led by ...", does not open every other blurb). The other sentences follow by relevance.
     With both weights 0 this is :func:`by_relevance`; other tasks and readers without interests are as given.
-    ``focus="opening"`` scores against :func:`opening_terms` instead of the whole profile; ``focus="named"``
+    ``focus="opening"`` scores against what the opening names (:func:`prompts.opening_terms`, the profile when it
+    names nothing) instead of the whole profile; ``focus="named"``
     chooses on the profile among the sentences about what the opening names (:func:`upper_half`);
     ``focus="sentence"`` chooses on the profile and then keeps in the opening only what the chosen sentence is
     about (:func:`named_by_sentence`).
@@ -158,7 +149,8 @@ def spread_over_readers(
         if len(sentences) < 2:
             out.append(fields)
             continue
-        terms = opening_terms(fields) if focus == "opening" else list(fields.interests)
+        named = opening_terms(fields)
+        terms = (named or list(fields.interests)) if focus == "opening" else list(fields.interests)
         scores = scorer(sentences, terms)[0]
         given = uses.setdefault(item_id, {sentences[0]: 1})
         pairs = [_bigrams(x) for x in sentences]
@@ -169,9 +161,9 @@ def spread_over_readers(
             for i in range(len(sentences))
         ]
         eligible = range(len(sentences))
-        if focus == "named" and named_terms(fields):
+        if focus == "named" and named:
             # only sentences about what the opening names, and among them the one closest to the reader
-            eligible = sorted(set().union(*(upper_half(sentences, t, scorer) for t in named_terms(fields))))
+            eligible = sorted(set().union(*(upper_half(sentences, t, scorer) for t in named)))
         best = max(eligible, key=lambda i: (values[i], -i))
         given[sentences[best]] = given.get(sentences[best], 0) + 1
         written.update(pairs[best])
